@@ -1,0 +1,34 @@
+"""The small protocol through which the trainer knows a task."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol
+
+import jax
+import numpy as np
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]
+
+
+class Task(Protocol):
+  """A generative task: its data, its model's init, loss and preview samples.
+
+  All methods that take `params` are pure and jittable, except
+  `train_arrays` and `preview`, which run on the host.
+  """
+
+  def train_arrays(self) -> Mapping[str, np.ndarray]:
+    """The training split as equally long host arrays, keyed like a batch."""
+
+  def abstract_batch(self, batch_size: int) -> Mapping[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of a batch, for building states without data."""
+
+  def init(self, rng: jax.Array, batch: Batch) -> PyTree:
+    """Boxed (logically annotated) parameters for a batch of this shape."""
+
+  def loss(self, params: PyTree, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict]:
+    """Scalar training loss and a dict of scalar metrics."""
+
+  def preview(self, params: PyTree, rng: jax.Array) -> np.ndarray:
+    """A uint8 picture (a captioned sample grid) showing the model now."""

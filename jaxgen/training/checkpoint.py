@@ -1,0 +1,110 @@
+"""Orbax checkpoints of a TrainState, with the config and data position beside it.
+
+Layout of a run directory::
+
+    workdir/
+      config.json            the config the run was started with
+      checkpoints/<step>/    orbax step folders: `state` (arrays) + `meta` (JSON)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxgen.training.train_state import TrainState
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+class CheckpointNotFoundError(FileNotFoundError, ValueError):
+  """A checkpoint directory was given but holds no readable checkpoint."""
+
+
+def _state_items(state: TrainState) -> dict[str, Any]:
+  # The optax transformation is code, not data: only array leaves are saved.
+  return dict(step=state.step, params=state.params, ema_params=state.ema_params,
+              opt_state=state.opt_state, rng=state.rng,
+              skipped_steps=state.skipped_steps,
+              consecutive_skips=state.consecutive_skips)
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.fspath(workdir), CHECKPOINT_SUBDIR)
+
+
+class Checkpointer:
+  """Saves every `save_every` steps, keeps the newest `keep`, restores the latest.
+
+  Saves are asynchronous (orbax writes in the background while training goes
+  on); `wait()` blocks until the last one is on disk.
+  """
+
+  def __init__(self, workdir: str, *, save_every: int = 1, keep: int = 3,
+               async_save: bool = True, read_only: bool = False):
+    if save_every <= 0:
+      raise ValueError(f"checkpoint.save_every must be > 0, got {save_every}")
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_every, max_to_keep=keep, create=not read_only,
+        enable_async_checkpointing=async_save, read_only=read_only)
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(checkpoint_dir(workdir)), options=options,
+        item_names=("state", "meta"))
+
+  def should_save(self, step: int) -> bool:
+    return self._manager.should_save(step)
+
+  def save(self, step: int, state: TrainState, meta: dict[str, Any], *,
+           force: bool = False) -> bool:
+    """Saves `state` and the JSON-serialisable `meta` under `step`."""
+    return self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(_state_items(state)),
+                                meta=ocp.args.JsonSave(meta)),
+        force=force)
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def restore(self, template: TrainState, step: int | None = None
+              ) -> tuple[TrainState, dict[str, Any], int]:
+    """Restores onto the structure (and shardings) of `template`.
+
+    With `step=None` the newest readable checkpoint is used: if the newest is
+    unreadable (e.g. a truncated write), a warning names it and the previous
+    one is tried.
+
+    Returns:
+      (state, meta, step restored).
+    """
+    steps = [step] if step is not None else self.all_steps()[::-1]
+    if not steps:
+      raise CheckpointNotFoundError("no checkpoint to restore: the run directory is empty")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_items(template))
+    errors = []
+    for s in steps:
+      try:
+        restored = self._manager.restore(
+            s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                       meta=ocp.args.JsonRestore()))
+      except Exception as e:  # orbax raises many types for corrupt data
+        logging.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
+                        s, type(e).__name__, e)
+        errors.append(f"step {s}: {type(e).__name__}: {e}")
+        continue
+      items = restored["state"]
+      return template.replace(**items), dict(restored["meta"]), s
+    raise CheckpointNotFoundError("no readable checkpoint:\n  " + "\n  ".join(errors))
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

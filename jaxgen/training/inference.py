@@ -1,0 +1,45 @@
+"""Loading a trained run for sampling: its config, its task and its EMA weights."""
+
+from __future__ import annotations
+
+import os
+
+import flax.linen as nn
+import jax
+
+from jaxgen.tasks.registry import get_task
+from jaxgen.training.checkpoint import CheckpointNotFoundError, Checkpointer, checkpoint_dir
+from jaxgen.training.optimizers import make_optimizer
+from jaxgen.training.trainer import load_config
+from jaxgen.training.train_state import TrainState
+
+
+def abstract_train_state(task, config, example_batch) -> TrainState:
+  """Shapes and dtypes of the train state, on the first local device."""
+  tx, _ = make_optimizer(config.optim, config.train.num_steps)
+
+  def init_state(rng):
+    params = nn.meta.unbox(task.init(rng, example_batch))
+    return TrainState.create(params, tx, rng)
+
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                      abstract)
+
+
+def load_for_sampling(workdir: str, step: int | None = None):
+  """(task, EMA params) of the newest readable checkpoint in a run directory."""
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    raise CheckpointNotFoundError(
+        f"--checkpoint: {workdir!r} has no {os.path.basename(checkpoint_dir(workdir))}/ "
+        "folder: is it a directory written by `jaxgen train`?")
+  config = load_config(workdir)
+  task = get_task(config)
+  template = abstract_train_state(task, config, task.abstract_batch(1))
+  checkpointer = Checkpointer(workdir, read_only=True)
+  try:
+    state, _, _ = checkpointer.restore(template, step)
+  finally:
+    checkpointer.close()
+  return task, state.ema_params

@@ -1,0 +1,81 @@
+"""Mesh construction and the one table that maps logical axis names to mesh axes.
+
+Parameters are annotated with logical axis names where they are created
+(`jaxgen.nn.partitioning`); this module alone decides how those names land on
+the device mesh. The mesh always has the three axes `data`, `fsdp`, `tensor`
+(any of them may be 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical parameter/activation axis -> mesh axis (None = replicated). The only
+# place a sharding decision is made.
+LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("conv_in", None),
+    ("conv_out", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("time_embed", None),
+    ("norm", None),
+)
+
+
+def make_mesh(shape: Sequence[int] | None = None,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh; `shape=None` puts every device on `data`."""
+  devices = list(jax.devices() if devices is None else devices)
+  if shape is None:
+    shape = (len(devices), 1, 1)
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != 3 or any(s <= 0 for s in shape):
+    raise ValueError(f"mesh shape must be three positive sizes (data, fsdp, tensor), got {shape}")
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f"mesh shape {shape} needs {int(np.prod(shape))} devices, "
+                     f"but {len(devices)} are available")
+  device_array = np.asarray(devices).reshape(shape)
+  return Mesh(device_array, MESH_AXES,
+              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over data x fsdp, the rest replicated."""
+  return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def param_shardings(abstract_boxed_params: Any, mesh: Mesh) -> Any:
+  """NamedShardings for (unboxed) params, from their logical annotations."""
+  logical_specs = nn.get_partition_spec(abstract_boxed_params)
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_RULES)
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,
+                        params_sharding: Any, mesh: Mesh) -> Any:
+  """Optimizer moments follow their parameter; counters etc. are replicated."""
+  rep = replicated(mesh)
+  return optax.tree_map_params(
+      tx, lambda _, sharding: sharding, abstract_opt_state, params_sharding,
+      transform_non_params=lambda _: rep,
+      is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
+def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Host-local numpy batch -> global jax.Arrays sharded over the batch axes."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
