@@ -113,15 +113,25 @@ def cmd_quickstart(args) -> int:
                 held_out_examples=config.eval.num_examples, accuracy={})
   for g in (1.0, default_guidance):
     logging.info("judging %d held-out captions at guidance %s", config.eval.num_examples, g)
-    report["accuracy"][f"guidance_{g:g}"] = task.evaluate(state.ema_params, rng, guidance_scale=g)
-  grid = task.preview(state.ema_params, rng, num=32)
-  grid_path = save_png(os.path.join(args.workdir, "grid.png"), grid)
+    accuracy, images, captions = task.evaluate(state.ema_params, rng, guidance_scale=g)
+    report["accuracy"][f"guidance_{g:g}"] = accuracy
+  grid_path = save_png(os.path.join(args.workdir, "grid.png"),
+                       make_grid(images[:32], captions[:32], scale=3, ncols=8))
   report["total_seconds"] = round(time.monotonic() - start, 1)
   json_path = os.path.join(args.workdir, "quickstart.json")
   with open(json_path, "w") as f:
     json.dump(report, f, indent=2)
   print(json.dumps(report, indent=2))
   print(f"wrote {grid_path} and {json_path}")
+  return 0
+
+
+# -- eval ----------------------------------------------------------------------
+
+def cmd_eval(args) -> int:
+  from jaxgen.metrics.eval_cli import run_eval  # pylint: disable=g-import-not-at-top
+  result = run_eval(args)
+  print(json.dumps(result, indent=2))
   return 0
 
 
@@ -144,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint", required=True, help="run directory written by `jaxgen train`")
   p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
   p.add_argument("--prompts-file", help="a text file with one prompt per line")
-  p.add_argument("--sampler", default="ddim", help="ddpm | ddim | dpmpp_2m | euler")
+  p.add_argument("--sampler", default="ddim", help="ddpm | ddim | dpm_solver_pp_2m | euler")
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: config)")
   p.add_argument("--guidance", type=float, default=None,
                  help="classifier-free guidance scale (default: config)")
@@ -161,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="time budget for training (CPU); training stops early when reached")
   p.add_argument("overrides", nargs="*", help="config overrides, key=value")
   p.set_defaults(func=cmd_quickstart)
+
+  from jaxgen.metrics.eval_cli import add_eval_arguments  # pylint: disable=g-import-not-at-top
+  p = sub.add_parser("eval", help="image metrics between two folders: fid | kid | is | ssim | psnr")
+  add_eval_arguments(p)
+  p.set_defaults(func=cmd_eval)
   return parser
 
 

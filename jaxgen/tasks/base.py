@@ -24,6 +24,9 @@ class Task(Protocol):
   def abstract_batch(self, batch_size: int) -> Mapping[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of a batch, for building states without data."""
 
+  def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
+    """Raises a named ValueError if a host batch does not fit the config."""
+
   def init(self, rng: jax.Array, batch: Batch) -> PyTree:
     """Boxed (logically annotated) parameters for a batch of this shape."""
 

@@ -24,28 +24,67 @@ from jaxgen.data.tokenizer import build_caption_tokenizer
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.models.transformer import TextTransformer
 from jaxgen.models.unet import UNet2DConditionModel, UNetConfig
+from jaxgen.nn import partitioning as pt
 from jaxgen.render.grid import make_grid, to_uint8
 
 
-class TextConditionedUNet(nn.Module):
-  """Text encoder + U-Net. `encode_text` and `denoise` are separate methods so
-  that sampling encodes the prompt once, not at every step."""
+def coordinate_channels(batch: int, height: int, width: int) -> jax.Array:
+  """(B, H, W, 2) pixel-centre coordinates in [-1, 1] (y, x): CoordConv inputs.
 
-  text: ml_collections.ConfigDict
+  Convolutions are translation-equivariant, so without them a U-Net learns
+  "top left" only slowly, from zero-padding effects at the borders.
+  """
+  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height * 2 - 1
+  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width * 2 - 1
+  grid = jnp.stack(jnp.meshgrid(ys, xs, indexing="ij"), axis=-1)
+  return jnp.broadcast_to(grid, (batch, height, width, 2))
+
+
+def masked_mean(states: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of token states over attended tokens: (B, L, D), (B, L) -> (B, D)."""
+  weights = mask.astype(states.dtype)[..., None]
+  return (states * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+
+
+class TextConditionedUNet(nn.Module):
+  """Text encoder + U-Net.
+
+  The text reaches the U-Net twice, as in GLIDE and Imagen: token states via
+  cross-attention, and (with `unet.class_embed_type="identity"`) the pooled
+  text projected into the timestep embedding, which modulates every ResNet
+  block. With `coord_channels`, two coordinate maps are concatenated to the
+  noisy image. `encode_text` and `denoise` are separate methods so sampling
+  encodes the prompt once, not at every step.
+  """
+
+  text: Mapping
   unet: UNetConfig
+  coord_channels: bool = True
 
   def setup(self):
     self.text_encoder = TextTransformer(**self.text)
+    if self.unet.class_embed_type == "identity":
+      self.pooled_text_proj = pt.dense(self.unet.time_embed_dim, ("embed", "time_embed"),
+                                       name="pooled_text_proj")
     self.denoiser = UNet2DConditionModel(self.unet)
 
   def encode_text(self, tokens, mask):
-    return self.text_encoder(tokens, mask)
+    """(token states (B, L, D), pooled (B, D))."""
+    states = self.text_encoder(tokens, mask)
+    return states, masked_mean(states, mask)
 
-  def denoise(self, x, t, context, context_mask, train: bool = False):
-    return self.denoiser(x, t, context, encoder_attention_mask=context_mask, train=train)
+  def denoise(self, x, t, context, context_mask, pooled, train: bool = False):
+    if self.coord_channels:
+      x = jnp.concatenate([x, coordinate_channels(*x.shape[:3]).astype(x.dtype)], axis=-1)
+    class_labels = None
+    if self.unet.class_embed_type == "identity":
+      class_labels = self.pooled_text_proj(pooled)
+    return self.denoiser(x, t, context, encoder_attention_mask=context_mask,
+                         class_labels=class_labels, train=train)
 
   def __call__(self, x, t, tokens, mask, train: bool = False):
-    return self.denoise(x, t, self.encode_text(tokens, mask), mask, train=train)
+    states, pooled = self.encode_text(tokens, mask)
+    return self.denoise(x, t, states, mask, pooled, train=train)
 
 
 class TextToImageTask:
@@ -57,7 +96,19 @@ class TextToImageTask:
     self.max_text_length = config.text.max_length
     self.tokenizer = build_caption_tokenizer()
     text_cfg = dict(config.text.to_dict(), vocab_size=self.tokenizer.vocab_size)
-    self.model = TextConditionedUNet(text=text_cfg, unet=UNetConfig(**config.unet.to_dict()))
+    unet = UNetConfig(**config.unet.to_dict())
+    self.coord_channels = config.model.coord_channels
+    expected_in = unet.out_channels + (2 if self.coord_channels else 0)
+    if unet.in_channels != expected_in:
+      raise ValueError(f"unet.in_channels must be {expected_in} (image channels "
+                       f"{unet.out_channels}{' + 2 coordinate channels' if self.coord_channels else ''}), "
+                       f"got {unet.in_channels}")
+    factor = 2**unet.num_downsamples
+    if self.resolution % factor:
+      raise ValueError(f"data.resolution must be a multiple of {factor} for a U-Net with "
+                       f"{unet.num_downsamples} downsamplings, got {self.resolution}")
+    self.model = TextConditionedUNet(text=text_cfg, unet=unet,
+                                     coord_channels=self.coord_channels)
     d = config.diffusion
     self.schedule = schedules.make_schedule(
         d.schedule, num_train_timesteps=d.num_train_timesteps,
@@ -82,7 +133,7 @@ class TextToImageTask:
 
   def abstract_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of a training batch, without building the data."""
-    r, c, L = self.resolution, self.config.unet.in_channels, self.max_text_length
+    r, c, L = self.resolution, self.config.unet.out_channels, self.max_text_length
     return dict(image=jax.ShapeDtypeStruct((batch_size, r, r, c), jnp.uint8),
                 text_tokens=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
                 text_mask=jax.ShapeDtypeStruct((batch_size, L), jnp.int32))
@@ -95,7 +146,7 @@ class TextToImageTask:
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     """Named errors for batches that do not fit the config, before compiling."""
     image = batch["image"]
-    expected = (self.resolution, self.resolution, self.config.unet.in_channels)
+    expected = (self.resolution, self.resolution, self.config.unet.out_channels)
     if tuple(image.shape[1:]) != expected:
       raise ValueError(f"batch['image'] must be [B, {expected[0]}, {expected[1]}, "
                        f"{expected[2]}] for this config (data.resolution="
@@ -120,9 +171,10 @@ class TextToImageTask:
     def model_fn(x_t, t):
       return self.model.apply({"params": params}, x_t, t, tokens, mask, train=True)
 
-    return gaussian.diffusion_loss(model_fn, x0, diff_rng, self.schedule,
-                                   prediction_type=d.prediction_type,
-                                   min_snr_gamma=d.min_snr_gamma)
+    loss, aux = gaussian.diffusion_loss(model_fn, x0, diff_rng, self.schedule,
+                                        prediction_type=d.prediction_type,
+                                        min_snr_gamma=d.min_snr_gamma)
+    return loss, dict(mse=aux["mse"], snr_weight=aux["weight"])
 
   @functools.partial(jax.jit, static_argnames=("self", "sampler", "num_steps", "resolution"))
   def sample(self, params, tokens: jax.Array, mask: jax.Array, rng: jax.Array, *,
@@ -133,18 +185,20 @@ class TextToImageTask:
     variables = {"params": params}
     batch = tokens.shape[0]
     encode = functools.partial(self.model.apply, variables, method=TextConditionedUNet.encode_text)
-    cond = (encode(tokens, mask), mask)
+    cond = (*encode(tokens, mask), mask)
     null_tokens, null_mask = self.null_text(batch)
-    uncond = (encode(null_tokens, null_mask), null_mask)
+    uncond = (*encode(null_tokens, null_mask), null_mask)
 
     def model_fn(x, t, c):
-      return self.model.apply(variables, x, t, c[0], c[1], method=TextConditionedUNet.denoise)
+      states, pooled, context_mask = c
+      return self.model.apply(variables, x, t, states, context_mask, pooled,
+                              method=TextConditionedUNet.denoise)
 
     guided = guidance.classifier_free_guidance(model_fn, cond, uncond, guidance_scale)
     noise_rng, sample_rng = jax.random.split(rng)
-    x_T = jax.random.normal(noise_rng, (batch, resolution, resolution, self.config.unet.in_channels))
+    x_T = jax.random.normal(noise_rng, (batch, resolution, resolution, self.config.unet.out_channels))
     return samplers.sample(guided, self.schedule, x_T, sample_rng, sampler=sampler,
-                           num_steps=num_steps, eta=eta,
+                           num_steps=num_steps, eta=eta if sampler == "ddim" else 0.0,
                            prediction_type=self.config.diffusion.prediction_type)
 
   # -- judging and pictures --------------------------------------------------
@@ -174,11 +228,15 @@ class TextToImageTask:
     return np.concatenate(out)
 
   def evaluate(self, params, rng: jax.Array, *, guidance_scale: float | None = None,
-               num_examples: int | None = None) -> dict[str, float]:
-    """Judge accuracies (colour, position, shape, size) on held-out captions."""
+               num_examples: int | None = None) -> tuple[dict[str, float], np.ndarray, list[str]]:
+    """Judge accuracies (colour, position, shape, size, all) on held-out captions.
+
+    Returns (accuracies, the uint8 samples judged, their captions).
+    """
     data = self.eval_split(num_examples or self.config.eval.num_examples)
-    images = self.generate(params, list(data["caption"]), rng, guidance_scale=guidance_scale)
-    return shapes_judge.judge_images(images, data)["accuracy"]
+    captions = list(data["caption"])
+    images = self.generate(params, captions, rng, guidance_scale=guidance_scale)
+    return shapes_judge.judge_images(images, data)["accuracy"], images, captions
 
   def preview(self, params, rng: jax.Array, num: int = 16) -> np.ndarray:
     captions = list(self.eval_split(num)["caption"])

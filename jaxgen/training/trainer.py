@@ -124,7 +124,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
                            process_index=jax.process_index(),
                            process_count=jax.process_count())
   batch_sharding = sharding.batch_sharding(mesh)
-  example = sharding.global_batch(next(iterator), batch_sharding)
+  first = next(iterator)
+  task.check_batch(first)
+  example = sharding.global_batch(first, batch_sharding)
   iterator.set_state(dict(epoch=0, position=0))
   state, state_sharding, schedule = create_state(task, config, example, mesh)
 

@@ -1,0 +1,101 @@
+"""Multi-head attention (self or cross) with diffusers-compatible names.
+
+Submodules are `to_q`, `to_k`, `to_v` and `to_out_0`, matching diffusers'
+`Attention` (`to_out.0`), so weights convert by a mechanical name map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgen.nn import partitioning as pt
+
+
+def _as_bool_mask(mask: jax.Array, batch: int, q_len: int, k_len: int) -> jax.Array:
+  """Validates a key-padding (B, Lk) or full (B, Lq, Lk) mask; returns it as bool (B, 1, Lq|1, Lk)."""
+  if mask.shape == (batch, k_len):
+    return mask[:, None, None, :].astype(bool)
+  if mask.shape == (batch, q_len, k_len):
+    return mask[:, None, :, :].astype(bool)
+  raise ValueError(
+      f"mask: expected shape (batch, key_len) = {(batch, k_len)} or "
+      f"(batch, query_len, key_len) = {(batch, q_len, k_len)}, found {mask.shape}"
+  )
+
+
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+  """softmax(q k^T / sqrt(d)) v with logits and softmax in float32.
+
+  q: (B, Lq, H, D); k, v: (B, Lk, H, D); mask: bool broadcastable to
+  (B, H, Lq, Lk), True = attend. Masked logits get the most negative float32,
+  so a row with every key masked degrades to uniform weights (as a -1e4 bias
+  does in diffusers) rather than NaN.
+  """
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+
+
+class Attention(nn.Module):
+  """Multi-head attention like diffusers' `Attention` (default processor).
+
+  Attributes:
+    heads: number of heads.
+    dim_head: width of one head; projections have `heads * dim_head` features.
+    out_features: output width (defaults to the query width).
+    qkv_bias: bias on to_q/to_k/to_v (diffusers `bias`, False in U-Nets).
+    dropout: dropout rate applied after the output projection.
+    dtype: compute dtype (params stay float32).
+  """
+
+  heads: int
+  dim_head: int
+  out_features: int | None = None
+  qkv_bias: bool = False
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(
+      self,
+      x: jax.Array,
+      context: jax.Array | None = None,
+      mask: jax.Array | None = None,
+      deterministic: bool = True,
+  ) -> jax.Array:
+    """Attends from `x` (B, Lq, C) to `context` (B, Lk, Ck), or to itself.
+
+    mask: bool/int (B, Lk) key padding or (B, Lq, Lk); 1 = attend.
+    """
+    if x.ndim != 3:
+      raise ValueError(f"x: expected (batch, length, features), found shape {x.shape}")
+    context = x if context is None else context
+    if context.ndim != 3 or context.shape[0] != x.shape[0]:
+      raise ValueError(
+          f"context: expected (batch={x.shape[0]}, length, features), found shape {context.shape}"
+      )
+    batch, q_len, width = x.shape
+    k_len = context.shape[1]
+    inner = self.heads * self.dim_head
+    kv_axis = "embed" if context is x else "kv"
+
+    def project(name: str, inputs: jax.Array, in_axis: str) -> jax.Array:
+      layer = pt.dense(inner, (in_axis, "heads"), use_bias=self.qkv_bias, dtype=self.dtype, name=name)
+      return layer(inputs).reshape(inputs.shape[0], inputs.shape[1], self.heads, self.dim_head)
+
+    q = project("to_q", x, "embed")
+    k = project("to_k", context, kv_axis)
+    v = project("to_v", context, kv_axis)
+    bool_mask = None if mask is None else _as_bool_mask(jnp.asarray(mask), batch, q_len, k_len)
+    out = dot_product_attention(q, k, v, bool_mask).reshape(batch, q_len, inner)
+    out = pt.dense(self.out_features or width, ("heads", "embed"), dtype=self.dtype, name="to_out_0")(out)
+    return nn.Dropout(self.dropout)(out, deterministic=deterministic)

@@ -1,0 +1,161 @@
+"""Trainer: exact resume, checkpoint fall-back, non-finite guard, and the CLI.
+
+One tiny text-to-image run (module-scoped) serves every test, so the model
+compiles a handful of times in total.
+"""
+
+import functools
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen import cli
+from jaxgen.configuration import apply_overrides, load_config_file
+from jaxgen.tasks.registry import get_task
+from jaxgen.training import sharding
+from jaxgen.training.checkpoint import Checkpointer
+from jaxgen.training.trainer import create_state, train, train_step
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "shapes_pixel_diffusion.py")
+TINY = [
+    "data.resolution=16", "data.num_train_examples=64",
+    "unet.sample_size=16", "unet.block_out_channels=(8, 16)",
+    "unet.down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D')",
+    "unet.up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D')",
+    "unet.attention_head_dim=2", "unet.cross_attention_dim=16", "unet.norm_num_groups=4",
+    "text.width=16", "text.num_layers=1", "text.num_heads=2",
+    "train.batch_size=8", "train.num_steps=4", "train.log_every=2", "train.sample_every=0",
+    "checkpoint.save_every=2", "checkpoint.keep=3", "optim.warmup_steps=1",
+    "sample.num_steps=3", "eval.num_examples=8",
+]
+
+
+def tiny_config(*extra):
+  return apply_overrides(load_config_file(CONFIG), TINY + list(extra))
+
+
+def _params_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A finished 4-step run; checkpoints at steps 2 and 4."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  state = train(tiny_config(), workdir)
+  return workdir, jax.device_get(state)
+
+
+def test_run_writes_checkpoints_config_and_logs(trained):
+  workdir, state = trained
+  assert int(state.step) == 4
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  assert os.path.isfile(os.path.join(workdir, "config.json"))
+  assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert not _params_equal(state.params, state.ema_params)  # EMA lags the params
+
+
+def test_resume_after_preemption_is_bit_identical(trained, tmp_path):
+  workdir, final = trained
+  resumed_dir = str(tmp_path / "resumed")
+  shutil.copytree(workdir, resumed_dir)
+  # Preempted after the step-2 checkpoint: the newest one never got written.
+  shutil.rmtree(os.path.join(resumed_dir, "checkpoints", "4"))
+  state = jax.device_get(train(tiny_config(), resumed_dir))
+  assert int(state.step) == 4
+  assert _params_equal(state.params, final.params)
+  assert _params_equal(state.ema_params, final.ema_params)
+  assert _params_equal(state.opt_state, final.opt_state)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(trained, tmp_path, caplog):
+  workdir, _ = trained
+  broken = str(tmp_path / "broken")
+  shutil.copytree(workdir, broken)
+  newest = os.path.join(broken, "checkpoints", "4", "state")
+  for root, _, files in os.walk(newest):
+    for f in files:
+      with open(os.path.join(root, f), "r+b") as fh:
+        fh.truncate(max(os.path.getsize(os.path.join(root, f)) // 3, 1))
+  config = tiny_config()
+  task = get_task(config)
+  example = {k: jnp.asarray(v[:8]) for k, v in task.train_arrays().items()}
+  template, _, _ = create_state(task, config, example, sharding.make_mesh())
+  checkpointer = Checkpointer(broken, read_only=True)
+  with caplog.at_level("WARNING"):
+    state, meta, step = checkpointer.restore(template)
+  checkpointer.close()
+  assert step == 2 and int(state.step) == 2
+  assert meta["data_iterator"] == dict(epoch=0, position=16)
+  assert "step 4 is unreadable" in caplog.text
+
+
+def test_non_finite_loss_skips_the_update_and_counts_it():
+  config = tiny_config()
+  task = get_task(config)
+  example = {k: jnp.asarray(v[:8]) for k, v in task.train_arrays().items()}
+  state, _, _ = create_state(task, config, example, sharding.make_mesh())
+
+  class PoisonedTask:
+    def loss(self, params, batch, rng):
+      loss, metrics = task.loss(params, batch, rng)
+      return loss * jnp.nan, metrics
+
+  step = jax.jit(functools.partial(train_step, task=PoisonedTask(), ema_decay=0.99, ema_warmup=0))
+  new, metrics = step(state, example)
+  new, metrics = step(new, example)
+  assert not np.isfinite(metrics["loss"])
+  assert _params_equal(new.params, state.params)
+  assert _params_equal(new.ema_params, state.ema_params)
+  assert _params_equal(new.opt_state, state.opt_state)
+  assert int(new.step) == 2 and int(new.skipped_steps) == 2 and int(new.consecutive_skips) == 2
+
+  good = jax.jit(functools.partial(train_step, task=task, ema_decay=0.99, ema_warmup=0))
+  new, metrics = good(new, example)
+  assert np.isfinite(metrics["loss"])
+  assert int(new.consecutive_skips) == 0 and int(new.skipped_steps) == 2
+  assert not _params_equal(new.params, state.params)
+
+
+def test_sample_cli_same_seed_writes_identical_images(trained, tmp_path):
+  workdir, _ = trained
+  outs = [str(tmp_path / f"grid{i}.png") for i in range(3)]
+  common = ["sample", "--checkpoint", workdir, "--prompt", "a small red circle in the top left",
+            "--prompt", "a large blue square in the center", "--steps", "3", "--guidance", "2"]
+  for out, seed in zip(outs, (0, 0, 1)):
+    assert cli.main(["--compilation-cache", ""] + common + ["--seed", str(seed), "--out", out]) == 0
+  data = [open(p, "rb").read() for p in outs]
+  assert data[0] == data[1]
+  assert data[0] != data[2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sampler", "plms"], "--sampler: expected one of"),
+    (["--guidance", "-1"], "--guidance: expected a scale >= 0"),
+    (["--steps", "0"], "--steps: expected a positive"),
+    (["--prompt", " "], "--prompt: prompts must be non-empty"),
+])
+def test_sample_cli_rejects_bad_arguments(trained, capsys, args, message):
+  workdir, _ = trained
+  base = ["--prompt", "a small red circle in the top left"] if "--prompt" not in args else []
+  code = cli.main(["sample", "--checkpoint", workdir] + base + args)
+  assert code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_sample_cli_rejects_missing_checkpoint_and_empty_prompts(tmp_path, capsys):
+  assert cli.main(["sample", "--checkpoint", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+  assert "does not exist" in capsys.readouterr().err
+  assert cli.main(["sample", "--checkpoint", str(tmp_path)]) == 2
+  assert "at least one prompt" in capsys.readouterr().err
+  assert cli.main(["sample", "--checkpoint", str(tmp_path), "--prompt", "a red circle"]) == 2
+  assert "is it a directory written by `jaxgen train`" in capsys.readouterr().err
+
+
+def test_image_size_that_does_not_fit_the_unet_is_named():
+  with pytest.raises(ValueError, match="data.resolution must be a multiple of 2"):
+    get_task(tiny_config("data.resolution=15"))
