@@ -101,6 +101,7 @@ def cmd_quickstart(args) -> int:
   start = time.monotonic()
   config = shapes_pixel_diffusion.get_config()
   config.train.max_minutes = args.train_minutes
+  config.train.sample_every = 0  # one grid at the end instead of previews
   config = apply_overrides(config, args.overrides)
   state = train(config, args.workdir)
   train_seconds = time.monotonic() - start
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("quickstart",
                      help="train a small text-to-image model on the built-in shapes and judge it")
   p.add_argument("--workdir", default="quickstart_out")
-  p.add_argument("--train-minutes", type=float, default=7.0,
+  p.add_argument("--train-minutes", type=float, default=6.0,
                  help="time budget for training (CPU); training stops early when reached")
   p.add_argument("overrides", nargs="*", help="config overrides, key=value")
   p.set_defaults(func=cmd_quickstart)

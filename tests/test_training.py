@@ -156,6 +156,19 @@ def test_sample_cli_rejects_missing_checkpoint_and_empty_prompts(tmp_path, capsy
   assert "is it a directory written by `jaxgen train`" in capsys.readouterr().err
 
 
-def test_image_size_that_does_not_fit_the_unet_is_named():
-  with pytest.raises(ValueError, match="data.resolution must be a multiple of 2"):
+def test_image_size_or_channels_that_do_not_fit_the_unet_are_named():
+  with pytest.raises(ValueError, match=r"data.resolution must be a multiple of 2 \(patch size 1"):
     get_task(tiny_config("data.resolution=15"))
+  with pytest.raises(ValueError, match=r"data.resolution must be a multiple of 4 \(patch size 2"):
+    get_task(tiny_config("data.resolution=18", "model.patch_size=2", "unet.in_channels=14",
+                         "unet.out_channels=12"))
+  with pytest.raises(ValueError, match="unet.in_channels/out_channels must be 5/3"):
+    get_task(tiny_config("unet.in_channels=3"))
+  with pytest.raises(ValueError, match="must be 3/3 .* patches, got 5/3"):
+    get_task(tiny_config("model.coord_channels=False"))
+
+
+def test_batch_of_the_wrong_image_size_is_named():
+  task = get_task(tiny_config())
+  with pytest.raises(ValueError, match=r"batch\['image'\] must be \[B, 16, 16, 3\]"):
+    task.check_batch(dict(image=np.zeros((2, 32, 32, 3), np.uint8)))

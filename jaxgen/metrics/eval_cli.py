@@ -34,185 +34,218 @@ PIXEL_DATA_RANGE = 255.0  # SSIM/PSNR compare the uint8 pixel values
 
 
 class UnknownMetricError(ValueError):
-    """--metric names no metric this command computes."""
+  """--metric names no metric this command computes."""
 
 
 class UnpairedImagesError(ValueError):
-    """SSIM/PSNR found fake images without a same-named real image (or the reverse)."""
+  """SSIM/PSNR found fake images without a same-named real image (or the reverse)."""
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the image-metric arguments to an argparse (sub)parser."""
-    parser.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")
-    parser.add_argument("--real", help="folder of real images (fid: or a .npz with mu/sigma)")
-    parser.add_argument("--fake", required=True, help="folder of generated images (fid: or .npz)")
-    parser.add_argument("--weights", help="local pytorch-fid Inception weights (.pth or .safetensors)")
-    parser.add_argument("--batch-size", type=int, default=50, help="images per network call")
-    parser.add_argument("--out", help="write the result as JSON to this file")
-    parser.add_argument("--kid-subsets", type=int, default=100, help="KID: number of subsets")
-    parser.add_argument("--kid-subset-size", type=int, default=1000, help="KID: samples per subset")
-    parser.add_argument("--is-splits", type=int, default=10, help="Inception Score: number of splits")
-    parser.add_argument("--fid-method", default="eigh", choices=("eigh", "sqrtm"),
-                        help="trace of the matrix square root: symmetric eigh (fast) or scipy "
-                             "sqrtm (pytorch-fid's exact procedure, slow at 2048-d)")
-    parser.add_argument("--seed", type=int, default=0, help="KID subsets / IS shuffling")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  """Adds the image-metric arguments to an argparse (sub)parser."""
+  parser.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")
+  parser.add_argument("--real", help="folder of real images (fid: or a .npz with mu/sigma)")
+  parser.add_argument("--fake", required=True, help="folder of generated images (fid: or .npz)")
+  parser.add_argument(
+    "--weights", help="local pytorch-fid Inception weights (.pth or .safetensors)"
+  )
+  parser.add_argument("--batch-size", type=int, default=50, help="images per network call")
+  parser.add_argument("--out", help="write the result as JSON to this file")
+  parser.add_argument("--kid-subsets", type=int, default=100, help="KID: number of subsets")
+  parser.add_argument("--kid-subset-size", type=int, default=1000, help="KID: samples per subset")
+  parser.add_argument("--is-splits", type=int, default=10, help="Inception Score: number of splits")
+  parser.add_argument(
+    "--fid-method",
+    default="eigh",
+    choices=("eigh", "sqrtm"),
+    help="trace of the matrix square root: symmetric eigh (fast) or scipy "
+    "sqrtm (pytorch-fid's exact procedure, slow at 2048-d)",
+  )
+  parser.add_argument("--seed", type=int, default=0, help="KID subsets / IS shuffling")
+  parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    """Computes `args.metric`, writes JSON to `args.out` if given, returns the result dict."""
-    metric = str(args.metric).lower()
-    if metric not in _RUNNERS:
-        raise UnknownMetricError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric!r}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    result = {"metric": metric, **_RUNNERS[metric](args)}
-    logger.info("%s", result)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+  """Computes `args.metric`, writes JSON to `args.out` if given, returns the result dict."""
+  metric = str(args.metric).lower()
+  if metric not in _RUNNERS:
+    raise UnknownMetricError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric!r}")
+  if args.batch_size < 1:
+    raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  result = {"metric": metric, **_RUNNERS[metric](args)}
+  logger.info("%s", result)
+  if args.out:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+  return result
 
 
 # --- FID / KID / IS ---------------------------------------------------------
 
+
 def _require(args: argparse.Namespace, name: str, metric: str) -> str:
-    value = getattr(args, name)
-    if not value:
-        raise ValueError(f"--{name} is required for --metric {metric}")
-    return value
+  value = getattr(args, name)
+  if not value:
+    raise ValueError(f"--{name} is required for --metric {metric}")
+  return value
 
 
 def _load_weights(args: argparse.Namespace, metric: str) -> Any:
-    path = args.weights
-    if not path:
-        raise inception.MissingWeightsError(
-            f"--weights is required for --metric {metric}: a local copy of pytorch-fid's "
-            "pt_inception-2015-12-05-6726825d.pth (jaxgen never downloads weights)"
-        )
-    return inception.load_fid_inception_variables(path)
+  path = args.weights
+  if not path:
+    raise inception.MissingWeightsError(
+      f"--weights is required for --metric {metric}: a local copy of pytorch-fid's "
+      "pt_inception-2015-12-05-6726825d.pth (jaxgen never downloads weights)"
+    )
+  return inception.load_fid_inception_variables(path)
 
 
 def _check_count(paths: list[Path], needed: int, name: str, why: str) -> None:
-    if len(paths) < needed:
-        raise frechet.TooFewSamplesError(
-            f"{why} needs at least {needed} images, {name} holds {len(paths)}"
-        )
+  if len(paths) < needed:
+    raise frechet.TooFewSamplesError(
+      f"{why} needs at least {needed} images, {name} holds {len(paths)}"
+    )
 
 
 def _is_stats_file(path: str) -> bool:
-    return os.path.isfile(path) and path.endswith(".npz")
+  return os.path.isfile(path) and path.endswith(".npz")
 
 
 def _run_fid(args: argparse.Namespace) -> dict[str, Any]:
-    sources = {"real": _require(args, "real", "fid"), "fake": _require(args, "fake", "fid")}
-    folders = {}
-    for name, source in sources.items():
-        if not _is_stats_file(source):
-            folders[name] = image_folder.list_images(source, name=f"--{name}")
-            _check_count(folders[name], 2, f"--{name}", "FID (a covariance)")
-    variables = _load_weights(args, "fid") if folders else None
-    gaussians, counts = {}, {}
-    for name, source in sources.items():
-        if name in folders:
-            stats = image_folder.pool_feature_statistics(
-                folders[name], variables, batch_size=args.batch_size,
-                progress=not args.no_progress, description=f"fid {name}",
-            )
-            gaussians[name] = (stats.mean, stats.covariance)
-            counts[name] = stats.count
-        else:
-            gaussians[name] = frechet.load_statistics(source)
-            counts[name] = None
-    value = frechet.frechet_distance(*gaussians["real"], *gaussians["fake"], method=args.fid_method)
-    return {"value": value, "num_real": counts["real"], "num_fake": counts["fake"]}
+  sources = {"real": _require(args, "real", "fid"), "fake": _require(args, "fake", "fid")}
+  folders = {}
+  for name, source in sources.items():
+    if not _is_stats_file(source):
+      folders[name] = image_folder.list_images(source, name=f"--{name}")
+      _check_count(folders[name], 2, f"--{name}", "FID (a covariance)")
+  variables = _load_weights(args, "fid") if folders else None
+  gaussians, counts = {}, {}
+  for name, source in sources.items():
+    if name in folders:
+      stats = image_folder.pool_feature_statistics(
+        folders[name],
+        variables,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        description=f"fid {name}",
+      )
+      gaussians[name] = (stats.mean, stats.covariance)
+      counts[name] = stats.count
+    else:
+      gaussians[name] = frechet.load_statistics(source)
+      counts[name] = None
+  value = frechet.frechet_distance(*gaussians["real"], *gaussians["fake"], method=args.fid_method)
+  return {"value": value, "num_real": counts["real"], "num_fake": counts["fake"]}
 
 
 def _run_kid(args: argparse.Namespace) -> dict[str, Any]:
-    paths = {
-        name: image_folder.list_images(_require(args, name, "kid"), name=f"--{name}")
-        for name in ("real", "fake")
-    }
-    for name, folder_paths in paths.items():
-        _check_count(folder_paths, args.kid_subset_size, f"--{name}",
-                     f"KID with --kid-subset-size {args.kid_subset_size}")
-    if args.kid_subsets < 1:
-        raise ValueError(f"--kid-subsets must be >= 1, got {args.kid_subsets}")
-    variables = _load_weights(args, "kid")
-    features = {
-        name: image_folder.collect_inception_outputs(
-            folder_paths, variables, batch_size=args.batch_size,
-            progress=not args.no_progress, description=f"kid {name}",
-        ).pool
-        for name, folder_paths in paths.items()
-    }
-    result = kid.kernel_inception_distance(
-        features["real"], features["fake"], key=jax.random.key(args.seed),
-        num_subsets=args.kid_subsets, subset_size=args.kid_subset_size,
+  paths = {
+    name: image_folder.list_images(_require(args, name, "kid"), name=f"--{name}")
+    for name in ("real", "fake")
+  }
+  for name, folder_paths in paths.items():
+    _check_count(
+      folder_paths,
+      args.kid_subset_size,
+      f"--{name}",
+      f"KID with --kid-subset-size {args.kid_subset_size}",
     )
-    return {
-        "value": result.mean, "std": result.std, "num_real": len(paths["real"]),
-        "num_fake": len(paths["fake"]), "subsets": args.kid_subsets,
-        "subset_size": args.kid_subset_size,
-    }
+  if args.kid_subsets < 1:
+    raise ValueError(f"--kid-subsets must be >= 1, got {args.kid_subsets}")
+  variables = _load_weights(args, "kid")
+  features = {
+    name: image_folder.collect_inception_outputs(
+      folder_paths,
+      variables,
+      batch_size=args.batch_size,
+      progress=not args.no_progress,
+      description=f"kid {name}",
+    ).pool
+    for name, folder_paths in paths.items()
+  }
+  result = kid.kernel_inception_distance(
+    features["real"],
+    features["fake"],
+    key=jax.random.key(args.seed),
+    num_subsets=args.kid_subsets,
+    subset_size=args.kid_subset_size,
+  )
+  return {
+    "value": result.mean,
+    "std": result.std,
+    "num_real": len(paths["real"]),
+    "num_fake": len(paths["fake"]),
+    "subsets": args.kid_subsets,
+    "subset_size": args.kid_subset_size,
+  }
 
 
 def _run_is(args: argparse.Namespace) -> dict[str, Any]:
-    paths = image_folder.list_images(args.fake, name="--fake")
-    _check_count(paths, args.is_splits, "--fake", f"Inception Score with --is-splits {args.is_splits}")
-    variables = _load_weights(args, "is")
-    logits = image_folder.collect_inception_outputs(
-        paths, variables, batch_size=args.batch_size, progress=not args.no_progress,
-        description="is fake",
-    ).logits_unbiased
-    result = inception_score.inception_score(
-        logits, splits=args.is_splits, key=jax.random.key(args.seed)
-    )
-    return {"value": result.mean, "std": result.std, "num_fake": len(paths), "splits": args.is_splits}
+  paths = image_folder.list_images(args.fake, name="--fake")
+  _check_count(
+    paths, args.is_splits, "--fake", f"Inception Score with --is-splits {args.is_splits}"
+  )
+  variables = _load_weights(args, "is")
+  logits = image_folder.collect_inception_outputs(
+    paths,
+    variables,
+    batch_size=args.batch_size,
+    progress=not args.no_progress,
+    description="is fake",
+  ).logits_unbiased
+  result = inception_score.inception_score(
+    logits, splits=args.is_splits, key=jax.random.key(args.seed)
+  )
+  return {"value": result.mean, "std": result.std, "num_fake": len(paths), "splits": args.is_splits}
 
 
 # --- SSIM / PSNR ------------------------------------------------------------
 
+
 def _paired_paths(args: argparse.Namespace, metric: str) -> tuple[list[Path], list[Path]]:
-    real = image_folder.list_images(_require(args, "real", metric), name="--real")
-    fake = image_folder.list_images(args.fake, name="--fake")
-    real_names, fake_names = {p.name for p in real}, {p.name for p in fake}
-    if real_names != fake_names:
-        only_fake = sorted(fake_names - real_names)[:5]
-        only_real = sorted(real_names - fake_names)[:5]
-        raise UnpairedImagesError(
-            f"--{metric} pairs images by file name; --fake has no real match for {only_fake}, "
-            f"--real has no fake match for {only_real}"
-        )
-    size = image_folder.common_image_size(real + fake, name=f"--{metric} images (real and fake)")
-    if metric == "ssim" and min(size) < 11:
-        raise ValueError(f"--metric ssim needs images of at least 11x11 pixels, got {size}")
-    return real, fake
+  real = image_folder.list_images(_require(args, "real", metric), name="--real")
+  fake = image_folder.list_images(args.fake, name="--fake")
+  real_names, fake_names = {p.name for p in real}, {p.name for p in fake}
+  if real_names != fake_names:
+    only_fake = sorted(fake_names - real_names)[:5]
+    only_real = sorted(real_names - fake_names)[:5]
+    raise UnpairedImagesError(
+      f"--{metric} pairs images by file name; --fake has no real match for {only_fake}, "
+      f"--real has no fake match for {only_real}"
+    )
+  size = image_folder.common_image_size(real + fake, name=f"--{metric} images (real and fake)")
+  if metric == "ssim" and min(size) < 11:
+    raise ValueError(f"--metric ssim needs images of at least 11x11 pixels, got {size}")
+  return real, fake
 
 
 def _run_pairwise(
-    args: argparse.Namespace, metric: str, fn: Callable[..., jax.Array]
+  args: argparse.Namespace, metric: str, fn: Callable[..., jax.Array]
 ) -> dict[str, Any]:
-    real, fake = _paired_paths(args, metric)
-    values = []
-    batches = zip(image_folder.iterate_batches(real, args.batch_size),
-                  image_folder.iterate_batches(fake, args.batch_size))
-    with tqdm(total=len(real), unit="img", desc=metric, disable=args.no_progress) as bar:
-        for (real_batch, num_valid), (fake_batch, _) in batches:
-            per_image = fn(fake_batch, real_batch, data_range=PIXEL_DATA_RANGE)
-            values.append(np.asarray(per_image)[:num_valid])
-            bar.update(num_valid)
-    values = np.concatenate(values).astype(np.float64)
-    return {
-        "value": float(values.mean()), "std": float(values.std()), "num_pairs": len(values),
-        "data_range": PIXEL_DATA_RANGE,
-    }
+  real, fake = _paired_paths(args, metric)
+  values = []
+  batches = zip(
+    image_folder.iterate_batches(real, args.batch_size),
+    image_folder.iterate_batches(fake, args.batch_size),
+  )
+  with tqdm(total=len(real), unit="img", desc=metric, disable=args.no_progress) as bar:
+    for (real_batch, num_valid), (fake_batch, _) in batches:
+      per_image = fn(fake_batch, real_batch, data_range=PIXEL_DATA_RANGE)
+      values.append(np.asarray(per_image)[:num_valid])
+      bar.update(num_valid)
+  values = np.concatenate(values).astype(np.float64)
+  return {
+    "value": float(values.mean()),
+    "std": float(values.std()),
+    "num_pairs": len(values),
+    "data_range": PIXEL_DATA_RANGE,
+  }
 
 
 _RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "fid": _run_fid,
-    "kid": _run_kid,
-    "is": _run_is,
-    "ssim": lambda args: _run_pairwise(args, "ssim", image_quality.ssim),
-    "psnr": lambda args: _run_pairwise(args, "psnr", image_quality.psnr),
+  "fid": _run_fid,
+  "kid": _run_kid,
+  "is": _run_is,
+  "ssim": lambda args: _run_pairwise(args, "ssim", image_quality.ssim),
+  "psnr": lambda args: _run_pairwise(args, "psnr", image_quality.psnr),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Mapping, Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -46,20 +47,33 @@ def masked_mean(states: jax.Array, mask: jax.Array) -> jax.Array:
   return (states * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
 
 
+def space_to_depth(x: jax.Array, patch: int) -> jax.Array:
+  """(B, H, W, C) -> (B, H/p, W/p, p*p*C): each p×p patch becomes one pixel."""
+  return einops.rearrange(x, "b (h p) (w q) c -> b h w (p q c)", p=patch, q=patch)
+
+
+def depth_to_space(x: jax.Array, patch: int) -> jax.Array:
+  """Inverse of `space_to_depth`."""
+  return einops.rearrange(x, "b h w (p q c) -> b (h p) (w q) c", p=patch, q=patch)
+
+
 class TextConditionedUNet(nn.Module):
   """Text encoder + U-Net.
 
   The text reaches the U-Net twice, as in GLIDE and Imagen: token states via
   cross-attention, and (with `unet.class_embed_type="identity"`) the pooled
   text projected into the timestep embedding, which modulates every ResNet
-  block. With `coord_channels`, two coordinate maps are concatenated to the
-  noisy image. `encode_text` and `denoise` are separate methods so sampling
+  block. With `patch_size` p > 1 the U-Net works on p×p patches folded into
+  channels (space-to-depth, as in Simple Diffusion), p² times cheaper. With
+  `coord_channels`, two coordinate maps are concatenated to its input.
+  `encode_text` and `denoise` are separate methods so sampling
   encodes the prompt once, not at every step.
   """
 
   text: Mapping
   unet: UNetConfig
   coord_channels: bool = True
+  patch_size: int = 1
 
   def setup(self):
     self.text_encoder = TextTransformer(**self.text)
@@ -74,17 +88,37 @@ class TextConditionedUNet(nn.Module):
     return states, masked_mean(states, mask)
 
   def denoise(self, x, t, context, context_mask, pooled, train: bool = False):
+    x = space_to_depth(x, self.patch_size)
     if self.coord_channels:
       x = jnp.concatenate([x, coordinate_channels(*x.shape[:3]).astype(x.dtype)], axis=-1)
     class_labels = None
     if self.unet.class_embed_type == "identity":
       class_labels = self.pooled_text_proj(pooled)
-    return self.denoiser(x, t, context, encoder_attention_mask=context_mask,
-                         class_labels=class_labels, train=train)
+    out = self.denoiser(x, t, context, encoder_attention_mask=context_mask,
+                        class_labels=class_labels, train=train)
+    return depth_to_space(out, self.patch_size)
 
   def __call__(self, x, t, tokens, mask, train: bool = False):
     states, pooled = self.encode_text(tokens, mask)
     return self.denoise(x, t, states, mask, pooled, train=train)
+
+
+IMAGE_CHANNELS = 3  # the shapes data is RGB
+
+
+def _check_unet_fits(unet: UNetConfig, resolution: int, patch: int, coords: bool) -> None:
+  """Named errors when the image size or channels do not fit the U-Net config."""
+  patched = IMAGE_CHANNELS * patch * patch
+  expected_in = patched + (2 if coords else 0)
+  if unet.in_channels != expected_in or unet.out_channels != patched:
+    raise ValueError(
+        f"unet.in_channels/out_channels must be {expected_in}/{patched} for RGB images in "
+        f"{patch}×{patch} patches{' with 2 coordinate channels' if coords else ''}, got "
+        f"{unet.in_channels}/{unet.out_channels}")
+  factor = patch * 2**unet.num_downsamples
+  if resolution % factor:
+    raise ValueError(f"data.resolution must be a multiple of {factor} (patch size {patch} × "
+                     f"2^{unet.num_downsamples} downsamplings), got {resolution}")
 
 
 class TextToImageTask:
@@ -98,17 +132,10 @@ class TextToImageTask:
     text_cfg = dict(config.text.to_dict(), vocab_size=self.tokenizer.vocab_size)
     unet = UNetConfig(**config.unet.to_dict())
     self.coord_channels = config.model.coord_channels
-    expected_in = unet.out_channels + (2 if self.coord_channels else 0)
-    if unet.in_channels != expected_in:
-      raise ValueError(f"unet.in_channels must be {expected_in} (image channels "
-                       f"{unet.out_channels}{' + 2 coordinate channels' if self.coord_channels else ''}), "
-                       f"got {unet.in_channels}")
-    factor = 2**unet.num_downsamples
-    if self.resolution % factor:
-      raise ValueError(f"data.resolution must be a multiple of {factor} for a U-Net with "
-                       f"{unet.num_downsamples} downsamplings, got {self.resolution}")
-    self.model = TextConditionedUNet(text=text_cfg, unet=unet,
-                                     coord_channels=self.coord_channels)
+    self.patch_size = config.model.patch_size
+    _check_unet_fits(unet, self.resolution, self.patch_size, self.coord_channels)
+    self.model = TextConditionedUNet(text=text_cfg, unet=unet, coord_channels=self.coord_channels,
+                                     patch_size=self.patch_size)
     d = config.diffusion
     self.schedule = schedules.make_schedule(
         d.schedule, num_train_timesteps=d.num_train_timesteps,
@@ -133,7 +160,7 @@ class TextToImageTask:
 
   def abstract_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of a training batch, without building the data."""
-    r, c, L = self.resolution, self.config.unet.out_channels, self.max_text_length
+    r, c, L = self.resolution, IMAGE_CHANNELS, self.max_text_length
     return dict(image=jax.ShapeDtypeStruct((batch_size, r, r, c), jnp.uint8),
                 text_tokens=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
                 text_mask=jax.ShapeDtypeStruct((batch_size, L), jnp.int32))
@@ -146,7 +173,7 @@ class TextToImageTask:
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     """Named errors for batches that do not fit the config, before compiling."""
     image = batch["image"]
-    expected = (self.resolution, self.resolution, self.config.unet.out_channels)
+    expected = (self.resolution, self.resolution, IMAGE_CHANNELS)
     if tuple(image.shape[1:]) != expected:
       raise ValueError(f"batch['image'] must be [B, {expected[0]}, {expected[1]}, "
                        f"{expected[2]}] for this config (data.resolution="
@@ -196,7 +223,7 @@ class TextToImageTask:
 
     guided = guidance.classifier_free_guidance(model_fn, cond, uncond, guidance_scale)
     noise_rng, sample_rng = jax.random.split(rng)
-    x_T = jax.random.normal(noise_rng, (batch, resolution, resolution, self.config.unet.out_channels))
+    x_T = jax.random.normal(noise_rng, (batch, resolution, resolution, IMAGE_CHANNELS))
     return samplers.sample(guided, self.schedule, x_T, sample_rng, sampler=sampler,
                            num_steps=num_steps, eta=eta if sampler == "ddim" else 0.0,
                            prediction_type=self.config.diffusion.prediction_type)

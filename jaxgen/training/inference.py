@@ -18,12 +18,12 @@ def abstract_train_state(task, config, example_batch) -> TrainState:
   """Shapes and dtypes of the train state, on the first local device."""
   tx, _ = make_optimizer(config.optim, config.train.num_steps)
 
-  def init_state(rng):
-    params = nn.meta.unbox(task.init(rng, example_batch))
+  def init_state(rng, batch):
+    params = nn.meta.unbox(task.init(rng, batch))
     return TrainState.create(params, tx, rng)
 
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0), example_batch)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                       abstract)
 
