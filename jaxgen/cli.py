@@ -117,7 +117,7 @@ def cmd_quickstart(args) -> int:
     accuracy, images, captions = task.evaluate(state.ema_params, rng, guidance_scale=g)
     report["accuracy"][f"guidance_{g:g}"] = accuracy
   grid_path = save_png(os.path.join(args.workdir, "grid.png"),
-                       make_grid(images[:32], captions[:32], scale=3, ncols=8))
+                       make_grid(images[:32], captions[:32], scale=5, ncols=8))
   report["total_seconds"] = round(time.monotonic() - start, 1)
   json_path = os.path.join(args.workdir, "quickstart.json")
   with open(json_path, "w") as f:
