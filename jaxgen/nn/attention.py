@@ -1,7 +1,8 @@
 """Multi-head attention (self or cross) with diffusers-compatible names.
 
-Submodules are `to_q`, `to_k`, `to_v` and `to_out_0`, matching diffusers'
-`Attention` (`to_out.0`), so weights convert by a mechanical name map.
+Submodules are `to_q`, `to_k`, `to_v`, `to_out_0` and, when enabled, the input
+`group_norm`, matching diffusers' `Attention` (`to_out.0`), so weights convert
+by a mechanical name map.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Attention(nn.Module):
     out_features: output width (defaults to the query width).
     qkv_bias: bias on to_q/to_k/to_v (diffusers `bias`, False in U-Nets).
     dropout: dropout rate applied after the output projection.
+    norm_num_groups: if set, a GroupNorm (`group_norm`) normalises `x` before
+      the projections (diffusers `norm_num_groups`, e.g. the VAE mid-block).
+    norm_eps: epsilon of that GroupNorm.
+    residual_connection: add the (un-normalised) input `x` to the output.
     dtype: compute dtype (params stay float32).
   """
 
@@ -62,6 +67,9 @@ class Attention(nn.Module):
   out_features: int | None = None
   qkv_bias: bool = False
   dropout: float = 0.0
+  norm_num_groups: int | None = None
+  norm_eps: float = 1e-5
+  residual_connection: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -74,11 +82,19 @@ class Attention(nn.Module):
   ) -> jax.Array:
     """Attends from `x` (B, Lq, C) to `context` (B, Lk, Ck), or to itself.
 
+    `x` may also be an image (B, H, W, C): it attends as H*W tokens and the
+    result is returned in image layout, as diffusers does for 4-D inputs.
     mask: bool/int (B, Lk) key padding or (B, Lq, Lk); 1 = attend.
     """
-    if x.ndim != 3:
-      raise ValueError(f"x: expected (batch, length, features), found shape {x.shape}")
-    context = x if context is None else context
+    if x.ndim not in (3, 4):
+      raise ValueError(
+          f"x: expected (batch, length, features) or (batch, height, width, features), found shape {x.shape}"
+      )
+    residual, x = x, x.reshape(x.shape[0], -1, x.shape[-1])
+    self_attention = context is None or context is residual
+    if self.norm_num_groups is not None:
+      x = pt.group_norm(self.norm_num_groups, self.norm_eps, dtype=self.dtype, name="group_norm")(x)
+    context = x if self_attention else context
     if context.ndim != 3 or context.shape[0] != x.shape[0]:
       raise ValueError(
           f"context: expected (batch={x.shape[0]}, length, features), found shape {context.shape}"
@@ -86,7 +102,7 @@ class Attention(nn.Module):
     batch, q_len, width = x.shape
     k_len = context.shape[1]
     inner = self.heads * self.dim_head
-    kv_axis = "embed" if context is x else "kv"
+    kv_axis = "embed" if self_attention else "kv"
 
     def project(name: str, inputs: jax.Array, in_axis: str) -> jax.Array:
       layer = pt.dense(inner, (in_axis, "heads"), use_bias=self.qkv_bias, dtype=self.dtype, name=name)
@@ -98,4 +114,13 @@ class Attention(nn.Module):
     bool_mask = None if mask is None else _as_bool_mask(jnp.asarray(mask), batch, q_len, k_len)
     out = dot_product_attention(q, k, v, bool_mask).reshape(batch, q_len, inner)
     out = pt.dense(self.out_features or width, ("heads", "embed"), dtype=self.dtype, name="to_out_0")(out)
-    return nn.Dropout(self.dropout)(out, deterministic=deterministic)
+    out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
+    out = out.reshape(residual.shape[:-1] + out.shape[-1:])
+    if self.residual_connection:
+      if out.shape != residual.shape:
+        raise ValueError(
+            f"residual_connection: output shape {out.shape} differs from the input shape {residual.shape} "
+            "(out_features must equal the input width)"
+        )
+      out = out + residual
+    return out

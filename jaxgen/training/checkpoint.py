@@ -48,24 +48,24 @@ class Checkpointer:
                async_save: bool = True, read_only: bool = False):
     if save_every <= 0:
       raise ValueError(f"checkpoint.save_every must be > 0, got {save_every}")
+    self.save_every = save_every
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_every, max_to_keep=keep, create=not read_only,
+        max_to_keep=keep, create=not read_only,
         enable_async_checkpointing=async_save, read_only=read_only)
     self._manager = ocp.CheckpointManager(
         os.path.abspath(checkpoint_dir(workdir)), options=options,
         item_names=("state", "meta"))
 
   def should_save(self, step: int) -> bool:
-    return self._manager.should_save(step)
+    return step % self.save_every == 0
 
-  def save(self, step: int, state: TrainState, meta: dict[str, Any], *,
-           force: bool = False) -> bool:
-    """Saves `state` and the JSON-serialisable `meta` under `step`."""
+  def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> bool:
+    """Saves `state` and the JSON-serialisable `meta` under `step` (now)."""
     return self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(_state_items(state)),
                                 meta=ocp.args.JsonSave(meta)),
-        force=force)
+        force=True)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())

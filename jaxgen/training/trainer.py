@@ -168,7 +168,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
       window_start, window_steps = time.monotonic(), 0
       if int(counters[1]) >= max_skips:
-        checkpointer.save(step, state, _meta(iterator, config), force=True)
+        checkpointer.save(step, state, _meta(iterator, config))
         checkpointer.wait()
         raise FloatingPointError(
             f"{int(counters[1])} consecutive non-finite losses or gradients up to step "
@@ -185,7 +185,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   progress.close()
 
   if checkpointer.latest_step() != step:
-    checkpointer.save(step, state, _meta(iterator, config), force=True)
+    checkpointer.save(step, state, _meta(iterator, config))
   checkpointer.wait()
   checkpointer.close()
   writer.close()
