@@ -32,7 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.models.unet import UnsupportedConfigError
+from jaxgen.models import diffusers_config
+from jaxgen.models.diffusers_config import UnsupportedConfigError
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.attention import Attention
 from jaxgen.nn.resnet import ResnetBlock2D
@@ -55,9 +56,6 @@ _DIFFUSERS_FIXED_OPTIONS: dict[str, Any] = {
     "latents_std": None,
 }
 
-
-def _as_tuple(value: Any) -> Any:
-  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +89,7 @@ class AutoencoderKLConfig:
   mid_block_add_attention: bool = True
 
   def __post_init__(self):
-    for field in dataclasses.fields(self):
-      object.__setattr__(self, field.name, _as_tuple(getattr(self, field.name)))
+    diffusers_config.freeze_sequences(self)
     self._validate()
 
   def _validate(self) -> None:
@@ -142,28 +139,11 @@ class AutoencoderKLConfig:
     options jaxgen does not implement are accepted only at their default,
     otherwise `UnsupportedConfigError` names them.
     """
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs, problems = {}, []
-    for key, value in config.items():
-      if key.startswith("_"):
-        continue
-      if key in fields:
-        kwargs[key] = value
-      elif key in _DIFFUSERS_FIXED_OPTIONS:
-        if _as_tuple(value) != _DIFFUSERS_FIXED_OPTIONS[key]:
-          problems.append(f"{key}={value!r} (only {_DIFFUSERS_FIXED_OPTIONS[key]!r} is supported)")
-      else:
-        problems.append(f"{key}={value!r} (unknown option)")
-    if problems:
-      raise UnsupportedConfigError("unsupported diffusers AutoencoderKL config options: " + "; ".join(problems))
-    return cls(**kwargs)
+    return diffusers_config.from_diffusers(cls, config, _DIFFUSERS_FIXED_OPTIONS, "AutoencoderKL")
 
   def to_diffusers(self) -> dict[str, Any]:
     """The config as `AutoencoderKL(**kwargs)` keyword arguments (JSON-friendly lists)."""
-    return {
-        f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-        for f in dataclasses.fields(self)
-    }
+    return diffusers_config.to_diffusers(self)
 
 
 # ----------------------------------------------------------------------------

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models import diffusers_config
+from jaxgen.models.diffusers_config import UnsupportedConfigError
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.embeddings import TimestepEmbedding, timestep_embedding
 from jaxgen.nn.resnet import ResnetBlock2D
@@ -31,10 +33,6 @@ DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
 UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D")
 MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2D")
 CLASS_EMBED_TYPES = (None, "timestep", "identity")
-
-
-class UnsupportedConfigError(ValueError):
-  """A diffusers U-Net config option that jaxgen does not implement."""
 
 
 # diffusers `UNet2DConditionModel` options jaxgen accepts only at these values
@@ -65,9 +63,6 @@ _DIFFUSERS_FIXED_OPTIONS: dict[str, Any] = {
     "addition_embed_type_num_heads": 64,
 }
 
-
-def _as_tuple(value: Any) -> Any:
-  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _per_block(name: str, value: int | tuple[int, ...], num_blocks: int) -> tuple[int, ...]:
@@ -131,8 +126,7 @@ class UNetConfig:
   upcast_attention: bool = False
 
   def __post_init__(self):
-    for field in dataclasses.fields(self):
-      object.__setattr__(self, field.name, _as_tuple(getattr(self, field.name)))
+    diffusers_config.freeze_sequences(self)
     self._validate()
 
   def _validate(self) -> None:
@@ -227,28 +221,11 @@ class UNetConfig:
     diffusers options jaxgen does not implement are accepted only at their
     default value, otherwise `UnsupportedConfigError` names them.
     """
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs, problems = {}, []
-    for key, value in config.items():
-      if key.startswith("_"):
-        continue
-      if key in fields:
-        kwargs[key] = value
-      elif key in _DIFFUSERS_FIXED_OPTIONS:
-        if _as_tuple(value) != _DIFFUSERS_FIXED_OPTIONS[key]:
-          problems.append(f"{key}={value!r} (only {_DIFFUSERS_FIXED_OPTIONS[key]!r} is supported)")
-      else:
-        problems.append(f"{key}={value!r} (unknown option)")
-    if problems:
-      raise UnsupportedConfigError("unsupported diffusers UNet config options: " + "; ".join(problems))
-    return cls(**kwargs)
+    return diffusers_config.from_diffusers(cls, config, _DIFFUSERS_FIXED_OPTIONS, "UNet")
 
   def to_diffusers(self) -> dict[str, Any]:
     """The config as `UNet2DConditionModel(**kwargs)` keyword arguments (JSON-friendly lists)."""
-    return {
-        f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-        for f in dataclasses.fields(self)
-    }
+    return diffusers_config.to_diffusers(self)
 
 
 class UNetDownBlock(nn.Module):
