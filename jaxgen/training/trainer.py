@@ -40,7 +40,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
   rng, step_rng = jax.random.split(state.rng)
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
   (loss, metrics), grads = grad_fn(state.params, batch, step_rng)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updated = state.apply_gradients(grads, ema_decay_at(state.step, ema_decay, ema_warmup))
   # Select leaf-wise: the bad update never reaches params, EMA or moments.

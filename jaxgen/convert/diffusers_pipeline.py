@@ -1,0 +1,370 @@
+"""diffusers Stable Diffusion pipeline folders <-> jaxgen `StableDiffusion` bundles.
+
+A folder in diffusers' layout (what `StableDiffusionPipeline.save_pretrained`
+writes) holds:
+
+  model_index.json                         component classes
+  unet/config.json, diffusion_pytorch_model.safetensors
+  vae/config.json, diffusion_pytorch_model.safetensors
+  text_encoder/config.json, model.safetensors      (transformers CLIPTextModel)
+  tokenizer/vocab.json, merges.txt, ...            (transformers CLIPTokenizer)
+  scheduler/scheduler_config.json
+
+Weights are read from safetensors only (pickled .bin files never), with
+strict key checks (`ConversionError` lists missing and unexpected keys). The
+safety checker and feature extractor are not part of the bundle: they are
+written as absent, so diffusers loads the folder with
+`safety_checker=None, requires_safety_checker=False`.
+
+Schedulers map to jaxgen's `SchedulerConfig` (`scheduler_from_diffusers`):
+
+  DDIMScheduler                -> sampler "ddim"
+  DDPMScheduler                -> "ddpm" (variance_type "fixed_small")
+  EulerDiscreteScheduler       -> "euler"
+  DPMSolverMultistepScheduler  -> "dpm_solver_pp_2m" (dpmsolver++, order 2, midpoint)
+  PNDMScheduler                -> "ddim" on the same schedule: jaxgen has no
+                                  PLMS sampler, so a PNDM pipeline samples with
+                                  DDIM here and is written back with a DDIMScheduler.
+
+Options jaxgen does not implement are accepted only at the value that makes
+them a no-op (e.g. thresholding=False); others raise `UnsupportedConfigError`.
+Keys that are not options of the named scheduler class are ignored with a
+warning, as diffusers ignores them.
+
+Example:
+  sd = load_stable_diffusion("stable-diffusion-v1-5")
+  images = latent_diffusion.sample(sd, ["a photo of a cat"], rng=jax.random.key(0))
+  save_stable_diffusion(sd, "exported")  # StableDiffusionPipeline.from_pretrained("exported", ...)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from jaxgen.convert import transformers_text
+from jaxgen.convert.diffusers_unet import unet_from_diffusers, unet_to_diffusers
+from jaxgen.convert.diffusers_vae import vae_from_diffusers, vae_to_diffusers
+from jaxgen.models.autoencoder import AutoencoderKLConfig
+from jaxgen.models.diffusers_config import UnsupportedConfigError
+from jaxgen.models.unet import UNetConfig
+from jaxgen.tasks.latent_diffusion import SchedulerConfig, StableDiffusion, load_clip_tokenizer
+
+PathLike = str | os.PathLike
+
+MODEL_INDEX_NAME = "model_index.json"
+DIFFUSERS_CONFIG_NAME = "config.json"
+DIFFUSERS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+PIPELINE_CLASSES = ("StableDiffusionPipeline",)
+# diffusers version written into configs (the one these files were tested with).
+DIFFUSERS_VERSION = "0.42.1"
+
+_LOG = logging.getLogger(__name__)
+
+
+class PipelineFolderError(FileNotFoundError, ValueError):
+  """A pipeline folder lacks a component, a file, or names a class jaxgen cannot read."""
+
+
+# ----------------------------------------------------------------------------
+# Schedulers.
+
+# Scheduler keys that map onto `SchedulerConfig` fields, per diffusers class.
+_COMMON_KEYS = (
+  "num_train_timesteps",
+  "beta_start",
+  "beta_end",
+  "beta_schedule",
+  "trained_betas",
+  "prediction_type",
+  "timestep_spacing",
+  "steps_offset",
+)
+_SCHEDULER_KEYS: Mapping[str, tuple[str, ...]] = {
+  "DDIMScheduler": _COMMON_KEYS + ("set_alpha_to_one", "clip_sample", "clip_sample_range"),
+  "DDPMScheduler": _COMMON_KEYS + ("clip_sample", "clip_sample_range"),
+  "PNDMScheduler": _COMMON_KEYS + ("set_alpha_to_one",),
+  "EulerDiscreteScheduler": _COMMON_KEYS,
+  "DPMSolverMultistepScheduler": _COMMON_KEYS,
+}
+_SAMPLER_OF_SCHEDULER: Mapping[str, str] = {
+  "DDIMScheduler": "ddim",
+  "DDPMScheduler": "ddpm",
+  "PNDMScheduler": "ddim",
+  "EulerDiscreteScheduler": "euler",
+  "DPMSolverMultistepScheduler": "dpm_solver_pp_2m",
+}
+_SCHEDULER_OF_SAMPLER: Mapping[str, str] = {
+  "ddim": "DDIMScheduler",
+  "ddpm": "DDPMScheduler",
+  "euler": "EulerDiscreteScheduler",
+  "dpm_solver_pp_2m": "DPMSolverMultistepScheduler",
+}
+_NO_THRESHOLDING = {"thresholding": False, "rescale_betas_zero_snr": False}
+# Options accepted only at these values (each is a no-op there).
+_FIXED_OPTIONS: Mapping[str, Mapping[str, Any]] = {
+  "DDIMScheduler": _NO_THRESHOLDING,
+  "DDPMScheduler": {**_NO_THRESHOLDING, "variance_type": "fixed_small"},
+  "PNDMScheduler": {},
+  "EulerDiscreteScheduler": {
+    "rescale_betas_zero_snr": False,
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "sigma_min": None,
+    "sigma_max": None,
+    "timestep_type": "discrete",
+    "final_sigmas_type": "zero",
+  },
+  "DPMSolverMultistepScheduler": {
+    **_NO_THRESHOLDING,
+    "solver_order": 2,
+    "algorithm_type": "dpmsolver++",
+    "solver_type": "midpoint",
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "use_lu_lambdas": False,
+    "use_flow_sigmas": False,
+    "use_dynamic_shifting": False,
+    "final_sigmas_type": "zero",
+    "variance_type": None,
+    "lambda_min_clipped": -math.inf,
+  },
+}
+# Options with no effect on what jaxgen computes, given the fixed options above:
+# thresholding parameters (thresholding is off), PNDM's Runge-Kutta warm-up
+# (replaced by DDIM), DPM-Solver's final-step order (the last step to sigma = 0
+# is always first order) and flow-matching shifts (flow sigmas are off).
+_IGNORED_OPTIONS: Mapping[str, tuple[str, ...]] = {
+  "DDIMScheduler": ("dynamic_thresholding_ratio", "sample_max_value"),
+  "DDPMScheduler": ("dynamic_thresholding_ratio", "sample_max_value"),
+  "PNDMScheduler": ("skip_prk_steps",),
+  "EulerDiscreteScheduler": (),
+  "DPMSolverMultistepScheduler": (
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+    "lower_order_final",
+    "euler_at_final",
+    "flow_shift",
+    "time_shift_type",
+  ),
+}
+
+
+def scheduler_from_diffusers(config: Mapping[str, Any]) -> SchedulerConfig:
+  """A diffusers `scheduler_config.json` dict (with `_class_name`) -> SchedulerConfig."""
+  class_name = config.get("_class_name")
+  if class_name not in _SAMPLER_OF_SCHEDULER:
+    raise UnsupportedConfigError(
+      f"scheduler _class_name: expected one of {sorted(_SAMPLER_OF_SCHEDULER)}, found {class_name!r}"
+    )
+  mapped, fixed, ignored = (
+    _SCHEDULER_KEYS[class_name],
+    _FIXED_OPTIONS[class_name],
+    _IGNORED_OPTIONS[class_name],
+  )
+  kwargs, problems, foreign = {"sampler": _SAMPLER_OF_SCHEDULER[class_name]}, [], []
+  for key, value in config.items():
+    if key.startswith("_") or key in ignored:
+      continue
+    if key in mapped:
+      kwargs[key] = value
+    elif key in fixed:
+      if value != fixed[key]:
+        problems.append(f"{key}={value!r} (only {fixed[key]!r} is supported)")
+    else:
+      foreign.append(key)
+  if problems:
+    raise UnsupportedConfigError(f"unsupported {class_name} config options: " + "; ".join(problems))
+  if foreign:
+    # Released configs carry other schedulers' keys (SD 2.1's DDIM config has
+    # skip_prk_steps, SD 1.5's PNDM config clip_sample); diffusers ignores them too.
+    _LOG.warning("%s config: ignoring keys that are not its options: %s", class_name, foreign)
+  # diffusers' defaults for keys a config leaves out (not SchedulerConfig's SD defaults).
+  defaults = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "epsilon",
+    "steps_offset": 0,
+    "timestep_spacing": "linspace"
+    if kwargs["sampler"] in ("euler", "dpm_solver_pp_2m")
+    else "leading",
+    "set_alpha_to_one": class_name == "DDIMScheduler",
+    "clip_sample": class_name in ("DDIMScheduler", "DDPMScheduler"),
+  }
+  return SchedulerConfig(**{**defaults, **kwargs})
+
+
+def scheduler_to_diffusers(config: SchedulerConfig) -> dict[str, Any]:
+  """SchedulerConfig -> `scheduler_config.json` dict of the diffusers scheduler of its sampler."""
+  class_name = _SCHEDULER_OF_SAMPLER[config.sampler]
+  values = config.to_dict()
+  result = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_VERSION}
+  result.update({key: values[key] for key in _SCHEDULER_KEYS[class_name]})
+  result.update(_FIXED_OPTIONS[class_name])
+  if class_name == "DPMSolverMultistepScheduler":
+    del result["lambda_min_clipped"]  # -inf is not JSON; diffusers' default is -inf.
+  return result
+
+
+# ----------------------------------------------------------------------------
+# Folders.
+
+
+def _require(path: str, what: str) -> str:
+  if not os.path.exists(path):
+    raise PipelineFolderError(f"folder: expected {what} at {path}, found nothing")
+  return path
+
+
+def _read_json(path: str, what: str) -> dict[str, Any]:
+  with open(_require(path, what)) as f:
+    return json.load(f)
+
+
+def _read_safetensors(path: str) -> dict[str, Any]:
+  """Every tensor of one safetensors file as host numpy (bfloat16 through the flax backend)."""
+  import jax  # Imported here: only folder I/O needs it.
+  import numpy as np
+  from safetensors import safe_open
+
+  state = {}
+  cpu = jax.local_devices(backend="cpu")[0]
+  with jax.default_device(cpu), safe_open(path, framework="flax") as f:
+    for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+      state[key] = np.asarray(f.get_tensor(key))
+  return state
+
+
+def _check_model_index(folder: str) -> dict[str, Any]:
+  index = _read_json(
+    os.path.join(folder, MODEL_INDEX_NAME), f"a diffusers pipeline's {MODEL_INDEX_NAME}"
+  )
+  if index.get("_class_name") not in PIPELINE_CLASSES:
+    raise PipelineFolderError(
+      f"{MODEL_INDEX_NAME}: expected _class_name in {PIPELINE_CLASSES}, found {index.get('_class_name')!r}"
+    )
+  for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+    entry = index.get(component)
+    if not entry or entry[1] is None:
+      raise PipelineFolderError(
+        f"{MODEL_INDEX_NAME}: expected a {component} component, found {entry!r}"
+      )
+  for component, classes in (
+    ("text_encoder", ("CLIPTextModel",)),
+    ("tokenizer", ("CLIPTokenizer", "CLIPTokenizerFast")),
+  ):
+    if index[component][1] not in classes:
+      raise PipelineFolderError(
+        f"{MODEL_INDEX_NAME}: {component}: expected one of {classes}, found {index[component][1]!r}"
+      )
+  return index
+
+
+def load_stable_diffusion(folder: PathLike) -> StableDiffusion:
+  """Reads a local diffusers `StableDiffusionPipeline` folder into a bundle (never downloads)."""
+  folder = os.fspath(folder)
+  _check_model_index(folder)
+  unet_dir, vae_dir = os.path.join(folder, "unet"), os.path.join(folder, "vae")
+  unet_config = UNetConfig.from_diffusers(
+    _read_json(os.path.join(unet_dir, DIFFUSERS_CONFIG_NAME), "the U-Net config")
+  )
+  vae_config = AutoencoderKLConfig.from_diffusers(
+    _read_json(os.path.join(vae_dir, DIFFUSERS_CONFIG_NAME), "the VAE config")
+  )
+  scheduler = scheduler_from_diffusers(
+    _read_json(os.path.join(folder, "scheduler", SCHEDULER_CONFIG_NAME), "the scheduler config")
+  )
+  text_config, text_params = transformers_text.load_clip_text_model(
+    _require(os.path.join(folder, "text_encoder"), "the text_encoder folder")
+  )
+  params = {
+    "unet": unet_from_diffusers(_read_safetensors_checked(unet_dir), unet_config),
+    "vae": vae_from_diffusers(_read_safetensors_checked(vae_dir), vae_config),
+    "text_encoder": text_params,
+  }
+  tokenizer = load_clip_tokenizer(
+    _require(os.path.join(folder, "tokenizer"), "the tokenizer folder")
+  )
+  _LOG.info(
+    "loaded a Stable Diffusion pipeline from %s (scheduler -> %s)", folder, scheduler.sampler
+  )
+  return StableDiffusion(unet_config, vae_config, text_config, scheduler, params, tokenizer)
+
+
+def _read_safetensors_checked(folder: str) -> dict[str, Any]:
+  path = os.path.join(folder, DIFFUSERS_WEIGHTS_NAME)
+  if not os.path.isfile(path):
+    raise PipelineFolderError(
+      f"folder: expected {DIFFUSERS_WEIGHTS_NAME} in {folder} (pickled .bin weights are not read; "
+      "re-save the pipeline with safe_serialization=True)"
+    )
+  return _read_safetensors(path)
+
+
+def _write_diffusers_model(
+  state: Mapping[str, Any], config: Mapping[str, Any], class_name: str, folder: str
+) -> None:
+  from safetensors.numpy import save_file  # Imported here: only folder I/O needs it.
+
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, DIFFUSERS_CONFIG_NAME), "w") as f:
+    json.dump(
+      {"_class_name": class_name, "_diffusers_version": DIFFUSERS_VERSION, **config}, f, indent=2
+    )
+  save_file(dict(state), os.path.join(folder, DIFFUSERS_WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def save_stable_diffusion(sd: StableDiffusion, folder: PathLike) -> None:
+  """Writes `sd` as a diffusers folder that `StableDiffusionPipeline.from_pretrained` loads strictly.
+
+  Load it with `from_pretrained(folder, safety_checker=None, requires_safety_checker=False)`;
+  the scheduler is the diffusers class of `sd.scheduler.sampler`.
+  """
+  folder = os.fspath(folder)
+  os.makedirs(folder, exist_ok=True)
+  scheduler = scheduler_to_diffusers(sd.scheduler)
+  index = {
+    "_class_name": "StableDiffusionPipeline",
+    "_diffusers_version": DIFFUSERS_VERSION,
+    "feature_extractor": [None, None],
+    "image_encoder": [None, None],
+    "requires_safety_checker": False,
+    "safety_checker": [None, None],
+    "scheduler": ["diffusers", scheduler["_class_name"]],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+  }
+  with open(os.path.join(folder, MODEL_INDEX_NAME), "w") as f:
+    json.dump(index, f, indent=2)
+  _write_diffusers_model(
+    unet_to_diffusers(sd.params["unet"]),
+    sd.unet_config.to_diffusers(),
+    "UNet2DConditionModel",
+    os.path.join(folder, "unet"),
+  )
+  _write_diffusers_model(
+    vae_to_diffusers(sd.params["vae"]),
+    sd.vae_config.to_diffusers(),
+    "AutoencoderKL",
+    os.path.join(folder, "vae"),
+  )
+  transformers_text.save_clip_text_folder(
+    sd.params["text_encoder"], sd.text_config, os.path.join(folder, "text_encoder")
+  )
+  sd.tokenizer.save_pretrained(os.path.join(folder, "tokenizer"))
+  os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
+  with open(os.path.join(folder, "scheduler", SCHEDULER_CONFIG_NAME), "w") as f:
+    json.dump(scheduler, f, indent=2)
+  _LOG.info("wrote a diffusers Stable Diffusion pipeline to %s", folder)

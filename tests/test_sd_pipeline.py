@@ -1,0 +1,352 @@
+"""Stable Diffusion folders in and out, and text-to-image sampling, against diffusers.
+
+A tiny random-weight `StableDiffusionPipeline` (with an offline CLIP BPE
+tokenizer) is built and saved by diffusers; jaxgen loads it, samples the same
+image from the same latents, writes it back, and diffusers reloads it.
+"""
+
+import argparse
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+from jaxgen.convert import cli_convert, diffusers_pipeline
+from jaxgen.convert.keymap import ConversionError
+from jaxgen.models.diffusers_config import UnsupportedConfigError
+from jaxgen.tasks import latent_diffusion
+
+PROMPTS = ["a cat", "dog on a mat"]
+NUM_STEPS = 5
+GUIDANCE = 7.5
+HEIGHT = WIDTH = 16  # Latents 8x8: the tiny VAE downsamples by 2.
+MERGES = ("c a", "ca t</w>", "d o", "do g</w>", "m a", "ma t</w>", "o n</w>")
+
+
+def _bytes_to_unicode() -> list[str]:
+  """GPT-2 / CLIP's printable stand-ins for the 256 bytes, in byte order."""
+  printable = (
+    list(range(ord("!"), ord("~") + 1))
+    + list(range(ord("¡"), ord("¬") + 1))
+    + list(range(ord("®"), ord("ÿ") + 1))
+  )
+  chars, extra = {}, 0
+  for b in range(256):
+    if b in printable:
+      chars[b] = chr(b)
+    else:
+      chars[b] = chr(256 + extra)
+      extra += 1
+  return [chars[b] for b in range(256)]
+
+
+def _write_tiny_clip_tokenizer(folder: str, max_length: int) -> transformers.CLIPTokenizer:
+  """A CLIP BPE vocabulary of single bytes (plain and word-final) plus a few merges."""
+  os.makedirs(folder, exist_ok=True)
+  chars = _bytes_to_unicode()
+  merges = list(MERGES)
+  tokens = chars + [c + "</w>" for c in chars] + [m.replace(" ", "") for m in merges]
+  tokens += ["<|startoftext|>", "<|endoftext|>"]
+  with open(os.path.join(folder, "vocab.json"), "w") as f:
+    json.dump({token: i for i, token in enumerate(tokens)}, f)
+  with open(os.path.join(folder, "merges.txt"), "w") as f:
+    f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+  return transformers.CLIPTokenizer.from_pretrained(
+    folder, model_max_length=max_length, local_files_only=True
+  )
+
+
+def _tiny_pipeline(folder: str, scheduler) -> None:
+  torch.manual_seed(0)
+  tokenizer = _write_tiny_clip_tokenizer(os.path.join(folder, "_tokenizer_src"), max_length=12)
+  text_encoder = transformers.CLIPTextModel(
+    transformers.CLIPTextConfig(
+      vocab_size=len(tokenizer),
+      hidden_size=32,
+      intermediate_size=64,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      max_position_embeddings=12,
+      bos_token_id=tokenizer.bos_token_id,
+      eos_token_id=tokenizer.eos_token_id,
+      pad_token_id=tokenizer.pad_token_id,
+    )
+  )
+  unet = diffusers.UNet2DConditionModel(
+    sample_size=8,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=2,
+    norm_num_groups=16,
+  )
+  vae = diffusers.AutoencoderKL(
+    block_out_channels=(16, 32),
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    latent_channels=4,
+    norm_num_groups=16,
+    sample_size=16,
+  )
+  pipe = diffusers.StableDiffusionPipeline(
+    vae=vae,
+    text_encoder=text_encoder,
+    tokenizer=tokenizer,
+    unet=unet,
+    scheduler=scheduler,
+    safety_checker=None,
+    feature_extractor=None,
+    requires_safety_checker=False,
+  )
+  pipe.save_pretrained(os.path.join(folder, "pipeline"))
+
+
+def _sd15_ddim():
+  return diffusers.DDIMScheduler(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+  )
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+  folder = str(tmp_path_factory.mktemp("sd"))
+  _tiny_pipeline(folder, _sd15_ddim())
+  return os.path.join(folder, "pipeline")
+
+
+@pytest.fixture(scope="module")
+def latents():
+  return np.random.default_rng(0).standard_normal((len(PROMPTS), 8, 8, 4)).astype(np.float32)
+
+
+def _diffusers_images(folder: str, latents: np.ndarray, scheduler: str | None = None) -> np.ndarray:
+  pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+    folder, safety_checker=None, requires_safety_checker=False
+  )
+  if scheduler is not None:  # Same betas and spacing, another solver.
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+  pipe.set_progress_bar_config(disable=True)
+  with torch.no_grad():
+    return pipe(
+      prompt=PROMPTS,
+      num_inference_steps=NUM_STEPS,
+      guidance_scale=GUIDANCE,
+      height=HEIGHT,
+      width=WIDTH,
+      latents=torch.from_numpy(latents.transpose(0, 3, 1, 2).copy()),
+      output_type="np",
+    ).images
+
+
+def _check_strict_reload(folder: str) -> None:
+  """Every model of the folder loads with no missing or unexpected keys."""
+  for cls, sub in (
+    (diffusers.UNet2DConditionModel, "unet"),
+    (diffusers.AutoencoderKL, "vae"),
+    (transformers.CLIPTextModel, "text_encoder"),
+  ):
+    _, info = cls.from_pretrained(folder, subfolder=sub, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], (sub, info)
+
+
+def test_text_to_image_matches_diffusers_and_round_trips(tiny_folder, latents, tmp_path):
+  reference = _diffusers_images(tiny_folder, latents)
+  sd = diffusers_pipeline.load_stable_diffusion(tiny_folder)
+  assert sd.scheduler == latent_diffusion.SchedulerConfig(
+    sampler="ddim",
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    steps_offset=1,
+    set_alpha_to_one=False,
+    clip_sample=False,
+  )
+  images = np.asarray(
+    latent_diffusion.sample(sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=GUIDANCE)
+  )
+  assert images.shape == reference.shape == (2, HEIGHT, WIDTH, 3)
+  assert (
+    reference.std() > 0.01 and np.abs(reference[0] - reference[1]).max() > 1e-3
+  )  # Not degenerate.
+  np.testing.assert_allclose(images, reference, atol=1e-4)
+  # Guidance matters: the conditional model alone gives another image.
+  unguided = np.asarray(
+    latent_diffusion.sample(sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=1.0)
+  )
+  assert np.abs(unguided - images).max() > 1e-3
+
+  exported = str(tmp_path / "exported")
+  diffusers_pipeline.save_stable_diffusion(sd, exported)
+  _check_strict_reload(exported)
+  np.testing.assert_allclose(_diffusers_images(exported, latents), reference, atol=1e-5)
+  with open(os.path.join(exported, "scheduler", "scheduler_config.json")) as f:
+    assert json.load(f)["steps_offset"] == 1
+
+
+@pytest.mark.parametrize(
+  ("sampler", "scheduler"),
+  [("euler", "EulerDiscreteScheduler"), ("dpm_solver_pp_2m", "DPMSolverMultistepScheduler")],
+)
+def test_other_samplers_match_diffusers_schedulers(tiny_folder, latents, sampler, scheduler):
+  # Euler starts from latents * init_noise_sigma (sqrt(sigma_max^2 + 1), 'leading'), in both.
+  sd = diffusers_pipeline.load_stable_diffusion(tiny_folder)
+  images = latent_diffusion.sample(
+    sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=GUIDANCE, sampler=sampler
+  )
+  np.testing.assert_allclose(
+    np.asarray(images), _diffusers_images(tiny_folder, latents, scheduler), atol=1e-4
+  )
+
+
+def test_convert_cli_round_trip_is_bit_identical(tiny_folder, tmp_path):
+  parser = argparse.ArgumentParser()
+  cli_convert.add_convert_arguments(parser)
+  ckpt, back = str(tmp_path / "ckpt"), str(tmp_path / "back")
+  cli_convert.run_convert(parser.parse_args(["--from", "diffusers", tiny_folder, "--to", ckpt]))
+  cli_convert.run_convert(parser.parse_args(["--from", "jaxgen", ckpt, "--to", "diffusers", back]))
+  for sub, name in (
+    ("unet", "diffusion_pytorch_model.safetensors"),
+    ("vae", "diffusion_pytorch_model.safetensors"),
+    ("text_encoder", "model.safetensors"),
+  ):
+    original, written = (
+      safetensors_numpy.load_file(os.path.join(tiny_folder, sub, name)),
+      safetensors_numpy.load_file(os.path.join(back, sub, name)),
+    )
+    original.pop("text_model.embeddings.position_ids", None)
+    original = {
+      k.removeprefix("text_model.") if sub == "text_encoder" else k: v for k, v in original.items()
+    }
+    written = {
+      k.removeprefix("text_model.") if sub == "text_encoder" else k: v for k, v in written.items()
+    }
+    assert sorted(original) == sorted(written), sub
+    for key in original:
+      np.testing.assert_array_equal(original[key], written[key], err_msg=key)
+  sd = latent_diffusion.load_checkpoint(ckpt)
+  assert (
+    sd.tokenizer("a cat")["input_ids"]
+    == diffusers_pipeline.load_stable_diffusion(back).tokenizer("a cat")["input_ids"]
+  )
+  with pytest.raises(ValueError, match="already exists"):
+    cli_convert.run_convert(parser.parse_args(["--from", "diffusers", tiny_folder, "--to", ckpt]))
+
+
+@pytest.mark.parametrize(
+  "scheduler", ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "PNDMScheduler"]
+)
+def test_scheduler_configs_map_to_jaxgen(scheduler):
+  config = dict(
+    getattr(diffusers, scheduler)(
+      beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+    ).config
+  )
+  config = {"_class_name": scheduler, **{k: v for k, v in config.items() if not k.startswith("_")}}
+  ours = diffusers_pipeline.scheduler_from_diffusers(config)
+  assert (
+    ours.sampler
+    == {
+      "EulerDiscreteScheduler": "euler",
+      "DPMSolverMultistepScheduler": "dpm_solver_pp_2m",
+      "PNDMScheduler": "ddim",
+    }[scheduler]
+  )
+  assert (ours.beta_schedule, ours.beta_start, ours.beta_end, ours.steps_offset) == (
+    "scaled_linear",
+    0.00085,
+    0.012,
+    1,
+  )
+  if scheduler != "PNDMScheduler":  # PNDM is written back as DDIM (no PLMS sampler in jaxgen).
+    written = diffusers_pipeline.scheduler_to_diffusers(ours)
+    reloaded = getattr(diffusers, scheduler).from_config(written)
+    for key, value in written.items():
+      if not key.startswith("_"):
+        assert reloaded.config[key] == value, key
+    # The timesteps jaxgen samples at are diffusers'.
+    reloaded.set_timesteps(7)
+    np.testing.assert_allclose(np.asarray(ours.plan(7).table.timestep), reloaded.timesteps.numpy())
+
+
+def test_released_scheduler_configs():
+  # scheduler_config.json of Stable Diffusion 1.5 (PNDM) and 2.1 (DDIM, v-prediction), with their
+  # keys that belong to other schedulers (clip_sample, skip_prk_steps).
+  common = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
+  }
+  sd15 = diffusers_pipeline.scheduler_from_diffusers(
+    {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", **common}
+  )
+  sd21 = diffusers_pipeline.scheduler_from_diffusers(
+    {
+      "_class_name": "DDIMScheduler",
+      "_diffusers_version": "0.8.0",
+      **common,
+      "prediction_type": "v_prediction",
+    }
+  )
+  assert sd15 == latent_diffusion.SchedulerConfig()  # jaxgen's default is SD 1.x with DDIM.
+  assert sd21 == latent_diffusion.SchedulerConfig(prediction_type="v_prediction")
+
+
+def test_named_errors(tiny_folder, tmp_path):
+  with pytest.raises(UnsupportedConfigError, match="thresholding"):
+    diffusers_pipeline.scheduler_from_diffusers(
+      {"_class_name": "DDIMScheduler", "thresholding": True}
+    )
+  with pytest.raises(UnsupportedConfigError, match="_class_name"):
+    diffusers_pipeline.scheduler_from_diffusers({"_class_name": "LMSDiscreteScheduler"})
+  with pytest.raises(cli_convert.ConvertUsageError, match="--to"):
+    parser = argparse.ArgumentParser()
+    cli_convert.add_convert_arguments(parser)
+    cli_convert.run_convert(
+      parser.parse_args(["--from", "diffusers", tiny_folder, "--to", "diffusers", str(tmp_path)])
+    )
+  with pytest.raises(diffusers_pipeline.PipelineFolderError, match="model_index.json"):
+    diffusers_pipeline.load_stable_diffusion(str(tmp_path))
+  # A folder with one U-Net tensor missing and one unknown: both are named.
+  broken = str(tmp_path / "broken")
+  shutil.copytree(tiny_folder, broken)
+  weights = os.path.join(broken, "unet", "diffusion_pytorch_model.safetensors")
+  state = safetensors_numpy.load_file(weights)
+  state["extra.weight"] = state.pop("conv_in.weight")
+  safetensors_numpy.save_file(state, weights)
+  with pytest.raises(
+    ConversionError, match=r"(?s)missing torch keys.*conv_in\.weight.*unexpected.*extra\.weight"
+  ):
+    diffusers_pipeline.load_stable_diffusion(broken)
+  state["conv_in.weight"] = state.pop("extra.weight")
+  safetensors_numpy.save_file(state, weights)
+  os.remove(os.path.join(broken, "vae", "diffusion_pytorch_model.safetensors"))
+  with pytest.raises(
+    diffusers_pipeline.PipelineFolderError, match="diffusion_pytorch_model.safetensors"
+  ):
+    diffusers_pipeline.load_stable_diffusion(broken)
+  sd = diffusers_pipeline.load_stable_diffusion(tiny_folder)
+  with pytest.raises(ValueError, match="latents"):
+    latent_diffusion.sample(sd, PROMPTS, np.zeros((1, 8, 8, 4), np.float32))
+  with pytest.raises(ValueError, match="negative_prompts"):
+    latent_diffusion.sample(sd, PROMPTS, rng=jax.random.key(0), negative_prompts=["x"])
