@@ -1,4 +1,4 @@
-"""`jaxgen` command line: train | sample | quickstart | eval."""
+"""`jaxgen` command line: train | sample | quickstart | eval | convert."""
 
 from __future__ import annotations
 
@@ -136,6 +136,14 @@ def cmd_eval(args) -> int:
   return 0
 
 
+# -- convert -------------------------------------------------------------------
+
+def cmd_convert(args) -> int:
+  from jaxgen.convert.cli_convert import run_convert  # pylint: disable=g-import-not-at-top
+  print(json.dumps(run_convert(args), indent=2))
+  return 0
+
+
 # -- parser --------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("eval", help="image metrics between two folders: fid | kid | is | ssim | psnr")
   add_eval_arguments(p)
   p.set_defaults(func=cmd_eval)
+
+  from jaxgen.convert.cli_convert import add_convert_arguments  # pylint: disable=g-import-not-at-top
+  p = sub.add_parser("convert",
+                     help="Stable Diffusion pipelines: diffusers folder <-> jaxgen checkpoint")
+  add_convert_arguments(p)
+  p.set_defaults(func=cmd_convert)
   return parser
 
 

@@ -60,10 +60,27 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def _fit_to_shape(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+  """Replicates every dimension whose size the mesh axes do not divide.
+
+  (A 3-channel output convolution cannot be split over 8 fsdp devices; it is
+  small, so it stays whole on each.)
+  """
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    fitted.append(axes if dim % ways == 0 else None)
+  return P(*fitted)
+
+
 def param_shardings(abstract_boxed_params: Any, mesh: Mesh) -> Any:
   """NamedShardings for (unboxed) params, from their logical annotations."""
-  logical_specs = nn.get_partition_spec(abstract_boxed_params)
-  return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_RULES)
+  mesh_specs = nn.logical_to_mesh(nn.get_partition_spec(abstract_boxed_params), LOGICAL_RULES)
+  shapes = nn.meta.unbox(abstract_boxed_params)
+  return jax.tree.map(
+      lambda spec, x: NamedSharding(mesh, _fit_to_shape(spec, x.shape, mesh)),
+      mesh_specs, shapes, is_leaf=lambda x: isinstance(x, P))
 
 
 def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,

@@ -107,6 +107,21 @@ def create_state(task: Task, config: ml_collections.ConfigDict, example_batch: d
   return state, state_sharding, schedule
 
 
+def jit_train_step(task: Task, config: ml_collections.ConfigDict, state_sharding: Any,
+                   example_batch: dict, mesh: jax.sharding.Mesh):
+  """`train_step` compiled for the mesh: state per the rules, batch over data × fsdp.
+
+  The incoming state is donated (updated in place on device).
+  """
+  batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh), example_batch)
+  return jax.jit(
+      functools.partial(train_step, task=task, ema_decay=config.train.ema_decay,
+                        ema_warmup=config.train.ema_warmup),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=0)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *,
           mesh: jax.sharding.Mesh | None = None) -> TrainState:
   """Trains `config.task` into `workdir`, resuming from its newest checkpoint.
@@ -136,12 +151,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     iterator.set_state(meta["data_iterator"])
     logging.info("resumed from step %d in %s", step, workdir)
 
-  step_fn = jax.jit(
-      functools.partial(train_step, task=task, ema_decay=tcfg.ema_decay,
-                        ema_warmup=tcfg.ema_warmup),
-      in_shardings=(state_sharding, jax.tree.map(lambda _: batch_sharding, example)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)),
-      donate_argnums=0)
+  step_fn = jit_train_step(task, config, state_sharding, example, mesh)
 
   writer = MetricWriter(os.path.join(workdir, "tensorboard"))
   first_step = int(state.step)
