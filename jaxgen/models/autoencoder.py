@@ -96,18 +96,7 @@ class AutoencoderKLConfig:
     n = len(self.block_out_channels)
     if n == 0:
       raise ValueError("block_out_channels: expected at least one block, found ()")
-    if len(self.down_block_types) != n or len(self.up_block_types) != n:
-      raise ValueError(
-          f"down_block_types, up_block_types and block_out_channels must have the same length; "
-          f"found {len(self.down_block_types)}, {len(self.up_block_types)} and {n}"
-      )
-    for name, types, allowed in (
-        ("down_block_types", self.down_block_types, DOWN_BLOCK_TYPES),
-        ("up_block_types", self.up_block_types, UP_BLOCK_TYPES),
-    ):
-      unknown = [t for t in types if t not in allowed]
-      if unknown:
-        raise UnsupportedConfigError(f"{name}: supported block types are {allowed}, found {unknown}")
+    diffusers_config.check_block_types(self, DOWN_BLOCK_TYPES, UP_BLOCK_TYPES)
     if self.act_fn not in ACTIVATIONS:
       raise UnsupportedConfigError(f"act_fn: only 'silu' is supported, found {self.act_fn!r}")
     if not isinstance(self.layers_per_block, int) or self.layers_per_block < 1:

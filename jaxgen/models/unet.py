@@ -131,18 +131,7 @@ class UNetConfig:
 
   def _validate(self) -> None:
     n = len(self.block_out_channels)
-    if len(self.down_block_types) != n or len(self.up_block_types) != n:
-      raise ValueError(
-          f"down_block_types, up_block_types and block_out_channels must have the same length; "
-          f"found {len(self.down_block_types)}, {len(self.up_block_types)} and {n}"
-      )
-    for name, types, allowed in (
-        ("down_block_types", self.down_block_types, DOWN_BLOCK_TYPES),
-        ("up_block_types", self.up_block_types, UP_BLOCK_TYPES),
-    ):
-      unknown = [t for t in types if t not in allowed]
-      if unknown:
-        raise UnsupportedConfigError(f"{name}: supported block types are {allowed}, found {unknown}")
+    diffusers_config.check_block_types(self, DOWN_BLOCK_TYPES, UP_BLOCK_TYPES)
     if self.mid_block_type is not None and self.mid_block_type not in MID_BLOCK_TYPES:
       raise UnsupportedConfigError(
           f"mid_block_type: expected one of {MID_BLOCK_TYPES} or None, found {self.mid_block_type!r}"
