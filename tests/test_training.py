@@ -23,6 +23,11 @@ from tiny_configs import tiny_text_to_image_config
 tiny_config = tiny_text_to_image_config
 
 
+def run_cli(argv):
+  """`jaxgen ARGV` in-process, without touching the user's compilation cache."""
+  return cli.main(["--compilation-cache", ""] + argv)
+
+
 def _params_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -113,7 +118,7 @@ def test_sample_cli_same_seed_writes_identical_images(trained, tmp_path):
   common = ["sample", "--checkpoint", workdir, "--prompt", "a small red circle in the top left",
             "--prompt", "a large blue square in the center", "--steps", "3", "--guidance", "2"]
   for out, seed in zip(outs, (0, 0, 1)):
-    assert cli.main(["--compilation-cache", ""] + common + ["--seed", str(seed), "--out", out]) == 0
+    assert run_cli(common + ["--seed", str(seed), "--out", out]) == 0
   data = [open(p, "rb").read() for p in outs]
   assert data[0] == data[1]
   assert data[0] != data[2]
@@ -128,17 +133,17 @@ def test_sample_cli_same_seed_writes_identical_images(trained, tmp_path):
 def test_sample_cli_rejects_bad_arguments(trained, capsys, args, message):
   workdir, _ = trained
   base = ["--prompt", "a small red circle in the top left"] if "--prompt" not in args else []
-  code = cli.main(["sample", "--checkpoint", workdir] + base + args)
+  code = run_cli(["sample", "--checkpoint", workdir] + base + args)
   assert code == 2
   assert message in capsys.readouterr().err
 
 
 def test_sample_cli_rejects_missing_checkpoint_and_empty_prompts(tmp_path, capsys):
-  assert cli.main(["sample", "--checkpoint", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+  assert run_cli(["sample", "--checkpoint", str(tmp_path / "nope"), "--prompt", "x"]) == 2
   assert "does not exist" in capsys.readouterr().err
-  assert cli.main(["sample", "--checkpoint", str(tmp_path)]) == 2
+  assert run_cli(["sample", "--checkpoint", str(tmp_path)]) == 2
   assert "at least one prompt" in capsys.readouterr().err
-  assert cli.main(["sample", "--checkpoint", str(tmp_path), "--prompt", "a red circle"]) == 2
+  assert run_cli(["sample", "--checkpoint", str(tmp_path), "--prompt", "a red circle"]) == 2
   assert "is it a directory written by `jaxgen train`" in capsys.readouterr().err
 
 
