@@ -5,6 +5,7 @@ compiles a handful of times in total.
 """
 
 import functools
+import json
 import os
 import shutil
 
@@ -18,7 +19,7 @@ from jaxgen.tasks.registry import get_task
 from jaxgen.training import sharding
 from jaxgen.training.checkpoint import Checkpointer
 from jaxgen.training.trainer import create_state, train, train_step
-from tiny_configs import tiny_text_to_image_config
+from tiny_configs import TINY_TEXT_TO_IMAGE, tiny_text_to_image_config
 
 tiny_config = tiny_text_to_image_config
 
@@ -163,3 +164,17 @@ def test_batch_of_the_wrong_image_size_is_named():
   task = get_task(tiny_config())
   with pytest.raises(ValueError, match=r"batch\['image'\] must be \[B, 16, 16, 3\]"):
     task.check_batch(dict(image=np.zeros((2, 32, 32, 3), np.uint8)))
+
+
+def test_quickstart_trains_judges_and_writes_its_report(tmp_path, capsys):
+  workdir = tmp_path / "qs"
+  overrides = [o for o in TINY_TEXT_TO_IMAGE if not o.startswith("train.sample_every")]
+  assert run_cli(["quickstart", "--workdir", str(workdir), "--train-minutes", "5"] + overrides) == 0
+  report = json.loads((workdir / "quickstart.json").read_text())
+  assert report["steps"] == 4 and report["held_out_examples"] == 8
+  assert set(report["accuracy"]) == {"guidance_1", "guidance_3"}
+  for accuracy in report["accuracy"].values():
+    assert set(accuracy) >= {"colour", "position", "shape", "size", "all"}
+    assert all(0.0 <= v <= 1.0 for v in accuracy.values())
+  assert (workdir / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "quickstart.json" in capsys.readouterr().out
