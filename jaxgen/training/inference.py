@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import os
 
-import flax.linen as nn
 import jax
 
 from jaxgen.tasks.registry import get_task
 from jaxgen.training.checkpoint import CheckpointNotFoundError, Checkpointer, checkpoint_dir
 from jaxgen.training.optimizers import make_optimizer
-from jaxgen.training.trainer import load_config
+from jaxgen.training.trainer import init_state_fn, load_config
 from jaxgen.training.train_state import TrainState
 
 
 def abstract_train_state(task, config, example_batch) -> TrainState:
   """Shapes and dtypes of the train state, on the first local device."""
   tx, _ = make_optimizer(config.optim, config.train.num_steps)
-
-  def init_state(rng, batch):
-    params = nn.meta.unbox(task.init(rng, batch))
-    return TrainState.create(params, tx, rng)
-
+  rng = jax.random.PRNGKey(0)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0), example_batch)
+  abstract = jax.eval_shape(init_state_fn(task, tx), rng, rng, example_batch)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                       abstract)
 

@@ -78,6 +78,16 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def init_state_fn(task: Task, tx: optax.GradientTransformation):
+  """(init rng, state rng, batch) -> a fresh TrainState with unboxed params."""
+
+  def init_state(init_rng, state_rng, batch):
+    params = nn.meta.unbox(task.init(init_rng, batch))
+    return TrainState.create(params, tx, state_rng)
+
+  return init_state
+
+
 def create_state(task: Task, config: ml_collections.ConfigDict, example_batch: dict,
                  mesh: jax.sharding.Mesh) -> tuple[TrainState, Any, optax.Schedule]:
   """Initialises the train state directly into its shardings.
@@ -87,11 +97,7 @@ def create_state(task: Task, config: ml_collections.ConfigDict, example_batch: d
   tx, schedule = make_optimizer(config.optim, config.train.num_steps)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, state_rng = jax.random.split(rng)
-
-  def init_state(init_rng, state_rng, batch):
-    params = nn.meta.unbox(task.init(init_rng, batch))
-    return TrainState.create(params, tx, state_rng)
-
+  init_state = init_state_fn(task, tx)
   abstract_boxed = jax.eval_shape(task.init, init_rng, example_batch)
   abstract_state = jax.eval_shape(init_state, init_rng, state_rng, example_batch)
   params_sharding = sharding.param_shardings(abstract_boxed, mesh)
