@@ -33,8 +33,13 @@ def _setup(args) -> None:
 
 def cmd_train(args) -> int:
   from jaxgen.configuration import apply_overrides, load_config_file  # pylint: disable=g-import-not-at-top
+  from jaxgen.training import distributed  # pylint: disable=g-import-not-at-top
   from jaxgen.training.trainer import train  # pylint: disable=g-import-not-at-top
   config = apply_overrides(load_config_file(args.config), args.overrides)
+  explicit = args.coordinator is not None
+  distributed.initialize(distributed.DistributedConfig(
+      enabled=args.distributed or explicit, coordinator_address=args.coordinator,
+      num_processes=args.num_processes, process_id=args.process_id))
   workdir = args.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(args.config))[0])
   train(config, workdir)
@@ -66,10 +71,77 @@ def check_sample_args(args) -> None:
     raise UsageError(f"--guidance: expected a scale >= 0, got {args.guidance}")
   if args.num_per_prompt <= 0:
     raise UsageError(f"--num-per-prompt: expected >= 1, got {args.num_per_prompt}")
+  if args.task not in SAMPLE_TASKS:
+    raise UsageError(f"--task: expected one of {SAMPLE_TASKS}, got {args.task!r}")
+  if args.task == "text2motion":
+    check_motion_sample_args(args)
+  elif args.seconds is not None:
+    raise UsageError(f"--seconds: only --task text2motion takes a duration, got --task {args.task}")
+  if args.out is None:
+    args.out = "motion.mp4" if args.task == "text2motion" else "grid.png"
+
+
+SAMPLE_TASKS = ("text2image", "text2motion")
+MOTION_OUTPUTS = (".mp4", ".gif", ".npy")
+
+
+def check_motion_sample_args(args) -> None:
+  """Named errors for text-to-motion arguments: duration and output kind."""
+  if args.seconds is None or not args.seconds > 0:
+    raise UsageError(f"--seconds: expected a positive duration for text2motion, got {args.seconds}")
+  if args.out is not None:
+    extension = os.path.splitext(args.out)[1].lower()
+    if extension not in MOTION_OUTPUTS:
+      raise UsageError(f"--out: expected a file ending in one of {MOTION_OUTPUTS} for text2motion, "
+                       f"got {args.out!r}")
+    if extension == ".mp4":
+      from jaxgen.render.motion import FfmpegNotFoundError, find_ffmpeg  # pylint: disable=g-import-not-at-top
+      try:
+        find_ffmpeg()
+      except FfmpegNotFoundError as e:
+        raise UsageError(f"--out: an .mp4 needs ffmpeg ({e}); write a .gif instead") from e
+
+
+def sample_motion(args) -> int:
+  """`jaxgen sample --task text2motion`: generate, then write a video or the joints (.npy)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxgen.data.motion import features_to_joints  # pylint: disable=g-import-not-at-top
+  from jaxgen.render.motion import render_motion  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.inference import load_for_sampling  # pylint: disable=g-import-not-at-top
+
+  task, params = load_for_sampling(args.checkpoint)
+  fmt = getattr(task, "fmt", None)
+  if fmt is None or not hasattr(task, "generate"):
+    raise UsageError(f"--checkpoint: {args.checkpoint!r} is a {task.config.task!r} run, "
+                     "not a text-to-motion one")
+  frames = int(round(args.seconds * fmt.fps))
+  if not 1 <= frames <= fmt.max_frames:
+    raise UsageError(f"--seconds: expected at most {fmt.max_frames / fmt.fps:g} s "
+                     f"({fmt.max_frames} frames at {fmt.fps:g} fps), got {args.seconds}")
+  captions = [p for p in args.prompt for _ in range(args.num_per_prompt)]
+  options = dict(sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance)
+  accepted = inspect.signature(task.generate).parameters
+  options = {k: v for k, v in options.items() if k in accepted and v is not None}
+  if "num_steps" in options and options["num_steps"] > task.config.diffusion.num_train_timesteps:
+    raise UsageError(f"--steps: expected at most {task.config.diffusion.num_train_timesteps} "
+                     f"(the training timesteps), got {options['num_steps']}")
+  features = task.generate(params, captions, np.full(len(captions), frames, np.int32),
+                           jax.random.PRNGKey(args.seed), **options)
+  joints = np.asarray(features_to_joints(np.asarray(features)[:, :frames], fmt))
+  if args.out.lower().endswith(".npy"):
+    np.save(args.out, joints.astype(np.float32))
+  else:
+    render_motion(list(joints), captions, args.out, fmt=fmt)
+  print(f"wrote {len(captions)} motions of {frames} frames to {args.out}")
+  return 0
 
 
 def cmd_sample(args) -> int:
   check_sample_args(args)
+  if args.task == "text2motion":
+    return sample_motion(args)
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.render.grid import make_grid, save_png  # pylint: disable=g-import-not-at-top
   from jaxgen.training.inference import load_for_sampling  # pylint: disable=g-import-not-at-top
@@ -157,9 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="path to a config file (configs/*.py)")
   p.add_argument("--workdir", help="run directory (default runs/<config name>)")
   p.add_argument("overrides", nargs="*", help="config overrides, key=value")
+  g = p.add_argument_group("multi-process (multi-host) runs: every process runs the same command")
+  g.add_argument("--distributed", action="store_true",
+                 help="join a multi-process run, detecting coordinator and process id "
+                      "(TPU pods, SLURM, Open MPI)")
+  g.add_argument("--coordinator", help="host:port of process 0 (with the two flags below)")
+  g.add_argument("--num-processes", type=int, help="number of processes in the run")
+  g.add_argument("--process-id", type=int, help="this process's index, 0 .. N-1")
   p.set_defaults(func=cmd_train)
 
-  p = sub.add_parser("sample", help="sample a grid of images from a trained run")
+  p = sub.add_parser("sample", help="sample images (a grid) or motions (a video) from a trained run")
   p.add_argument("--checkpoint", required=True, help="run directory written by `jaxgen train`")
   p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
   p.add_argument("--prompts-file", help="a text file with one prompt per line")
@@ -170,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num-per-prompt", type=int, default=1)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--scale", type=int, default=4, help="pixel upscaling in the grid")
-  p.add_argument("--out", default="grid.png")
+  p.add_argument("--task", default="text2image", help="text2image (a PNG grid) | text2motion")
+  p.add_argument("--seconds", type=float, default=None,
+                 help="text2motion: duration of each motion in seconds")
+  p.add_argument("--out", default=None,
+                 help="output file: .png for text2image (default grid.png); .mp4, .gif or "
+                      ".npy (joints, N×T×J×3) for text2motion (default motion.mp4)")
   p.set_defaults(func=cmd_sample)
 
   p = sub.add_parser("quickstart",
@@ -182,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=cmd_quickstart)
 
   from jaxgen.metrics.eval_cli import add_eval_arguments  # pylint: disable=g-import-not-at-top
-  p = sub.add_parser("eval", help="image metrics between two folders: fid | kid | is | ssim | psnr")
+  p = sub.add_parser("eval", help="metrics between folders: fid | kid | is | ssim | psnr | fvd | clip-score")
   add_eval_arguments(p)
   p.set_defaults(func=cmd_eval)
 

@@ -41,14 +41,15 @@ def test_epochs_are_reshuffled():
   assert set(first) != set(second)
 
 
-def test_processes_get_disjoint_halves_of_each_global_batch():
+def test_processes_together_hold_the_single_process_batch_in_order():
   a = ArrayIterator(_arrays(), batch_size=4, seed=2, process_index=0, process_count=2)
   b = ArrayIterator(_arrays(), batch_size=4, seed=2, process_index=1, process_count=2)
   whole = ArrayIterator(_arrays(), batch_size=4, seed=2)
   for _ in range(3):
     xa, xb, xw = next(a)["x"], next(b)["x"], next(whole)["x"]
-    assert not set(xa) & set(xb)
-    np.testing.assert_array_equal(np.sort(np.concatenate([xa, xb])), np.sort(xw))
+    # Row i of the global batch is the same example however many processes
+    # feed it, so per-example noise keys see the same data.
+    np.testing.assert_array_equal(np.concatenate([xa, xb]), xw)
 
 
 @pytest.mark.parametrize("kwargs, match", [

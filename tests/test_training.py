@@ -113,6 +113,39 @@ def test_non_finite_loss_skips_the_update_and_counts_it():
   assert not _params_equal(new.params, state.params)
 
 
+class _PoisonedTask:
+  """The tiny task, with a loss that is always NaN."""
+
+  def __init__(self, task):
+    self._task = task
+
+  def __getattr__(self, name):
+    return getattr(self._task, name)
+
+  def loss(self, params, batch, rng):
+    loss, metrics = self._task.loss(params, batch, rng)
+    return loss * jnp.nan, metrics
+
+
+def test_consecutive_skips_freeze_the_state_and_stop_the_run(tmp_path, monkeypatch):
+  config = tiny_config("train.num_steps=20", "train.max_consecutive_skips=3",
+                       "checkpoint.save_every=100")
+  from jaxgen.training import trainer  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(trainer, "get_task", lambda c: _PoisonedTask(get_task(c)))
+  workdir = str(tmp_path / "diverged")
+  with pytest.raises(FloatingPointError, match="3 consecutive non-finite .* at step 3"):
+    train(config, workdir)
+  # The state froze at the third skip; its checkpoint holds the initial
+  # (last good) params, and the run can be inspected or resumed from it.
+  assert Checkpointer(workdir, read_only=True).all_steps() == [3]
+  template = create_state(get_task(config), config,
+                          {k: jnp.asarray(v[:8]) for k, v in get_task(config).train_arrays().items()},
+                          sharding.make_mesh())[0]
+  restored, _, _ = Checkpointer(workdir, read_only=True).restore(template)
+  assert int(restored.step) == 3 and int(restored.consecutive_skips) == 3
+  assert _params_equal(restored.params, template.params)
+
+
 def test_sample_cli_same_seed_writes_identical_images(trained, tmp_path):
   workdir, _ = trained
   outs = [str(tmp_path / f"grid{i}.png") for i in range(3)]
@@ -178,3 +211,25 @@ def test_quickstart_trains_judges_and_writes_its_report(tmp_path, capsys):
     assert all(0.0 <= v <= 1.0 for v in accuracy.values())
   assert (workdir / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "quickstart.json" in capsys.readouterr().out
+
+
+def test_state_updates_from_the_loss_overwrite_params_and_ema():
+  """Non-gradient parameters (an EMA codebook) take the values the loss returns."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.base import STATE_UPDATES_KEY  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.train_state import TrainState  # pylint: disable=g-import-not-at-top
+
+  class CodebookTask:
+    def loss(self, params, batch, rng):
+      new_sum = params["quantizer"]["code_sum"] * 0.5 + batch["x"].sum()
+      loss = jnp.sum((params["encoder"] - batch["x"]) ** 2)
+      return loss, {STATE_UPDATES_KEY: dict(quantizer=dict(code_sum=new_sum))}
+
+  params = dict(encoder=jnp.ones(3), quantizer=dict(code_sum=jnp.full(2, 4.0)))
+  state = TrainState.create(params, optax.adamw(0.1, weight_decay=0.5), jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(train_step, task=CodebookTask(), ema_decay=0.9, ema_warmup=0))
+  new, metrics = step(state, dict(x=jnp.arange(3.0)))
+  np.testing.assert_array_equal(new.params["quantizer"]["code_sum"], [5.0, 5.0])
+  np.testing.assert_array_equal(new.ema_params["quantizer"]["code_sum"], [5.0, 5.0])
+  assert not np.array_equal(new.params["encoder"], params["encoder"])  # trained as usual
+  assert STATE_UPDATES_KEY not in metrics

@@ -58,9 +58,11 @@ class ArrayIterator(Iterator[dict[str, np.ndarray]]):
     if self.position + self.batch_size > self.num_examples:
       self.epoch, self.position = self.epoch + 1, 0
     order = self._permutation(self.epoch)
+    # Sort the whole global batch before slicing, so N processes together
+    # hold exactly the rows, in the order, that one process would.
+    global_index = np.sort(order[self.position:self.position + self.batch_size])
     per_process = self.batch_size // self.process_count
-    start = self.position + self.process_index * per_process
-    index = np.sort(order[start:start + per_process])
+    index = global_index[self.process_index * per_process:(self.process_index + 1) * per_process]
     self.position += self.batch_size
     return {k: v[index] for k, v in self.arrays.items()}
 

@@ -39,11 +39,15 @@ def dot_product_attention(
   does in diffusers) rather than NaN.
   """
   scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
+  # Heads before length: plain batched matmuls, which XLA:CPU runs ~2.5x
+  # faster (forward + backward) than the same contraction over (B, L, H, D).
+  qh, kh, vh = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
+  logits = jnp.matmul(qh.astype(jnp.float32), jnp.swapaxes(kh.astype(jnp.float32), -1, -2))
+  logits = logits * scale
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+  return jnp.swapaxes(jnp.matmul(weights.astype(v.dtype), vh), 1, 2)
 
 
 class Attention(nn.Module):

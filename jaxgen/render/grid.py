@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import textwrap
 from typing import Sequence
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw, ImageFont
 
 
@@ -70,7 +72,10 @@ def make_grid(images: np.ndarray, captions: Sequence[str] | None = None, *,
 
 
 def save_png(path: str, image: np.ndarray) -> str:
-  """Writes an H×W×3 uint8 array as PNG, creating parent folders."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(np.asarray(image)).save(path, format="PNG")
-  return path
+  """Writes an H×W×3 uint8 array as PNG, creating parent folders (local or gs://)."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image)).save(buffer, format="PNG")
+  path.write_bytes(buffer.getvalue())
+  return os.fspath(path)

@@ -10,6 +10,12 @@ import numpy as np
 PyTree = Any
 Batch = Mapping[str, jax.Array]
 
+# A loss may return, under this key of its metrics, new values for some
+# parameters that are not trained by gradients (e.g. a VQ codebook's EMA
+# cluster statistics): a nested dict shaped like a sub-tree of the params.
+# The trainer writes them over params and EMA params after the optimizer step.
+STATE_UPDATES_KEY = "state_updates"
+
 
 class Task(Protocol):
   """A generative task: its data, its model's init, loss and preview samples.

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from jaxgen.training.train_state import TrainState
 
@@ -37,6 +38,12 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.fspath(workdir), CHECKPOINT_SUBDIR)
 
 
+def checkpoint_path(workdir: str) -> epath.Path:
+  """Where orbax keeps the steps: local paths made absolute, remote ones (gs://) unchanged."""
+  path = checkpoint_dir(workdir)
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 class Checkpointer:
   """Saves every `save_every` steps, keeps the newest `keep`, restores the latest.
 
@@ -53,7 +60,7 @@ class Checkpointer:
         max_to_keep=keep, create=not read_only,
         enable_async_checkpointing=async_save, read_only=read_only)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(checkpoint_dir(workdir)), options=options,
+        checkpoint_path(workdir), options=options,
         item_names=("state", "meta"))
 
   def should_save(self, step: int) -> bool:

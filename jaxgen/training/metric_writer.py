@@ -21,7 +21,8 @@ class MetricWriter:
     self._writer = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      os.makedirs(logdir, exist_ok=True)
+      if "://" not in logdir:  # remote logdirs (gs://) are tensorboardX's to create
+        os.makedirs(logdir, exist_ok=True)
       self._writer = SummaryWriter(logdir)
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:

@@ -62,6 +62,16 @@ class TrainState:
     )
 
 
+def replace_leaves(params: PyTree, updates: Any) -> PyTree:
+  """`params` with the sub-trees named in the nested dict `updates` replaced."""
+  out = dict(params)
+  for key, value in updates.items():
+    if key not in out:
+      raise ValueError(f"state update names no parameter {key!r}; expected one of {sorted(out)}")
+    out[key] = replace_leaves(out[key], value) if isinstance(value, dict) else value
+  return out
+
+
 def ema_update(ema: PyTree, params: PyTree, decay: float | jax.Array) -> PyTree:
   """ema <- decay * ema + (1 - decay) * params, leaf by leaf."""
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)

@@ -15,34 +15,45 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 import tqdm
+from etils import epath
 
 from jaxgen.data.pipeline import ArrayIterator
 from jaxgen.render.grid import save_png
-from jaxgen.tasks.base import Task
+from jaxgen.tasks.base import STATE_UPDATES_KEY, Task
 from jaxgen.tasks.registry import get_task
 from jaxgen.training import sharding
 from jaxgen.training.checkpoint import Checkpointer
 from jaxgen.training.metric_writer import MetricWriter
 from jaxgen.training.optimizers import make_optimizer
-from jaxgen.training.train_state import TrainState, ema_decay_at
+from jaxgen.training.train_state import TrainState, ema_decay_at, replace_leaves
 
 CONFIG_FILE = "config.json"
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
-               ema_decay: float, ema_warmup: int) -> tuple[TrainState, dict[str, jax.Array]]:
+               ema_decay: float, ema_warmup: int, max_consecutive_skips: int = 0
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update. A non-finite loss or gradient leaves the state unchanged.
 
   Skipped updates are counted in the state (`skipped_steps`,
-  `consecutive_skips`), so the host can stop a diverged run without reading
-  anything back from the device on every step.
+  `consecutive_skips`). Once `max_consecutive_skips` (> 0) updates in a row
+  were skipped, the state freezes entirely — step and RNG included — so the
+  host, which reads the counter a step late to keep the device busy, stops a
+  diverged run holding exactly its last good state.
   """
   rng, step_rng = jax.random.split(state.rng)
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
   (loss, metrics), grads = grad_fn(state.params, batch, step_rng)
+  metrics = dict(metrics)
+  state_updates = metrics.pop(STATE_UPDATES_KEY, None)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updated = state.apply_gradients(grads, ema_decay_at(state.step, ema_decay, ema_warmup))
+  if state_updates is not None:
+    # Non-gradient parameters (e.g. EMA codebooks) take their new values in
+    # both copies, so the EMA model samples with the current statistics.
+    updated = updated.replace(params=replace_leaves(updated.params, state_updates),
+                              ema_params=replace_leaves(updated.ema_params, state_updates))
   # Select leaf-wise: the bad update never reaches params, EMA or moments.
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
   skipped = (~finite).astype(jnp.int32)
@@ -51,31 +62,31 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
       rng=rng,
       skipped_steps=state.skipped_steps + skipped,
       consecutive_skips=(state.consecutive_skips + 1) * skipped)
-  metrics = dict(metrics, loss=loss, grad_norm=grad_norm)
+  if max_consecutive_skips > 0:
+    halted = state.consecutive_skips >= max_consecutive_skips
+    new_state = jax.tree.map(lambda new, old: jnp.where(halted, old, new), new_state, state)
+  metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                 consecutive_skips=new_state.consecutive_skips)
   return new_state, metrics
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = epath.Path(workdir) / CONFIG_FILE
   text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      if f.read() != text:
-        logging.warning("%s differs from the config of this run; the run's config wins "
-                        "and the file is rewritten", path)
+  if path.exists() and path.read_text() != text:
+    logging.warning("%s differs from the config of this run; the run's config wins "
+                    "and the file is rewritten", path)
   if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write(text)
+    path.write_text(text)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run directory was trained with."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.is_file():
     raise FileNotFoundError(f"checkpoint directory {workdir!r} has no {CONFIG_FILE}: "
                             "is it a jaxgen run directory?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def init_state_fn(task: Task, tx: optax.GradientTransformation):
@@ -113,6 +124,26 @@ def create_state(task: Task, config: ml_collections.ConfigDict, example_batch: d
   return state, state_sharding, schedule
 
 
+def max_consecutive_skips(config: ml_collections.ConfigDict) -> int:
+  """K: this many skipped updates in a row stop the run (0 = never)."""
+  k = config.train.get("max_consecutive_skips", 10)
+  if k < 0:
+    raise ValueError(f"train.max_consecutive_skips must be >= 0, got {k}")
+  return k
+
+
+def estimated_flops(compiled: jax.stages.Compiled) -> float | None:
+  """FLOPs of one call of a compiled program per device, by XLA's cost analysis."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # not every backend implements it  pylint: disable=broad-except
+    return None
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per module
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
 def jit_train_step(task: Task, config: ml_collections.ConfigDict, state_sharding: Any,
                    example_batch: dict, mesh: jax.sharding.Mesh):
   """`train_step` compiled for the mesh: state per the rules, batch over data × fsdp.
@@ -122,7 +153,8 @@ def jit_train_step(task: Task, config: ml_collections.ConfigDict, state_sharding
   batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh), example_batch)
   return jax.jit(
       functools.partial(train_step, task=task, ema_decay=config.train.ema_decay,
-                        ema_warmup=config.train.ema_warmup),
+                        ema_warmup=config.train.ema_warmup,
+                        max_consecutive_skips=max_consecutive_skips(config)),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=0)
@@ -132,13 +164,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           mesh: jax.sharding.Mesh | None = None) -> TrainState:
   """Trains `config.task` into `workdir`, resuming from its newest checkpoint.
 
+  `workdir` may be local or remote (`gs://…`); remote paths go unchanged to
+  orbax and `etils.epath`. In a multi-process run every process calls this
+  with the same arguments (after `distributed.initialize`); each feeds its
+  slice of every global batch, orbax writes checkpoints collectively and
+  only process 0 writes logs and pictures.
+
   Returns the final train state (also saved as the last checkpoint).
   """
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   _write_config(workdir, config)
   task = get_task(config)
   mesh = mesh or sharding.make_mesh(config.get("mesh_shape"))
   tcfg = config.train
+  max_skips = max_consecutive_skips(config)
 
   iterator = ArrayIterator(task.train_arrays(), tcfg.batch_size, seed=config.seed,
                            process_index=jax.process_index(),
@@ -153,42 +192,50 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer = Checkpointer(workdir, save_every=config.checkpoint.save_every,
                               keep=config.checkpoint.keep)
   if checkpointer.latest_step() is not None:
+    # The template carries this run's shardings: a checkpoint written on
+    # another mesh shape is resharded as it is read.
     state, meta, step = checkpointer.restore(state)
     iterator.set_state(meta["data_iterator"])
     logging.info("resumed from step %d in %s", step, workdir)
 
-  step_fn = jit_train_step(task, config, state_sharding, example, mesh)
+  compile_start = time.monotonic()
+  step_fn = jit_train_step(task, config, state_sharding, example, mesh).lower(
+      state, example).compile()
+  flops = estimated_flops(step_fn)
+  logging.info("train step compiled in %.1f s; XLA estimates %s FLOPs per step per device",
+               time.monotonic() - compile_start, f"{flops:.3g}" if flops else "no")
 
   writer = MetricWriter(os.path.join(workdir, "tensorboard"))
   first_step = int(state.step)
   deadline = time.monotonic() + 60 * tcfg.max_minutes if tcfg.get("max_minutes") else None
-  max_skips = tcfg.get("max_consecutive_skips", 10)
   window_start, window_steps = time.monotonic(), 0
   progress = tqdm.tqdm(total=tcfg.num_steps, initial=first_step, desc="train",
                        disable=jax.process_index() != 0, dynamic_ncols=True)
-  step = first_step
+  step, previous_metrics = first_step, None
   while step < tcfg.num_steps:
     batch = sharding.global_batch(next(iterator), batch_sharding)
     state, metrics = step_fn(state, batch)
     step += 1
     window_steps += 1
     progress.update(1)
+    # Read the previous step's counter while this one runs: one step late,
+    # but the device never waits for the host. A halted state is frozen.
+    if max_skips and previous_metrics is not None:
+      if int(previous_metrics["consecutive_skips"]) >= max_skips:
+        _stop_diverged(checkpointer, state, iterator, config, workdir, max_skips)
+    previous_metrics = metrics
 
     if step % tcfg.log_every == 0 or step == tcfg.num_steps:
       metrics = jax.device_get(metrics)
-      counters = jax.device_get((state.skipped_steps, state.consecutive_skips))
       elapsed = time.monotonic() - window_start
-      metrics.update(lr=float(schedule(step - 1)), steps_per_sec=window_steps / elapsed,
-                     skipped_steps=int(counters[0]))
+      steps_per_sec = window_steps / elapsed
+      metrics.update(lr=float(schedule(step - 1)), steps_per_sec=steps_per_sec,
+                     skipped_steps=int(jax.device_get(state.skipped_steps)))
+      if flops:
+        metrics["tflops_per_sec_per_device"] = flops * steps_per_sec / 1e12
       writer.scalars(step, metrics)
       progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
       window_start, window_steps = time.monotonic(), 0
-      if int(counters[1]) >= max_skips:
-        checkpointer.save(step, state, _meta(iterator, config))
-        checkpointer.wait()
-        raise FloatingPointError(
-            f"{int(counters[1])} consecutive non-finite losses or gradients up to step "
-            f"{step}: the run stopped; its last good state is checkpointed in {workdir}")
 
     if tcfg.sample_every and step % tcfg.sample_every == 0:
       _write_preview(task, state, workdir, step, writer)
@@ -199,6 +246,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
                       tcfg.max_minutes, step, tcfg.num_steps)
       break
   progress.close()
+  if max_skips and int(jax.device_get(state.consecutive_skips)) >= max_skips:
+    _stop_diverged(checkpointer, state, iterator, config, workdir, max_skips)
 
   if checkpointer.latest_step() != step:
     checkpointer.save(step, state, _meta(iterator, config))
@@ -206,6 +255,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer.close()
   writer.close()
   return state
+
+
+def _stop_diverged(checkpointer: Checkpointer, state: TrainState, iterator: ArrayIterator,
+                   config: ml_collections.ConfigDict, workdir: str, max_skips: int) -> None:
+  """Checkpoints the (frozen, last good) state of a diverged run and stops it."""
+  frozen_step = int(jax.device_get(state.step))
+  if frozen_step not in checkpointer.all_steps():
+    checkpointer.save(frozen_step, state, _meta(iterator, config))
+  checkpointer.wait()
+  checkpointer.close()
+  raise FloatingPointError(
+      f"{max_skips} consecutive non-finite losses or gradients (train.max_consecutive_skips) "
+      f"at step {frozen_step}: the run stopped; its last good state is checkpointed in "
+      f"{workdir} at step {frozen_step}")
 
 
 def _meta(iterator: ArrayIterator, config: ml_collections.ConfigDict) -> dict:

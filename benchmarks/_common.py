@@ -1,0 +1,170 @@
+"""Shared pieces of the benchmarks: the small SD-shaped U-Net, weights, timing, tables.
+
+The benchmarks compare jaxgen with diffusers on *the same weights*: the U-Net
+is built by diffusers (PyTorch), and its state dict is converted to jaxgen
+params with `jaxgen.convert.diffusers_unet.unet_from_diffusers`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxgen.models.unet import UNetConfig
+
+# Stable Diffusion's layout (three cross-attention levels, a plain bottom
+# level, a cross-attention mid block, 77-token context) at a width a
+# 2-core CPU trains in well under a second per step.
+SD_SHAPED_UNET = dict(
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(32, 64, 64),
+    layers_per_block=2,
+    attention_head_dim=4,  # diffusers' name: 4 heads per block.
+    cross_attention_dim=64,
+    norm_num_groups=32,
+)
+CONTEXT_LENGTH = 77
+# Smallest U-Net with every kind of block the SD layout uses (resnets, cross-attention
+# transformers, the cross-attention mid block), for the smoke tests.
+TINY_UNET = dict(
+    down_block_types=("CrossAttnDownBlock2D",),
+    up_block_types=("CrossAttnUpBlock2D",),
+    block_out_channels=(32,),
+    layers_per_block=1,
+    attention_head_dim=2,
+    cross_attention_dim=16,
+    norm_num_groups=16,
+)
+UNET_PRESETS = {"sd_shaped": SD_SHAPED_UNET, "tiny": TINY_UNET}
+
+
+def unet_config(preset: str, sample_size: int) -> UNetConfig:
+  """One of `UNET_PRESETS` at latent size `sample_size` (4 latent channels, as SD)."""
+  if preset not in UNET_PRESETS:
+    raise ValueError(f"unet: expected one of {sorted(UNET_PRESETS)}, found {preset!r}")
+  config = UNetConfig(sample_size=sample_size, **UNET_PRESETS[preset])
+  factor = 2**config.num_downsamples
+  if sample_size <= 0 or sample_size % factor:
+    raise ValueError(f"sample_size: expected a positive multiple of {factor}, found {sample_size}")
+  return config
+
+
+def diffusers_unet_and_params(config: UNetConfig, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+  """A diffusers `UNet2DConditionModel` (its own random init) and the same weights as jaxgen params."""
+  import diffusers  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+
+  from jaxgen.convert.diffusers_unet import unet_from_diffusers  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(seed)
+  torch_unet = diffusers.UNet2DConditionModel(**config.to_diffusers())
+  # Copies: torch later trains its module in place, which must not move these.
+  state = {k: v.detach().numpy().copy() for k, v in torch_unet.state_dict().items()}
+  return torch_unet, unet_from_diffusers(state, config)
+
+
+def usable_cores() -> int:
+  """Cores this process may run on (its CPU affinity, e.g. under `taskset`); XLA sizes its pool so."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_torch_threads() -> int:
+  """Gives torch as many threads as XLA's CPU client uses (every usable core); returns the count."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  threads = usable_cores()
+  torch.set_num_threads(threads)
+  return threads
+
+
+def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
+  """Wall seconds of `repeats` calls of `fn` (which must block until its work is done)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def time_interleaved(runners: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, dict[str, list[float]]]:
+  """Wall and process-CPU seconds of each runner, called in turn for `rounds` rounds.
+
+  Each runner must block until its work is done. Alternating the runners
+  (and their order every round) exposes all of them to the same background
+  load, which matters on a shared machine.
+  """
+  names = list(runners)
+  times = {name: {"wall": [], "cpu": []} for name in names}
+  for r in range(rounds):
+    for name in names if r % 2 == 0 else names[::-1]:
+      wall, cpu = time.perf_counter(), time.process_time()
+      runners[name]()
+      times[name]["cpu"].append(time.process_time() - cpu)
+      times[name]["wall"].append(time.perf_counter() - wall)
+  return times
+
+
+def summarize(times: Sequence[float]) -> dict[str, float]:
+  """Median and min of a list of timings, in seconds."""
+  return dict(median=statistics.median(times), min=min(times))
+
+
+def check_positive(name: str, value: int) -> int:
+  if value <= 0:
+    raise ValueError(f"{name}: expected a positive integer, found {value}")
+  return value
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+  """A GitHub markdown table of dict rows (floats with 4 significant digits)."""
+  columns = list(columns or rows[0].keys())
+
+  def cell(value: Any) -> str:
+    if isinstance(value, float):
+      if math.isfinite(value) and value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+      return f"{value:.4g}"
+    return str(value)
+
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def machine_line() -> str:
+  """One line that says what the numbers were measured on."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  parts = [f"{usable_cores()} of {os.cpu_count()} CPU cores", f"load average {os.getloadavg()[0]:.1f}",
+           f"jax {jax.__version__}", f"python {sys.version.split()[0]}"]
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+
+    parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+  except ImportError:
+    pass
+  flags = os.environ.get("XLA_FLAGS")
+  if flags:
+    parts.append(f"XLA_FLAGS={flags}")
+  return ", ".join(parts)
+
+
+def random_batch(rng: np.random.Generator, config: UNetConfig, batch: int,
+                 context_length: int) -> dict[str, np.ndarray]:
+  """A training batch as NHWC numpy: clean latents, their noise, timesteps and text context."""
+  size = config.sample_size
+  return dict(
+      latents=rng.standard_normal((batch, size, size, config.in_channels), np.float32),
+      noise=rng.standard_normal((batch, size, size, config.in_channels), np.float32),
+      timesteps=rng.integers(0, 1000, (batch,)).astype(np.int32),
+      context=rng.standard_normal((batch, context_length, config.cross_attention_dim), np.float32),
+  )

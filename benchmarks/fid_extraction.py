@@ -1,0 +1,197 @@
+"""FID feature extraction: jaxgen's InceptionV3 vs pytorch-fid's, same weights, same CPU.
+
+pytorch-fid's `InceptionV3([3])` (pool3, 2048-d) is built by pytorch-fid's
+own code; only its weight download is replaced by a random state dict (no
+network, no real weights here). jaxgen imports the same state dict with
+`inception.variables_from_torch_state_dict` and runs the jitted
+`inception.inception_outputs`. Both take the same (N, H, W, 3) batch in
+[0, 1] (NCHW for torch), resize it bilinearly to 299x299 and map it to [-1, 1].
+
+Printed: per-image milliseconds (median of `--repeats` batches after one
+warm-up call, which also compiles jaxgen) and the ratio, then the feature
+parity for each weight init:
+
+  he:      He-normal convolutions, BatchNorm scale/var in U(0.5, 1.5), small
+           shifts: activations stay O(1) through the 94 conv layers, like
+           trained weights; the tight, meaningful comparison.
+  default: the init pytorch-fid's network has before its weights load
+           (torchvision's truncated-normal std 0.1 for the stem, Mixed_6a and
+           Mixed_7a; torch's kaiming-uniform for the FID blocks; identity
+           BatchNorm): badly scaled, so activations blow up or vanish layer by
+           layer and float32 rounding is amplified.
+
+This needs torchvision, which does not import beside jaxgen's CPU torch
+2.13; run it in the separate reference venv:
+
+  python3 -m venv /work/venv_fidref
+  /work/venv_fidref/bin/pip install torch==2.14.1 torchvision==0.29.1 pytorch-fid numpy scipy
+  /work/venv_fidref/bin/pip install -e /work/main
+  /work/venv_fidref/bin/python benchmarks/fid_extraction.py --batch 50 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common
+import jax
+import numpy as np
+
+from jaxgen.models import inception
+
+INITS = ("he", "default")
+logger = logging.getLogger(__name__)
+
+
+def random_fid_state_dict(init: str, seed: int = 0) -> dict[str, np.ndarray]:
+  """A float32 state dict with pytorch-fid's keys and shapes."""
+  if init not in INITS:
+    raise ValueError(f"init: expected one of {INITS}, found {init!r}")
+  if init == "default":
+    return _torchvision_initialised_state_dict(seed)
+  rng = np.random.default_rng(seed)
+  state = {}
+  for key, entry in inception.torch_key_map().items():
+    shape = entry.torch_shape
+    if key.endswith("conv.weight"):
+      value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+    elif key.endswith(("bn.weight", "running_var")):
+      value = rng.uniform(0.5, 1.5, shape)
+    elif key == "fc.weight":
+      value = rng.normal(0, 1 / np.sqrt(shape[1]), shape)
+    else:  # bn.bias, running_mean, fc.bias
+      value = rng.normal(0, 0.1, shape)
+    state[key] = np.asarray(value, np.float32)
+  return state
+
+
+def _torchvision_initialised_state_dict(seed: int) -> dict[str, np.ndarray]:
+  """The FID network as pytorch-fid builds it before loading weights: torchvision's init
+  (truncated-normal std 0.1 convolutions, identity BatchNorm)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from pytorch_fid import inception as fid  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(seed)
+  net = fid._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+  for name, block in (
+    ("Mixed_5b", fid.FIDInceptionA(192, pool_features=32)),
+    ("Mixed_5c", fid.FIDInceptionA(256, pool_features=64)),
+    ("Mixed_5d", fid.FIDInceptionA(288, pool_features=64)),
+    ("Mixed_6b", fid.FIDInceptionC(768, channels_7x7=128)),
+    ("Mixed_6c", fid.FIDInceptionC(768, channels_7x7=160)),
+    ("Mixed_6d", fid.FIDInceptionC(768, channels_7x7=160)),
+    ("Mixed_6e", fid.FIDInceptionC(768, channels_7x7=192)),
+    ("Mixed_7b", fid.FIDInceptionE_1(1280)),
+    ("Mixed_7c", fid.FIDInceptionE_2(2048)),
+  ):
+    setattr(net, name, block)  # fresh blocks keep torch's plain init, as in pytorch-fid
+  return {
+    k: v.numpy().copy()
+    for k, v in net.state_dict().items()
+    if not k.endswith("num_batches_tracked")
+  }
+
+
+def pytorch_fid_inception(state_dict: Mapping[str, np.ndarray]):
+  """pytorch-fid's `InceptionV3([3])`, its weight download answered with `state_dict`."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from pytorch_fid import inception as fid_inception  # pylint: disable=g-import-not-at-top
+
+  tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
+  original = fid_inception.load_state_dict_from_url
+  fid_inception.load_state_dict_from_url = lambda *args, **kwargs: tensors
+  try:
+    model = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+  finally:
+    fid_inception.load_state_dict_from_url = original
+  return model.eval()
+
+
+def torch_features(model, images_nhwc: np.ndarray) -> np.ndarray:
+  import torch  # pylint: disable=g-import-not-at-top
+
+  with torch.no_grad():
+    (pool,) = model(torch.from_numpy(images_nhwc).permute(0, 3, 1, 2))
+  return pool[:, :, 0, 0].numpy()
+
+
+def jaxgen_features(variables, images_nhwc: np.ndarray) -> np.ndarray:
+  return np.asarray(inception.inception_outputs(variables, images_nhwc).pool)
+
+
+def parity(init: str, images: np.ndarray) -> dict[str, float | str]:
+  """Max abs and max relative (to the largest |feature|) difference of pool3 features."""
+  state = random_fid_state_dict(init)
+  want = torch_features(pytorch_fid_inception(state), images)
+  got = jaxgen_features(inception.variables_from_torch_state_dict(state), images)
+  diff = np.abs(got - want).max()
+  return {
+    "init": init,
+    "max abs diff": float(diff),
+    "max abs feature": float(np.abs(want).max()),
+    "diff / max feature": float(diff / np.abs(want).max()),
+  }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch", type=int, default=50)
+  parser.add_argument("--size", type=int, default=299, help="input height and width")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--parity-batch", type=int, default=8)
+  args = parser.parse_args(argv)
+  for name in ("batch", "size", "repeats", "parity_batch"):
+    _common.check_positive(name, getattr(args, name))
+  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  threads = _common.set_torch_threads()
+
+  rng = np.random.default_rng(0)
+  images = rng.random((args.batch, args.size, args.size, 3), dtype=np.float32)
+  state = random_fid_state_dict("he")
+  torch_model = pytorch_fid_inception(state)
+  variables = inception.variables_from_torch_state_dict(state)
+
+  rows = []
+  for name, run in (
+    ("pytorch-fid InceptionV3 (torch eager)", lambda: torch_features(torch_model, images)),
+    (
+      "jaxgen FIDInceptionV3 (jit)",
+      lambda: jax.block_until_ready(jaxgen_features(variables, images)),
+    ),
+  ):
+    warmup = _common.time_calls(run, 1)[0]
+    stats = _common.summarize(_common.time_calls(run, args.repeats))
+    logger.info("%s: warm-up %.2f s, median batch %.2f s", name, warmup, stats["median"])
+    rows.append(
+      {
+        "implementation": name,
+        "batch": args.batch,
+        "ms/image (median)": 1e3 * stats["median"] / args.batch,
+        "ms/image (min)": 1e3 * stats["min"] / args.batch,
+        "warm-up s": warmup,
+      }
+    )
+  torch_ms = rows[0]["ms/image (median)"]
+  for row in rows:
+    row["time / pytorch-fid"] = row["ms/image (median)"] / torch_ms
+
+  parity_images = images[: args.parity_batch]
+  parity_rows = [parity(init, parity_images) for init in INITS]
+
+  print(
+    f"FID feature extraction, {args.size}x{args.size} inputs, float32 "
+    f"({_common.machine_line()}; torch threads {threads})\n"
+  )
+  print(_common.markdown_table(rows))
+  print(f"\npool3 parity with pytorch-fid on {len(parity_images)} images:\n")
+  print(_common.markdown_table(parity_rows))
+
+
+if __name__ == "__main__":
+  main()

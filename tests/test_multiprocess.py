@@ -1,0 +1,148 @@
+"""`jaxgen train` as separate processes: multi-process runs, resharding, SIGKILL.
+
+Each run is a real `python -m jaxgen.cli train` subprocess on simulated CPU
+devices; runs are compared through the params in their final checkpoints.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgen.tasks.registry import get_task
+from jaxgen.training.checkpoint import Checkpointer, checkpoint_dir
+from jaxgen.training.inference import abstract_train_state
+from jaxgen.training.trainer import load_config
+from tiny_configs import CONFIGS, TINY_TEXT_TO_IMAGE
+
+CONFIG = os.path.join(CONFIGS, "shapes_pixel_diffusion.py")
+TEN_STEPS = TINY_TEXT_TO_IMAGE + ["train.num_steps=10", "train.log_every=5",
+                                  "checkpoint.save_every=5"]
+
+
+def _env(num_devices: int) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  env["PYTHONPATH"] = os.pathsep.join(
+      [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+      + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+  return env
+
+
+def _command(workdir: str, cache: str, overrides, *flags: str) -> list[str]:
+  return ([sys.executable, "-m", "jaxgen.cli", "--log-level", "warning",
+           "--compilation-cache", cache, "train", "--config", CONFIG, "--workdir", workdir]
+          + list(flags) + list(overrides))
+
+
+def _run(workdir, cache, overrides, num_devices=8):
+  result = subprocess.run(_command(workdir, cache, overrides), env=_env(num_devices),
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _final_state(workdir: str):
+  """The newest checkpoint's state, restored onto this (single-device) process."""
+  config = load_config(workdir)
+  task = get_task(config)
+  checkpointer = Checkpointer(workdir, read_only=True)
+  try:
+    state, _, step = checkpointer.restore(abstract_train_state(task, config,
+                                                               task.abstract_batch(1)))
+  finally:
+    checkpointer.close()
+  return step, jax.device_get(state)
+
+
+def _max_difference(a, b) -> float:
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache):
+  """10 steps on one process with 8 devices, FSDP mesh (2, 4, 1)."""
+  workdir = str(tmp_path_factory.mktemp("one_process"))
+  _run(workdir, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
+  return _final_state(workdir)
+
+
+def test_two_processes_match_one_process(reference, tmp_path, cache):
+  workdir = str(tmp_path / "two_processes")
+  port = _free_port()
+  overrides = TEN_STEPS + ["mesh_shape=(2, 4, 1)"]
+  processes = [
+      subprocess.Popen(
+          _command(workdir, cache, overrides, "--coordinator", f"127.0.0.1:{port}",
+                   "--num-processes", "2", "--process-id", str(i)),
+          env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  for p in processes:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  step, state = _final_state(workdir)
+  ref_step, ref_state = reference
+  assert step == ref_step == 10
+  assert _max_difference(state.params, ref_state.params) <= 1e-5
+  assert _max_difference(state.opt_state, ref_state.opt_state) <= 1e-5
+
+
+def test_resume_onto_another_mesh_shape(reference, tmp_path, cache):
+  workdir = str(tmp_path / "reshard")
+  # Steps 1-5 on a pure data-parallel mesh, then 6-10 on the FSDP mesh: the
+  # restore reshards every array onto the new layout.
+  _run(workdir, cache, TEN_STEPS + ["mesh_shape=(8, 1, 1)"])
+  shutil.rmtree(os.path.join(checkpoint_dir(workdir), "10"))
+  _run(workdir, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
+  step, state = _final_state(workdir)
+  assert step == 10
+  assert _max_difference(state.params, reference[1].params) <= 1e-5
+
+
+def test_sigkill_then_rerun_is_bit_identical(tmp_path, cache):
+  # Long enough that the kill lands mid-run: checkpoints every 20 steps.
+  overrides = TINY_TEXT_TO_IMAGE + ["train.num_steps=200", "train.log_every=100",
+                                    "checkpoint.save_every=20", "checkpoint.keep=2"]
+  uninterrupted = str(tmp_path / "uninterrupted")
+  _run(uninterrupted, cache, overrides, 1)
+
+  killed = str(tmp_path / "killed")
+  process = subprocess.Popen(_command(killed, cache, overrides), env=_env(1),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and process.poll() is None:
+    steps = os.listdir(checkpoint_dir(killed)) if os.path.isdir(checkpoint_dir(killed)) else []
+    if any(s.isdigit() and int(s) >= 20 for s in steps):
+      break
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  step_at_kill, _ = _final_state(killed)
+  assert step_at_kill < 200
+
+  _run(killed, cache, overrides, 1)  # the same command again
+  step, state = _final_state(killed)
+  ref_step, ref_state = _final_state(uninterrupted)
+  assert step == ref_step == 200
+  for name in ("params", "ema_params", "opt_state", "rng"):
+    leaves = zip(jax.tree.leaves(getattr(state, name)), jax.tree.leaves(getattr(ref_state, name)))
+    assert all(np.array_equal(a, b) for a, b in leaves), name
