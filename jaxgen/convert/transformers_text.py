@@ -123,7 +123,7 @@ def t5_encoder_to_transformers(params: Mapping[str, Any]) -> dict[str, np.ndarra
 # Folders.
 
 
-def _read_config(folder: PathLike) -> dict[str, Any]:
+def read_config(folder: PathLike) -> dict[str, Any]:
   path = os.path.join(folder, _CONFIG_NAME)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"folder: expected a transformers model folder with {_CONFIG_NAME} in {folder}")
@@ -165,7 +165,7 @@ def read_safetensors_folder(folder: PathLike) -> dict[str, np.ndarray]:
   return state
 
 
-def _write_folder(state: Mapping[str, np.ndarray], config_json: Mapping[str, Any], folder: PathLike) -> None:
+def write_folder(state: Mapping[str, np.ndarray], config_json: Mapping[str, Any], folder: PathLike) -> None:
   from safetensors.numpy import save_file
 
   os.makedirs(folder, exist_ok=True)
@@ -177,18 +177,18 @@ def _write_folder(state: Mapping[str, np.ndarray], config_json: Mapping[str, Any
 
 def load_clip_text_model(folder: PathLike) -> tuple[CLIPTextConfig, dict[str, Any]]:
   """Reads a local `CLIPTextModel` folder (config.json + safetensors); returns (config, params)."""
-  config = CLIPTextConfig.from_transformers(_read_config(folder))
+  config = CLIPTextConfig.from_transformers(read_config(folder))
   return config, clip_text_from_transformers(read_safetensors_folder(folder), config)
 
 
 def save_clip_text_folder(params: Mapping[str, Any], config: CLIPTextConfig, folder: PathLike) -> None:
   """Writes a folder that `transformers.CLIPTextModel.from_pretrained(folder)` loads with no key mismatch."""
-  _write_folder(clip_text_to_transformers(params), config.to_transformers(), folder)
+  write_folder(clip_text_to_transformers(params), config.to_transformers(), folder)
 
 
 def load_t5_encoder(folder: PathLike) -> tuple[T5EncoderConfig, dict[str, Any]]:
   """Reads a local `T5EncoderModel` folder (config.json + safetensors); returns (config, params)."""
-  config = T5EncoderConfig.from_transformers(_read_config(folder))
+  config = T5EncoderConfig.from_transformers(read_config(folder))
   return config, t5_encoder_from_transformers(read_safetensors_folder(folder), config)
 
 
@@ -199,4 +199,4 @@ def save_t5_encoder_folder(params: Mapping[str, Any], config: T5EncoderConfig, f
   """
   state = t5_encoder_to_transformers(params)
   del state[_T5_TIED]
-  _write_folder(state, config.to_transformers(), folder)
+  write_folder(state, config.to_transformers(), folder)

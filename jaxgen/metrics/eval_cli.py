@@ -1,4 +1,4 @@
-"""`jaxgen eval` for image folders: FID, KID, IS, SSIM, PSNR.
+"""`jaxgen eval` for image and video folders: FID, KID, IS, SSIM, PSNR, FVD, CLIP score.
 
     jaxgen eval --metric fid --real data/real --fake samples/ \
         --weights pt_inception-2015-12-05-6726825d.pth --out fid.json
@@ -7,12 +7,18 @@ FID/KID/IS run pytorch-fid's InceptionV3 from the local `--weights` file
 (nothing downloads). FID's `--real`/`--fake` may also be a pytorch-fid style
 `.npz` of precomputed `mu`/`sigma`. SSIM/PSNR pair `--fake` images with the
 `--real` images of the same file name, on uint8 values (data range 255).
+FVD compares two folders of videos (`jaxgen.metrics.video_folder`: .npy
+clips, frame folders, .gif/.mp4) with pytorch-i3d's InceptionI3d from the
+local `--weights` file, on the first `--clip-length` frames of each video.
+CLIP score rates `--fake` images against their `--captions` with a local
+transformers CLIPModel folder (`--clip-model`), as torchmetrics `CLIPScore`.
 All argument and folder checks run before the network is loaded or compiled.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -24,12 +30,13 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxgen.metrics import frechet, image_folder, image_quality, inception_score, kid
-from jaxgen.models import inception
+from jaxgen.metrics import (clip_score, frechet, fvd, image_folder, image_quality,
+                            inception_score, kid)
+from jaxgen.models import i3d, inception
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "is", "ssim", "psnr")
+METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score")
 PIXEL_DATA_RANGE = 255.0  # SSIM/PSNR compare the uint8 pixel values
 
 
@@ -47,7 +54,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--real", help="folder of real images (fid: or a .npz with mu/sigma)")
   parser.add_argument("--fake", required=True, help="folder of generated images (fid: or .npz)")
   parser.add_argument(
-    "--weights", help="local pytorch-fid Inception weights (.pth or .safetensors)"
+    "--weights",
+    help="local network weights (.pth/.pt or .safetensors): pytorch-fid Inception for "
+    "fid/kid/is, pytorch-i3d InceptionI3d (400 classes) for fvd",
   )
   parser.add_argument("--batch-size", type=int, default=50, help="images per network call")
   parser.add_argument("--out", help="write the result as JSON to this file")
@@ -62,6 +71,33 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     "sqrtm (pytorch-fid's exact procedure, slow at 2048-d)",
   )
   parser.add_argument("--seed", type=int, default=0, help="KID subsets / IS shuffling")
+  parser.add_argument(
+    "--clip-length", type=int, default=16, help="fvd: frames per clip, the first of each video"
+  )
+  parser.add_argument(
+    "--fvd-resolution", type=int, default=224, help="fvd: side of the frames I3D sees (>= 193)"
+  )
+  parser.add_argument(
+    "--fvd-resize",
+    default="tf1",
+    choices=fvd.RESIZE_MODES,
+    help="fvd: tf1 = the reference FVD's TF1 bilinear resize to a square; center_crop = "
+    "StyleGAN-V's shorter side to the resolution (torch bilinear) and a centre crop",
+  )
+  parser.add_argument(
+    "--fvd-features",
+    default="logits",
+    choices=tuple(fvd.FEATURE_DIMS),
+    help="fvd: I3D embedding, the 400 logits (reference FVD) or the 1024-d pool",
+  )
+  parser.add_argument(
+    "--captions",
+    help="clip-score: a .txt with one caption per image (sorted file names) or a .json "
+    "mapping file name -> caption (default: captions.json/.txt inside --fake)",
+  )
+  parser.add_argument(
+    "--clip-model", help="clip-score: local transformers CLIPModel folder with its tokenizer"
+  )
   parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -242,10 +278,108 @@ def _run_pairwise(
   }
 
 
+# --- FVD --------------------------------------------------------------------
+
+
+def _run_fvd(args: argparse.Namespace) -> dict[str, Any]:
+  config = fvd.FVDConfig(
+    clip_length=args.clip_length,
+    resolution=args.fvd_resolution,
+    resize=args.fvd_resize,
+    feature=args.fvd_features,
+  )
+  sources = {"real": _require(args, "real", "fvd"), "fake": _require(args, "fake", "fvd")}
+  folders = {}
+  for name, source in sources.items():
+    if not _is_stats_file(source):
+      folders[name] = fvd.check_folder(source, config, name=f"--{name}")
+      if len(folders[name]) < 2:
+        raise frechet.TooFewSamplesError(
+          f"FVD (a covariance) needs at least 2 videos, --{name} holds {len(folders[name])}"
+        )
+  variables = None
+  if folders:
+    if not args.weights:
+      raise i3d.MissingWeightsError(
+        "--weights is required for --metric fvd: a local pytorch-i3d checkpoint "
+        "(e.g. rgb_imagenet.pt, 400 Kinetics classes; jaxgen never downloads weights)"
+      )
+    variables = i3d.load_i3d_variables(args.weights)
+  gaussians, counts = {}, {}
+  for name, source in sources.items():
+    if name in folders:
+      stats = fvd.embedding_statistics(
+        folders[name],
+        variables,
+        config,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        description=f"fvd {name}",
+      )
+      gaussians[name] = (stats.mean, stats.covariance)
+      counts[name] = stats.count
+    else:
+      gaussians[name] = frechet.load_statistics(source)
+      counts[name] = None
+  value = frechet.frechet_distance(*gaussians["real"], *gaussians["fake"], method=args.fid_method)
+  return {
+    "value": value,
+    "num_real": counts["real"],
+    "num_fake": counts["fake"],
+    **dataclasses.asdict(config),
+  }
+
+
+# --- CLIP score ---------------------------------------------------------------
+
+
+def _captions_path(args: argparse.Namespace) -> str:
+  if args.captions:
+    return args.captions
+  for name in clip_score.CAPTION_FILE_NAMES:
+    if os.path.isfile(os.path.join(args.fake, name)):
+      return os.path.join(args.fake, name)
+  raise ValueError(
+    "--captions is required for --metric clip-score: a .txt file with one caption per image "
+    "(sorted file-name order) or a .json mapping file name -> caption; --fake holds no "
+    f"{' or '.join(clip_score.CAPTION_FILE_NAMES)} either"
+  )
+
+
+def _run_clip_score(args: argparse.Namespace) -> dict[str, Any]:
+  paths = image_folder.list_images(args.fake, name="--fake")
+  captions = clip_score.read_captions(
+    _captions_path(args), [p.name for p in paths], name="--captions", images_name="--fake"
+  )
+  folder = args.clip_model
+  if not folder:
+    raise ValueError(
+      "--clip-model is required for --metric clip-score: a local transformers CLIPModel folder "
+      "(config.json, model.safetensors, vocab.json, merges.txt; jaxgen never downloads weights)"
+    )
+  scorer = clip_score.load_clip_scorer(folder, batch_size=args.batch_size)
+  scores = []
+  with tqdm(total=len(paths), unit="img", desc="clip-score", disable=args.no_progress) as bar:
+    for start in range(0, len(paths), args.batch_size):
+      chunk = slice(start, start + args.batch_size)
+      images = [clip_score.load_rgb_image(p) for p in paths[chunk]]
+      scores.append(clip_score.image_text_scores(scorer, images, captions[chunk]))
+      bar.update(len(images))
+  scores = np.concatenate(scores)
+  return {
+    "value": clip_score.clipped_mean(scores),
+    "std": float(np.std(scores.astype(np.float64))),
+    "num_fake": len(paths),
+    "clip_model": str(folder),
+  }
+
+
 _RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
   "fid": _run_fid,
   "kid": _run_kid,
   "is": _run_is,
   "ssim": lambda args: _run_pairwise(args, "ssim", image_quality.ssim),
   "psnr": lambda args: _run_pairwise(args, "psnr", image_quality.psnr),
+  "fvd": _run_fvd,
+  "clip-score": _run_clip_score,
 }

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -43,7 +43,7 @@ class UnsupportedConfigError(ValueError):
   """A transformers config option that jaxgen's text encoders do not implement."""
 
 
-def _config_from_transformers(cls: type, config: Any, model_types: tuple[str, ...]) -> dict[str, Any]:
+def config_from_transformers(cls: type, config: Any, model_types: tuple[str, ...]) -> dict[str, Any]:
   """Keyword arguments of `cls` read from a transformers config (object or config.json dict).
 
   Keys that are not fields of `cls` are bookkeeping or training-only options
@@ -60,7 +60,7 @@ def _config_from_transformers(cls: type, config: Any, model_types: tuple[str, ..
   return {k: v for k, v in config.items() if k in fields}
 
 
-def _check_positive_ints(config: Any, names: tuple[str, ...]) -> None:
+def check_positive_ints(config: Any, names: tuple[str, ...]) -> None:
   for name in names:
     value = getattr(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -84,7 +84,7 @@ def check_tokens(input_ids: jax.Array, attention_mask: jax.Array | None, max_len
 # ----------------------------------------------------------------------------
 # CLIP text tower.
 
-_CLIP_ACTIVATIONS = {
+CLIP_ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
 }
@@ -113,7 +113,7 @@ class CLIPTextConfig:
   eos_token_id: int = 49407
 
   def __post_init__(self):
-    _check_positive_ints(
+    check_positive_ints(
         self,
         ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
          "max_position_embeddings"),
@@ -122,9 +122,9 @@ class CLIPTextConfig:
       raise ValueError(
           f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
       )
-    if self.hidden_act not in _CLIP_ACTIVATIONS:
+    if self.hidden_act not in CLIP_ACTIVATIONS:
       raise UnsupportedConfigError(
-          f"hidden_act: expected one of {tuple(_CLIP_ACTIVATIONS)}, found {self.hidden_act!r}"
+          f"hidden_act: expected one of {tuple(CLIP_ACTIVATIONS)}, found {self.hidden_act!r}"
       )
     if not isinstance(self.eos_token_id, int):
       raise UnsupportedConfigError(f"eos_token_id: expected one int, found {self.eos_token_id!r}")
@@ -136,7 +136,7 @@ class CLIPTextConfig:
   @classmethod
   def from_transformers(cls, config: Any) -> CLIPTextConfig:
     """From a `transformers.CLIPTextConfig` or the dict of a `CLIPTextModel` config.json."""
-    return cls(**_config_from_transformers(cls, config, ("clip_text_model",)))
+    return cls(**config_from_transformers(cls, config, ("clip_text_model",)))
 
   def to_transformers(self) -> dict[str, Any]:
     """config.json contents that `transformers.CLIPTextModel.from_pretrained` reads as this architecture."""
@@ -178,26 +178,46 @@ class CLIPTextEmbeddings(nn.Module):
     return tokens + position_table(jnp.arange(input_ids.shape[1]))[None]
 
 
+class CLIPTransformerConfig(Protocol):
+  """The fields CLIP's encoder layers read.
+
+  `CLIPTextConfig` and `jaxgen.models.clip.CLIPVisionConfig` both have them.
+  """
+
+  hidden_size: int
+  intermediate_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  hidden_act: str
+  layer_norm_eps: float
+
+  @property
+  def head_dim(self) -> int: ...
+
+
 class CLIPMLP(nn.Module):
-  config: CLIPTextConfig
+  config: CLIPTransformerConfig
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
     h = pt.dense(cfg.intermediate_size, ("embed", "mlp"), dtype=self.dtype, name="fc1")(x)
-    h = _CLIP_ACTIVATIONS[cfg.hidden_act](h)
+    h = CLIP_ACTIVATIONS[cfg.hidden_act](h)
     return pt.dense(cfg.hidden_size, ("mlp", "embed"), dtype=self.dtype, name="fc2")(h)
 
 
 class CLIPEncoderLayer(nn.Module):
-  """Pre-LayerNorm block: x + self_attn(layer_norm1(x)), then x + mlp(layer_norm2(x))."""
+  """Pre-LayerNorm block: x + self_attn(layer_norm1(x)), then x + mlp(layer_norm2(x)).
 
-  config: CLIPTextConfig
+  Shared by the text tower (causal mask) and the vision tower (mask None: every token attends to all).
+  """
+
+  config: CLIPTransformerConfig
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     cfg = self.config
     h = pt.layer_norm(cfg.layer_norm_eps, dtype=self.dtype, name="layer_norm1")(x)
     attention = Attention(
@@ -209,11 +229,11 @@ class CLIPEncoderLayer(nn.Module):
 
 
 class CLIPEncoder(nn.Module):
-  config: CLIPTextConfig
+  config: CLIPTransformerConfig
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, ...]:
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, ...]:
     """Returns the input and the output of every layer."""
     states = [x]
     for i in range(self.config.num_hidden_layers):
@@ -297,7 +317,7 @@ class T5EncoderConfig:
   eos_token_id: int | None = 1
 
   def __post_init__(self):
-    _check_positive_ints(
+    check_positive_ints(
         self,
         ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
          "relative_attention_max_distance"),
@@ -335,7 +355,7 @@ class T5EncoderConfig:
     rejected.
     """
     as_dict = config.to_dict() if hasattr(config, "to_dict") else config
-    result = cls(**_config_from_transformers(cls, config, ("t5",)))
+    result = cls(**config_from_transformers(cls, config, ("t5",)))
     derived = {"dense_act_fn": result.dense_act_fn, "is_gated_act": result.is_gated}
     for key, value in derived.items():
       if key in as_dict and as_dict[key] != value:

@@ -1,0 +1,56 @@
+"""jaxgen's FID InceptionV3 against the real pytorch-fid `InceptionV3`, same random weights.
+
+Runs only in the reference venv (torch 2.14.1 + torchvision 0.29.1 +
+pytorch-fid; see benchmarks/fid_extraction.py) with JAXGEN_REFERENCE_TESTS=1.
+pytorch-fid builds its network with its own code; only the weight download
+is answered with a random, well-scaled state dict (He-normal convolutions),
+which jaxgen imports through its converter.
+"""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+from jaxgen.models import inception
+
+_BENCHMARK = pathlib.Path(__file__).parents[2] / "benchmarks" / "fid_extraction.py"
+_spec = importlib.util.spec_from_file_location("fid_extraction", _BENCHMARK)
+fid_extraction = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fid_extraction)
+
+
+@pytest.fixture(scope="module")
+def state_dict():
+  return fid_extraction.random_fid_state_dict("he")
+
+
+@pytest.fixture(scope="module")
+def models(state_dict):
+  return (
+    fid_extraction.pytorch_fid_inception(state_dict),
+    inception.variables_from_torch_state_dict(state_dict),
+  )
+
+
+def test_pytorch_fid_holds_the_weights_jaxgen_imported(state_dict, models):
+  torch_model, _ = models
+  held = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  # pytorch-fid nests torchvision's modules in `blocks`; fc is not used for pool3.
+  assert sum(v.size for k, v in held.items() if "num_batches" not in k) == sum(
+    v.size for k, v in state_dict.items() if not k.startswith("fc.")
+  )
+  first = held["blocks.0.0.conv.weight"]
+  np.testing.assert_array_equal(first, state_dict["Conv2d_1a_3x3.conv.weight"])
+
+
+@pytest.mark.parametrize("size", [(299, 299), (64, 80)])
+def test_pool3_features_equal_pytorch_fid(models, size):
+  torch_model, variables = models
+  images = np.random.default_rng(0).random((4, *size, 3), dtype=np.float32)
+  want = fid_extraction.torch_features(torch_model, images)
+  got = fid_extraction.jaxgen_features(variables, images)
+  assert got.shape == want.shape == (4, 2048)
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+  assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
