@@ -23,10 +23,8 @@ parity for each weight init:
 This needs torchvision, which does not import beside jaxgen's CPU torch
 2.13; run it in the separate reference venv:
 
-  python3 -m venv /work/venv_fidref
-  /work/venv_fidref/bin/pip install torch==2.14.1 torchvision==0.29.1 pytorch-fid numpy scipy
-  /work/venv_fidref/bin/pip install -e /work/main
-  /work/venv_fidref/bin/python benchmarks/fid_extraction.py --batch 50 --repeats 3
+  python3 -m venv .venv-fidref && .venv-fidref/bin/pip install -e ".[fid-reference,dev]"
+  .venv-fidref/bin/python benchmarks/fid_extraction.py --batch 50 --repeats 3
 """
 
 from __future__ import annotations

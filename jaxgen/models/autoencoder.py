@@ -11,8 +11,9 @@ The module tree mirrors diffusers' so weights convert mechanically
 `jaxgen.convert.diffusers_vae`). Images are expected in [-1, 1].
 
 Training objective (pure functions at the end of this module): the LDM
-reconstruction + KL loss, `vae_loss`. The adversarial (PatchGAN) and LPIPS
-terms of the full LDM objective are not part of it.
+reconstruction + KL loss, `vae_loss`. The adversarial (PatchGAN) term of the
+full LDM objective lives in `jaxgen.tasks.autoencoder` (with
+`jaxgen.models.discriminator`); there is no LPIPS term.
 
 Example:
   model = AutoencoderKL(AutoencoderKLConfig.from_diffusers(config_json))

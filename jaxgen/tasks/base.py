@@ -37,7 +37,11 @@ class Task(Protocol):
     """Boxed (logically annotated) parameters for a batch of this shape."""
 
   def loss(self, params: PyTree, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict]:
-    """Scalar training loss and a dict of scalar metrics."""
+    """Scalar training loss and a dict of scalar metrics.
+
+    The trainer adds `batch["step"]` (int32 scalar, updates so far). The
+    metrics may carry `STATE_UPDATES_KEY` (see above).
+    """
 
   def preview(self, params: PyTree, rng: jax.Array) -> np.ndarray:
     """A uint8 picture (a captioned sample grid) showing the model now."""

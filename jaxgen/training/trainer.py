@@ -43,7 +43,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
   """
   rng, step_rng = jax.random.split(state.rng)
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-  (loss, metrics), grads = grad_fn(state.params, batch, step_rng)
+  # The step rides along in the batch for losses that change over training
+  # (e.g. a GAN term that starts at `disc.start`).
+  (loss, metrics), grads = grad_fn(state.params, dict(batch, step=state.step), step_rng)
   metrics = dict(metrics)
   state_updates = metrics.pop(STATE_UPDATES_KEY, None)
   grad_norm = optax.tree.norm(grads)

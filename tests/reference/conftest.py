@@ -3,7 +3,8 @@
 They are not part of the default suite: this directory is skipped at
 collection unless JAXGEN_REFERENCE_TESTS=1, e.g.
 
-  JAXGEN_REFERENCE_TESTS=1 /work/venv_fidref/bin/python -m pytest -q tests/reference
+  python3 -m venv .venv-fidref && .venv-fidref/bin/pip install -e ".[fid-reference,dev]"
+  JAXGEN_REFERENCE_TESTS=1 .venv-fidref/bin/pytest -q tests/reference
 """
 
 import os
