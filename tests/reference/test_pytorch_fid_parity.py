@@ -54,3 +54,16 @@ def test_pool3_features_equal_pytorch_fid(models, size):
   assert got.shape == want.shape == (4, 2048)
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("method", ["eigh", "sqrtm"])
+def test_frechet_distance_equals_pytorch_fid(method):
+  from pytorch_fid.fid_score import calculate_frechet_distance  # pylint: disable=g-import-not-at-top
+  from jaxgen.metrics import frechet  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  real = rng.normal(size=(500, 64))
+  fake = rng.normal(size=(400, 64)) @ rng.normal(scale=0.3, size=(64, 64)) + 0.2
+  a, b = frechet.statistics_from_features(real), frechet.statistics_from_features(fake)
+  expected = calculate_frechet_distance(a.mean, a.covariance, b.mean, b.covariance)
+  ours = frechet.frechet_distance(a.mean, a.covariance, b.mean, b.covariance, method=method)
+  assert abs(ours - expected) <= 1e-6 * abs(expected)
