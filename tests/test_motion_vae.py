@@ -1,0 +1,150 @@
+"""TEMOS VAE: faithful sizes, KL math, padding, single-forward generation, the loss falls."""
+
+import flax.linen as nn
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxgen.configs import t2m_vae_synthetic
+from jaxgen.models.motion_vae import TEMOS, MotionVAEConfig, gaussian_kl
+from jaxgen.nn.partitioning import unannotated_params
+from jaxgen.tasks.motion_vae import MotionVAETask
+
+TINY = MotionVAEConfig(input_dim=263, latent_dim=16, ff_size=32, num_layers=1, num_heads=2,
+                       dropout=0.1, text_dim=16)
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(tree))))
+
+
+def test_faithful_parameter_counts():
+  """Mathux/TEMOS actor modules at latent 256, ff 1024, 6 layers, 4 heads, HumanML3D's 263
+  features: ActorAgnosticEncoder 4,806,656; DistilbertActorAgnosticEncoder without its
+  frozen DistilBERT (ReLU + Linear(768, 256), mu/logvar tokens, 6 layers) 4,935,936;
+  ActorAgnosticDecoder 6,388,231 (torch.nn.Transformer{En,De}coderLayer sizes)."""
+  model = TEMOS(MotionVAEConfig(**t2m_vae_synthetic.vae_faithful(), input_dim=263, text_dim=768))
+  rng = jax.random.PRNGKey(0)
+  mask = jnp.ones((1, 8), bool)
+  text = jax.eval_shape(lambda: model.init(rng, jnp.zeros((1, 8, 768)), mask,
+                                           method=TEMOS.encode_text_states))
+  motion = jax.eval_shape(lambda: model.init(rng, jnp.zeros((1, 8, 263)), mask,
+                                             method=TEMOS.encode_motion))
+  decoder = jax.eval_shape(lambda: model.init(rng, jnp.zeros((1, 256)), mask, method=TEMOS.decode))
+  assert count_params(text) == 4_935_936
+  assert count_params(motion) == 4_806_656
+  assert count_params(decoder) == 6_388_231
+  assert unannotated_params(decoder) == []
+
+
+def test_gaussian_kl_matches_torch():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  mu_q, lv_q, mu_p, lv_p = (rng.normal(size=(3, 5)).astype(np.float32) for _ in range(4))
+  expected = torch.distributions.kl_divergence(
+      torch.distributions.Normal(torch.tensor(mu_q), torch.tensor(np.exp(lv_q / 2))),
+      torch.distributions.Normal(torch.tensor(mu_p), torch.tensor(np.exp(lv_p / 2)))).numpy()
+  np.testing.assert_allclose(gaussian_kl(mu_q, lv_q, mu_p, lv_p), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  model = TEMOS(TINY, text=dict(vocab_size=20, max_length=6, width=16, num_layers=1, num_heads=2))
+  tokens = jnp.ones((2, 6), jnp.int32)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, jnp.ones((2, 6), bool),
+                                  jnp.zeros((2, 12, 263)), jnp.ones((2, 12), bool))
+  return model, nn.meta.unbox(variables)
+
+
+def test_padding_does_not_change_the_posterior_and_decoder_zeroes_it(tiny_model):
+  model, variables = tiny_model
+  x = jax.random.normal(jax.random.PRNGKey(1), (1, 12, 263))
+  mask = jnp.arange(12)[None] < 7
+  padded = jnp.where(mask[..., None], x, 5.0)
+  encode = jax.jit(lambda x, m: model.apply(variables, x, m, method=TEMOS.encode_motion))
+  mu_a, lv_a = encode(padded, mask)
+  mu_b, lv_b = encode(x[:, :7], jnp.ones((1, 7), bool))
+  np.testing.assert_allclose(mu_a, mu_b, atol=1e-5)
+  np.testing.assert_allclose(lv_a, lv_b, atol=1e-5)
+  out = model.apply(variables, mu_a, mask, method=TEMOS.decode)
+  assert out.shape == (1, 12, 263)
+  np.testing.assert_array_equal(out[0, 7:], 0.0)
+
+
+def _tiny_task():
+  config = t2m_vae_synthetic.get_config()
+  config.text.update(max_length=24, width=16, num_layers=1, num_heads=2)
+  config.vae = dict(latent_dim=16, ff_size=32, num_layers=1, num_heads=2, dropout=0.0)
+  return MotionVAETask(config)
+
+
+def _batch(task, batch=4, frames=24):
+  """Shorter than real batches (196 frames), to keep the test fast; the model takes any length."""
+  rng = np.random.default_rng(0)
+  lengths = np.array([24, 12, 16, 20][:batch])
+  mask = np.arange(frames)[None] < lengths[:, None]
+  # Motion determined by the caption, so the text branch has something to learn.
+  captions = ["a person walks forward", "someone jumps twice", "a man runs", "a woman sits down"][:batch]
+  tokens, text_mask = task.tokenize(captions)
+  base = rng.normal(size=(batch, 1, 263)).astype(np.float32)
+  motion = np.sin(np.arange(frames)[None, :, None] / 10.0 + base) * mask[..., None]
+  return dict(motion=jnp.asarray(motion, jnp.float32), motion_mask=jnp.asarray(mask),
+              text_tokens=jnp.asarray(tokens), text_mask=jnp.asarray(text_mask))
+
+
+def test_loss_falls_and_kl_is_reported():
+  task = _tiny_task()
+  batch = _batch(task)
+  params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), batch))
+  tx = optax.adam(3e-3)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, rng):
+    (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
+    changes, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, changes), opt_state, loss, metrics
+
+  losses = []
+  for i in range(25):
+    params, opt_state, loss, metrics = step(params, opt_state, jax.random.PRNGKey(i))
+    losses.append(float(loss))
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])
+  assert float(metrics["kl"]) > 0 and np.isfinite(float(metrics["latent"]))
+
+
+def test_sampling_is_one_forward_pass_without_loops():
+  task = _tiny_task()
+  batch = _batch(task, batch=2)
+  params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), batch))
+  fn = lambda p, t, m, mm, r: task.sample.__wrapped__(task, p, t, m, mm, r, sample_mean=False,
+                                                      fact=1.0)
+  jaxpr = jax.make_jaxpr(fn)(params, batch["text_tokens"], batch["text_mask"], batch["motion_mask"],
+                             jax.random.PRNGKey(0))
+  text = str(jaxpr)
+  assert "scan" not in text and "while" not in text
+  out = task.sample(params, batch["text_tokens"], batch["text_mask"], batch["motion_mask"],
+                    jax.random.PRNGKey(0), sample_mean=True, fact=1.0)
+  assert out.shape == batch["motion"].shape
+  np.testing.assert_array_equal(np.asarray(out)[1, 12:], 0.0)
+
+
+def test_named_errors(tiny_model):
+  model, variables = tiny_model
+  with pytest.raises(ValueError, match="motion: expected"):
+    model.apply(variables, jnp.zeros((1, 12, 250)), jnp.ones((1, 12), bool), method=TEMOS.encode_motion)
+  with pytest.raises(ValueError, match="text states: expected"):
+    model.apply(variables, jnp.zeros((1, 6, 8)), jnp.ones((1, 6), bool), method=TEMOS.encode_text_states)
+  with pytest.raises(ValueError, match="latent_dim .* divisible by num_heads"):
+    MotionVAEConfig(latent_dim=10, num_heads=3)
+  config = t2m_vae_synthetic.get_config()
+  config.text.encoder = "bert"
+  with pytest.raises(ValueError, match="text.encoder: expected one of"):
+    MotionVAETask(config)
+  with pytest.raises(ValueError, match="text.width .* must equal"):
+    TEMOS(TINY, text=dict(vocab_size=5, max_length=4, width=8, num_layers=1, num_heads=2)).init(
+        jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), bool),
+        jnp.zeros((1, 4, 263)), jnp.ones((1, 4), bool))
