@@ -147,6 +147,26 @@ def _is_stats_file(path: str) -> bool:
   return os.path.isfile(path) and path.endswith(".npz")
 
 
+def _frechet_between(
+  sources: dict[str, str],
+  folders: dict[str, list[Path]],
+  method: str,
+  statistics: Callable[[str, list[Path]], frechet.GaussianStatistics],
+) -> tuple[float, dict[str, int | None]]:
+  """Fréchet distance between `real` and `fake`, each a folder or a saved statistics file.
+
+  Returns (distance, per-source sample counts; None for a statistics file).
+  """
+  gaussians, counts = {}, {}
+  for name, source in sources.items():
+    if name in folders:
+      stats = statistics(name, folders[name])
+      gaussians[name], counts[name] = (stats.mean, stats.covariance), stats.count
+    else:
+      gaussians[name], counts[name] = frechet.load_statistics(source), None
+  return frechet.frechet_distance(*gaussians["real"], *gaussians["fake"], method=method), counts
+
+
 def _run_fid(args: argparse.Namespace) -> dict[str, Any]:
   sources = {"real": _require(args, "real", "fid"), "fake": _require(args, "fake", "fid")}
   folders = {}
@@ -155,22 +175,11 @@ def _run_fid(args: argparse.Namespace) -> dict[str, Any]:
       folders[name] = image_folder.list_images(source, name=f"--{name}")
       _check_count(folders[name], 2, f"--{name}", "FID (a covariance)")
   variables = _load_weights(args, "fid") if folders else None
-  gaussians, counts = {}, {}
-  for name, source in sources.items():
-    if name in folders:
-      stats = image_folder.pool_feature_statistics(
-        folders[name],
-        variables,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        description=f"fid {name}",
-      )
-      gaussians[name] = (stats.mean, stats.covariance)
-      counts[name] = stats.count
-    else:
-      gaussians[name] = frechet.load_statistics(source)
-      counts[name] = None
-  value = frechet.frechet_distance(*gaussians["real"], *gaussians["fake"], method=args.fid_method)
+  value, counts = _frechet_between(
+    sources, folders, args.fid_method,
+    lambda name, paths: image_folder.pool_feature_statistics(
+      paths, variables, batch_size=args.batch_size, progress=not args.no_progress,
+      description=f"fid {name}"))
   return {"value": value, "num_real": counts["real"], "num_fake": counts["fake"]}
 
 
@@ -305,23 +314,11 @@ def _run_fvd(args: argparse.Namespace) -> dict[str, Any]:
         "(e.g. rgb_imagenet.pt, 400 Kinetics classes; jaxgen never downloads weights)"
       )
     variables = i3d.load_i3d_variables(args.weights)
-  gaussians, counts = {}, {}
-  for name, source in sources.items():
-    if name in folders:
-      stats = fvd.embedding_statistics(
-        folders[name],
-        variables,
-        config,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        description=f"fvd {name}",
-      )
-      gaussians[name] = (stats.mean, stats.covariance)
-      counts[name] = stats.count
-    else:
-      gaussians[name] = frechet.load_statistics(source)
-      counts[name] = None
-  value = frechet.frechet_distance(*gaussians["real"], *gaussians["fake"], method=args.fid_method)
+  value, counts = _frechet_between(
+    sources, folders, args.fid_method,
+    lambda name, paths: fvd.embedding_statistics(
+      paths, variables, config, batch_size=args.batch_size, progress=not args.no_progress,
+      description=f"fvd {name}"))
   return {
     "value": value,
     "num_real": counts["real"],

@@ -39,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.convert import keymap
+from jaxgen.convert import keymap, torch_state_dict
+from jaxgen.convert.torch_state_dict import (  # noqa: F401  MissingWeightsError is re-exported
+    IGNORED_TORCH_SUFFIX, MissingWeightsError)
 
 NUM_CLASSES = 400
 POOL_FEATURES = 1024
@@ -277,14 +279,6 @@ LEAF_RULES: dict[tuple[str, str, int], keymap.LeafRule] = {
   ("batch_stats", "mean", 1): _unchanged("mean", "running_mean"),
   ("batch_stats", "var", 1): _unchanged("var", "running_var"),
 }
-# BatchNorm's step counter: carried by newer checkpoints, meaningless at inference.
-IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
-
-
-class MissingWeightsError(FileNotFoundError, ValueError):
-  """The I3D weights file is not given or does not exist."""
-
-
 @dataclasses.dataclass(frozen=True)
 class TorchEntry:
   """Where one PyTorch tensor lives in the flax variables."""
@@ -371,31 +365,10 @@ def torch_state_dict_from_variables(
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a local `.safetensors` file or a torch pickle (`torch.load(weights_only=True)`)."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MissingWeightsError(
-      f"I3D weights file {path!r} does not exist; pass a local pytorch-i3d checkpoint "
-      "(e.g. rgb_imagenet.pt, 400 Kinetics classes) or a .safetensors copy of it"
-    )
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file  # Imported here: only weight import needs it.
-
-    return load_file(path)
-  try:
-    import torch  # Imported here: jaxgen does not need torch otherwise.
-  except ImportError as error:
-    raise ImportError(
-      f"reading the torch checkpoint {path!r} needs torch; install jaxgen[torch] "
-      "or convert the file to .safetensors"
-    ) from error
-  state_dict = torch.load(path, map_location="cpu", weights_only=True)
-  if not isinstance(state_dict, Mapping):
-    raise keymap.ConversionError(
-      f"{path!r} must hold a state dict (a mapping of names to tensors), "
-      f"found {type(state_dict).__name__}"
-    )
-  return {key: keymap.to_numpy(value) for key, value in state_dict.items()}
+  """Reads a local pytorch-i3d checkpoint (torch pickle, weights only) or a safetensors copy."""
+  return torch_state_dict.read_state_dict(
+      path, "a local pytorch-i3d checkpoint (e.g. rgb_imagenet.pt, 400 Kinetics classes) "
+            "or a .safetensors copy of it")
 
 
 def load_i3d_variables(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> dict[str, Any]:

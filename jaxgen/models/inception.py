@@ -30,6 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.convert import torch_state_dict
+from jaxgen.convert.torch_state_dict import (  # noqa: F401  re-exported: this module's API
+    MissingWeightsError, StateDictMismatchError)
+
 INPUT_SIZE = 299
 MIN_INPUT_SIZE = 75  # smaller maps vanish before Mixed_7c
 NUM_LOGITS = 1008
@@ -360,47 +364,11 @@ _LEAF_MAP: dict[tuple[str, str, int], tuple[str, tuple[int, ...] | None]] = {
   ("batch_stats", "mean", 1): ("running_mean", None),
   ("batch_stats", "var", 1): ("running_var", None),
 }
-# BatchNorm's step counter: carried by some checkpoints, meaningless at inference.
-_IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
 
 
-class StateDictMismatchError(ValueError):
-  """The PyTorch state dict does not fit FIDInceptionV3 (keys or shapes)."""
-
-
-class MissingWeightsError(ValueError):
-  """The weights file the user named does not exist."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _TorchEntry:
-  collection: str
-  path: tuple[str, ...]
-  flax_shape: tuple[int, ...]
-  transpose: tuple[int, ...] | None
-
-  @property
-  def torch_shape(self) -> tuple[int, ...]:
-    if self.transpose is None:
-      return self.flax_shape
-    return tuple(self.flax_shape[axis] for axis in self.transpose)
-
-
-def torch_key_map() -> dict[str, _TorchEntry]:
+def torch_key_map() -> dict[str, torch_state_dict.TorchEntry]:
   """Every PyTorch state-dict key of the FID InceptionV3 and where it lives in flax."""
-  entries = {}
-  flat = jax.tree_util.tree_flatten_with_path(abstract_variables())[0]
-  for key_path, leaf in flat:
-    names = tuple(k.key for k in key_path)
-    collection, modules, leaf_name = names[0], names[1:-1], names[-1]
-    torch_leaf, transpose = _LEAF_MAP[(collection, leaf_name, len(leaf.shape))]
-    torch_key = ".".join(modules + (torch_leaf,))
-    entries[torch_key] = _TorchEntry(collection, names[1:], tuple(leaf.shape), transpose)
-  return entries
-
-
-def _inverse_permutation(permutation: tuple[int, ...]) -> tuple[int, ...]:
-  return tuple(int(i) for i in np.argsort(permutation))
+  return torch_state_dict.torch_key_map(abstract_variables(), _LEAF_MAP)
 
 
 def variables_from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -409,83 +377,20 @@ def variables_from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, 
   Values may be numpy arrays or torch tensors. Raises StateDictMismatchError
   listing missing and unexpected keys, or naming the first wrong shape.
   """
-  key_map = torch_key_map()
-  given = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_TORCH_SUFFIX)}
-  missing = sorted(set(key_map) - set(given))
-  unexpected = sorted(set(given) - set(key_map))
-  if missing or unexpected:
-    raise StateDictMismatchError(
-      f"state_dict does not match the FID InceptionV3: {len(missing)} missing keys "
-      f"{missing[:8]}{'...' if len(missing) > 8 else ''}, {len(unexpected)} unexpected keys "
-      f"{unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
-    )
-  variables: dict[str, Any] = {}
-  for torch_key, entry in key_map.items():
-    value = _to_numpy(given[torch_key])
-    if value.shape != entry.torch_shape:
-      raise StateDictMismatchError(
-        f"state_dict[{torch_key!r}] must have shape {entry.torch_shape}, got {value.shape}"
-      )
-    if entry.transpose is not None:
-      value = value.transpose(_inverse_permutation(entry.transpose))
-    node = variables.setdefault(entry.collection, {})
-    for name in entry.path[:-1]:
-      node = node.setdefault(name, {})
-    node[entry.path[-1]] = jnp.asarray(value, dtype=jnp.float32)
-  return variables
+  return torch_state_dict.variables_from_state_dict(state_dict, torch_key_map(),
+                                                    "the FID InceptionV3")
 
 
 def torch_state_dict_from_variables(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Inverse of `variables_from_torch_state_dict` (float32 numpy arrays, torch layout)."""
-  state_dict = {}
-  for torch_key, entry in torch_key_map().items():
-    node = variables[entry.collection]
-    for name in entry.path:
-      node = node[name]
-    value = np.asarray(node, dtype=np.float32)
-    if value.shape != entry.flax_shape:
-      raise StateDictMismatchError(
-        f"variables[{entry.collection!r}]{list(entry.path)} must have shape "
-        f"{entry.flax_shape}, got {value.shape}"
-      )
-    if entry.transpose is not None:
-      value = value.transpose(entry.transpose)
-    state_dict[torch_key] = np.ascontiguousarray(value)
-  return state_dict
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-  if hasattr(value, "detach"):  # a torch tensor; avoid importing torch here
-    value = value.detach().cpu().numpy()
-  return np.asarray(value)
+  return torch_state_dict.state_dict_from_variables(variables, torch_key_map())
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a state dict from a local `.safetensors` file or a torch pickle.
-
-  Torch pickles (e.g. pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`)
-  are read with `torch.load(weights_only=True)`, which needs torch installed.
-  Nothing is ever downloaded.
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MissingWeightsError(
-      f"weights file {path!r} does not exist; pass a local copy of pytorch-fid's "
-      "pt_inception-2015-12-05-6726825d.pth (or a .safetensors conversion of it)"
-    )
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file
-
-    return load_file(path)
-  try:
-    import torch
-  except ImportError as error:
-    raise ImportError(
-      f"reading the torch checkpoint {path!r} needs torch; install jaxgen[torch] "
-      "or convert the file to .safetensors"
-    ) from error
-  state_dict = torch.load(path, map_location="cpu", weights_only=True)
-  return {key: _to_numpy(value) for key, value in state_dict.items()}
+  """Reads a local pytorch-fid checkpoint (torch pickle, weights only) or a safetensors copy."""
+  return torch_state_dict.read_state_dict(
+      path, "a local copy of pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
+            "(or a .safetensors conversion of it)")
 
 
 def load_fid_inception_variables(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,4 +1,12 @@
-"""Latent text-to-image diffusion (Stable Diffusion 1.x/2.x): the sampling path.
+"""Latent text-to-image diffusion: Stable Diffusion sampling, and training on shapes.
+
+Two parts:
+- `StableDiffusion` / `sample` (below): the sampling path of Stable
+  Diffusion 1.x/2.x pipelines converted from diffusers.
+- `LatentDiffusionTask` (task `latent_diffusion`, end of the module): trains
+  the `text_to_image` task's text encoder + U-Net on the latents of a frozen
+  autoencoder trained by the `autoencoder` task (`configs/shapes_latent_diffusion.py`),
+  with image-to-image and inpainting (`jaxgen.diffusion.editing`).
 
 A `StableDiffusion` bundle holds the three model configs, their params, the
 CLIP tokenizer and the noise schedule of a pipeline. `sample` generates
@@ -43,12 +51,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.diffusion import guidance, samplers, schedules
+from jaxgen.data import shapes
+from jaxgen.diffusion import editing, gaussian, guidance, samplers, schedules
 from jaxgen.diffusion.gaussian import check_prediction_type
 from jaxgen.diffusion.timesteps import check_spacing
-from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig, unscale_latents
+from jaxgen.models.autoencoder import (
+  AutoencoderKL,
+  AutoencoderKLConfig,
+  DiagonalGaussian,
+  scale_latents,
+  unscale_latents,
+)
 from jaxgen.models.text_encoders import CLIPTextConfig, CLIPTextModel
 from jaxgen.models.unet import UNet2DConditionModel, UNetConfig
+from jaxgen.render.grid import to_uint8
+from jaxgen.tasks import text_to_image
 
 PathLike = str | os.PathLike
 Params = Mapping[str, Any]
@@ -506,3 +523,337 @@ def load_checkpoint(folder: PathLike) -> StableDiffusion:
     params=params,
     tokenizer=tokenizer,
   )
+
+
+# ----------------------------------------------------------------------------
+# Training a latent text-to-image model on the built-in captioned shapes.
+#
+# The second stage of latent diffusion: a frozen KL autoencoder trained by the
+# `autoencoder` task maps images to latents on the fly, and the text encoder +
+# U-Net of the `text_to_image` task (`TextConditionedUNet`) learns to denoise
+# them. With `model.inpainting`, the U-Net also sees the mask and the masked
+# image's latents as extra input channels (GLIDE / SD-inpainting) and trains
+# on random masks.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrozenAutoencoder:
+  """A trained autoencoder used as a fixed map between images and diffusion latents.
+
+  `config.scaling_factor` is the factor the latent model uses (1/std of the
+  training latents unless set); params are the autoencoder's alone.
+  """
+
+  config: AutoencoderKLConfig
+  params: Params
+
+  @property
+  def model(self) -> AutoencoderKL:
+    return AutoencoderKL(self.config)
+
+  def encode(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    """Images in [-1, 1] -> scaled latents: a posterior sample (rng) or its mean; no gradient."""
+    params = jax.lax.stop_gradient(self.params)
+    moments = self.model.apply({"params": params}, images, method=AutoencoderKL.encode)
+    posterior = DiagonalGaussian.from_moments(moments)
+    latents = posterior.mode() if rng is None else posterior.sample(rng)
+    return jax.lax.stop_gradient(scale_latents(latents, self.config))
+
+  def decode(self, latents: jax.Array) -> jax.Array:
+    """Scaled latents -> images in [-1, 1] (clipped)."""
+    images = self.model.apply(
+      {"params": self.params}, unscale_latents(latents, self.config), method=AutoencoderKL.decode
+    )
+    return jnp.clip(images.astype(jnp.float32), -1.0, 1.0)
+
+
+def latent_std(autoencoder: FrozenAutoencoder, images: np.ndarray, batch_size: int = 256) -> float:
+  """Standard deviation of posterior samples of uint8 `images`, at scaling factor 1.
+
+  Stable Diffusion's 0.18215 is 1/this on its training data, so that the
+  diffusion model sees latents of unit variance.
+  """
+  unit = FrozenAutoencoder(dataclasses.replace(autoencoder.config, scaling_factor=1.0,
+                                               shift_factor=None), autoencoder.params)
+  encode = jax.jit(unit.encode)
+  samples = []
+  for i, start in enumerate(range(0, len(images), batch_size)):
+    chunk = jnp.asarray(images[start:start + batch_size], jnp.float32) / 127.5 - 1.0
+    samples.append(np.asarray(encode(chunk, jax.random.PRNGKey(i))))
+  return float(np.std(np.concatenate(samples)))
+
+
+def load_autoencoder(workdir: str, step: int | None = None) -> FrozenAutoencoder:
+  """The EMA autoencoder of a run directory written by `jaxgen train` with task `autoencoder`."""
+  from jaxgen.tasks.autoencoder import AutoencoderTask  # Imported here: no import cycle.
+  from jaxgen.training.inference import load_for_sampling
+
+  if not workdir:
+    raise ValueError("autoencoder.workdir: expected the run directory of a trained autoencoder "
+                     "(`jaxgen train --config configs/shapes_autoencoder.py`), found nothing")
+  task, params = load_for_sampling(workdir, step)
+  if not isinstance(task, AutoencoderTask):
+    raise ValueError(f"autoencoder.workdir: expected a run of task 'autoencoder', found task "
+                     f"{task.config.task!r} in {workdir!r}")
+  return FrozenAutoencoder(task.vae_config, jax.device_put(params["autoencoder"]))
+
+
+def random_box_masks(rng: jax.Array, batch: int, height: int, width: int,
+                     full_mask_prob: float) -> jax.Array:
+  """(B, H, W, 1) training masks, 1 = generate: one random box each, or all ones with full_mask_prob.
+
+  Box sides are uniform in [1, side]; all-ones masks keep the model a plain
+  text-to-image model too (SD-inpainting masks everything for a share of
+  its batches).
+  """
+  size_rng, pos_rng, full_rng = jax.random.split(rng, 3)
+  sides = jnp.array([height, width])
+  size = jax.random.randint(size_rng, (batch, 2), 1, sides + 1)
+  corner = jnp.floor(jax.random.uniform(pos_rng, (batch, 2)) * (sides - size + 1)).astype(jnp.int32)
+  ys = jnp.arange(height)[None, :, None]
+  xs = jnp.arange(width)[None, None, :]
+  inside = ((ys >= corner[:, 0, None, None]) & (ys < (corner[:, 0] + size[:, 0])[:, None, None])
+            & (xs >= corner[:, 1, None, None]) & (xs < (corner[:, 1] + size[:, 1])[:, None, None]))
+  full = jax.random.bernoulli(full_rng, full_mask_prob, (batch, 1, 1))
+  return (inside | full).astype(jnp.float32)[..., None]
+
+
+class LatentDiffusionTask(text_to_image.TextToImageTask):
+  """The `latent_diffusion` task: text-to-image diffusion on frozen autoencoder latents.
+
+  It is the `text_to_image` task with images replaced by latents: the same
+  data, tokenizer, text encoder + U-Net (`TextConditionedUNet`), conditioning
+  dropout, samplers, judge and preview grid; `sample` decodes the final
+  latents. Config keys beyond `text_to_image`'s:
+    autoencoder.workdir / step: the trained autoencoder run (newest step by default).
+    autoencoder.scaling_factor: None measures 1/std of the training latents.
+    autoencoder.num_stat_examples: training images used for that measurement.
+    autoencoder.sample_posterior: train on posterior samples (True) or means.
+    model.inpainting: U-Net input = [noisy latents, mask, masked-image latents].
+    inpainting.full_mask_prob: share of all-ones training masks.
+
+  `autoencoder=` injects a FrozenAutoencoder (tests, notebooks) instead of
+  loading `autoencoder.workdir`.
+  """
+
+  def __init__(self, config, autoencoder: FrozenAutoencoder | None = None):
+    self.config = config
+    self.resolution = config.data.resolution
+    self.max_text_length = config.text.max_length
+    self.tokenizer = text_to_image.build_caption_tokenizer()
+    ae_cfg = config.autoencoder
+    if autoencoder is None:
+      autoencoder = load_autoencoder(ae_cfg.workdir, ae_cfg.get("step"))
+    self._check_autoencoder(autoencoder.config)
+    scaling = ae_cfg.get("scaling_factor")
+    if scaling is None:
+      images = self._train_images(ae_cfg.num_stat_examples)
+      scaling = 1.0 / latent_std(autoencoder, images)
+      _LOG.info("latent scaling factor 1/std = %.5f (from %d training images)", scaling,
+                len(images))
+    if not scaling > 0:
+      raise ValueError(f"autoencoder.scaling_factor: expected a positive number, found {scaling}")
+    self.autoencoder = FrozenAutoencoder(
+      dataclasses.replace(autoencoder.config, scaling_factor=float(scaling), shift_factor=None),
+      autoencoder.params,
+    )
+    self.latent_factor = autoencoder.config.downsample_factor
+    self.latent_resolution = self.resolution // self.latent_factor
+    self.latent_channels = autoencoder.config.latent_channels
+    self.inpainting = bool(config.model.get("inpainting", False))
+    self.coord_channels = config.model.coord_channels
+    self.patch_size = config.model.get("patch_size", 1)
+    if self.patch_size != 1:
+      raise ValueError(f"model.patch_size: latent diffusion works on latents, expected 1, found "
+                       f"{self.patch_size}")
+    unet = UNetConfig(**config.unet.to_dict())
+    self._check_unet(unet)
+    text_cfg = dict(config.text.to_dict(), vocab_size=self.tokenizer.vocab_size)
+    self.model = text_to_image.TextConditionedUNet(text=text_cfg, unet=unet,
+                                         coord_channels=self.coord_channels, patch_size=1)
+    d = config.diffusion
+    self.schedule = schedules.make_schedule(d.schedule, num_train_timesteps=d.num_train_timesteps,
+                                            beta_start=d.beta_start, beta_end=d.beta_end)
+
+  def _train_images(self, num: int) -> np.ndarray:
+    num = min(num, self.config.data.num_train_examples)
+    return shapes.make_split("train", num, resolution=self.resolution,
+                             seed=self.config.data.seed)["image"]
+
+  def _check_autoencoder(self, vae: AutoencoderKLConfig) -> None:
+    if vae.in_channels != 3 or vae.out_channels != 3:
+      raise ValueError(f"autoencoder: expected an RGB autoencoder (in/out_channels 3), found "
+                       f"{vae.in_channels}/{vae.out_channels}")
+    if self.resolution % vae.downsample_factor:
+      raise ValueError(f"data.resolution must be a multiple of the autoencoder's downsample "
+                       f"factor {vae.downsample_factor}, got {self.resolution}")
+
+  @property
+  def unet_input_channels(self) -> int:
+    """Latents [+ mask + masked-image latents], before the coordinate channels."""
+    c = self.latent_channels
+    return c + (1 + c if self.inpainting else 0)
+
+  def _check_unet(self, unet: UNetConfig) -> None:
+    expected_in = self.unet_input_channels + (2 if self.coord_channels else 0)
+    if unet.in_channels != expected_in or unet.out_channels != self.latent_channels:
+      parts = [f"{self.latent_channels} latent"]
+      if self.inpainting:
+        parts.append(f"1 mask + {self.latent_channels} masked-image latent")
+      if self.coord_channels:
+        parts.append("2 coordinate")
+      raise ValueError(
+        f"unet.in_channels/out_channels must be {expected_in}/{self.latent_channels} "
+        f"({' + '.join(parts)} channels in), got {unet.in_channels}/{unet.out_channels}"
+      )
+    factor = 2**unet.num_downsamples
+    if self.latent_resolution % factor:
+      raise ValueError(
+        f"data.resolution / {self.latent_factor} (latent side {self.latent_resolution}) must be "
+        f"a multiple of 2^{unet.num_downsamples} (the U-Net's downsamplings)"
+      )
+
+  # -- model ---------------------------------------------------------------
+
+  def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]):
+    b = batch["image"].shape[0]
+    r = self.latent_resolution
+    x = jnp.zeros((b, r, r, self.unet_input_channels), jnp.float32)
+    t = jnp.zeros((b,), jnp.int32)
+    return self.model.init(rng, x, t, batch["text_tokens"], batch["text_mask"])["params"]
+
+  def inpainting_condition(self, images: jax.Array, pixel_mask: jax.Array) -> jax.Array:
+    """The extra U-Net channels for images in [-1, 1] and a (B, H, W, 1) mask (1 = generate)."""
+    masked = self.autoencoder.encode(editing.masked_image(images, pixel_mask))
+    return editing.inpainting_inputs(editing.downsample_mask(pixel_mask, self.latent_factor), masked)
+
+  def loss(self, params, batch: Mapping[str, jax.Array], rng: jax.Array):
+    d = self.config.diffusion
+    images = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+    latent_rng, drop_rng, mask_rng, diff_rng = jax.random.split(rng, 4)
+    sample_posterior = self.config.autoencoder.get("sample_posterior", True)
+    z0 = self.autoencoder.encode(images, latent_rng if sample_posterior else None)
+    tokens, mask = guidance.drop_condition(
+      drop_rng, (batch["text_tokens"], batch["text_mask"]), self.null_text(z0.shape[0]),
+      d.cond_drop_prob,
+    )
+    extra = None
+    if self.inpainting:
+      b, h, w, _ = images.shape
+      pixel_mask = random_box_masks(mask_rng, b, h, w, self.config.inpainting.full_mask_prob)
+      extra = self.inpainting_condition(images, pixel_mask)
+
+    def model_fn(z_t, t):
+      x = z_t if extra is None else jnp.concatenate([z_t, extra], axis=-1)
+      return self.model.apply({"params": params}, x, t, tokens, mask, train=True)
+
+    loss, aux = gaussian.diffusion_loss(model_fn, z0, diff_rng, self.schedule,
+                                        prediction_type=d.prediction_type,
+                                        min_snr_gamma=d.min_snr_gamma)
+    return loss, dict(mse=aux["mse"], snr_weight=aux["weight"], latent_std=jnp.std(z0))
+
+  def _guided_model_fn(self, params, tokens, mask, extra, guidance_scale):
+    """model_fn(z, t) with classifier-free guidance; `extra` channels go to both branches."""
+    variables = {"params": params}
+    encode = functools.partial(self.model.apply, variables,
+                               method=text_to_image.TextConditionedUNet.encode_text)
+    null_tokens, null_mask = self.null_text(tokens.shape[0])
+    cond = (*encode(tokens, mask), mask, extra)
+    uncond = (*encode(null_tokens, null_mask), null_mask, extra)
+
+    def model_fn(z, t, c):
+      states, pooled, context_mask, extra_channels = c
+      x = z if extra_channels is None else jnp.concatenate([z, extra_channels], axis=-1)
+      return self.model.apply(variables, x, t, states, context_mask, pooled,
+                              method=text_to_image.TextConditionedUNet.denoise)
+
+    return guidance.classifier_free_guidance(model_fn, cond, uncond, guidance_scale)
+
+  def _plan(self, sampler: str, num_steps: int, eta) -> samplers.SamplerPlan:
+    return samplers.make_plan(self.schedule, sampler, num_steps,
+                              eta=eta if sampler == "ddim" else 0.0,
+                              prediction_type=self.config.diffusion.prediction_type)
+
+  @functools.partial(jax.jit, static_argnames=("self", "sampler", "num_steps", "resolution"))
+  def sample(self, params, tokens: jax.Array, mask: jax.Array, rng: jax.Array, *,
+             sampler: str, num_steps: int, guidance_scale: float | jax.Array,
+             eta: float | jax.Array = 0.0, resolution: int | None = None) -> jax.Array:
+    """Images in [-1, 1], (B, H, W, 3): text -> one-scan latent sampler -> decode, one program."""
+    resolution = resolution or self.resolution
+    batch = tokens.shape[0]
+    extra = None
+    if self.inpainting:  # everything to generate: the model's text-to-image mode
+      shape = (batch, resolution, resolution, 1)
+      extra = self.inpainting_condition(jnp.zeros(shape[:3] + (3,)), jnp.ones(shape))
+    model_fn = self._guided_model_fn(params, tokens, mask, extra, guidance_scale)
+    noise_rng, sample_rng = jax.random.split(rng)
+    side = resolution // self.latent_factor
+    z_T = jax.random.normal(noise_rng, (batch, side, side, self.latent_channels))
+    plan = self._plan(sampler, num_steps, eta)
+    z0 = samplers.run_sampler(model_fn, plan, z_T, sample_rng if plan.stochastic else None)
+    return self.autoencoder.decode(z0)
+
+  # -- editing ---------------------------------------------------------------
+
+  @functools.partial(jax.jit, static_argnames=("self", "sampler", "num_steps", "strength",
+                                               "paste_pixels"))
+  def edit_images(self, params, images: jax.Array, tokens: jax.Array, mask: jax.Array,
+                  pixel_mask: jax.Array | None, rng: jax.Array, *, sampler: str,
+                  num_steps: int, strength: float, guidance_scale: float | jax.Array,
+                  eta: float | jax.Array = 0.0, paste_pixels: bool = True) -> jax.Array:
+    """Image-to-image (pixel_mask None) or inpainting, one compiled program.
+
+    images: (B, H, W, 3) in [-1, 1]. pixel_mask: (B, H, W, 1), 1 = generate.
+    The plain model inpaints by replacing the known latents at every step;
+    the inpainting model is conditioned on mask + masked image instead. With
+    paste_pixels the known pixels are pasted back after decoding, so the
+    unmasked region equals the input exactly. Returns images in [-1, 1].
+    """
+    z0 = self.autoencoder.encode(images)
+    extra, keep_mask = None, None
+    if self.inpainting:
+      full = jnp.ones(images.shape[:3] + (1,)) if pixel_mask is None else pixel_mask
+      extra = self.inpainting_condition(images, full)
+    elif pixel_mask is not None:
+      keep_mask = editing.downsample_mask(pixel_mask, self.latent_factor)
+    model_fn = self._guided_model_fn(params, tokens, mask, extra, guidance_scale)
+    noise_rng, sample_rng = jax.random.split(rng)
+    noise = jax.random.normal(noise_rng, z0.shape)
+    plan = self._plan(sampler, num_steps, eta)
+    z = editing.edit(model_fn, plan, self.schedule, z0, noise,
+                     sample_rng if plan.stochastic else None, strength=strength,
+                     keep_mask=keep_mask)
+    out = self.autoencoder.decode(z)
+    if pixel_mask is not None and paste_pixels:
+      out = editing.composite(out, images, pixel_mask)
+    return out
+
+  def edit(self, params, images: np.ndarray, captions: Sequence[str], rng: jax.Array, *,
+           strength: float = 1.0, mask: np.ndarray | None = None, sampler: str | None = None,
+           num_steps: int | None = None, guidance_scale: float | None = None,
+           paste_pixels: bool = True) -> np.ndarray:
+    """uint8 images edited towards `captions`: img2img (`strength`) or inpainting (`mask`).
+
+    images: uint8 (B, H, W, 3) at data.resolution; mask: (B, H, W) or
+    (B, H, W, 1), 1 = generate, 0 = keep. Named errors before compiling.
+    """
+    editing.check_strength(strength)
+    images = np.asarray(images)
+    expected = (self.resolution, self.resolution, 3)
+    if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
+      raise ValueError(f"images: expected uint8 (B, {expected[0]}, {expected[1]}, 3), found "
+                       f"{images.dtype} {images.shape}")
+    captions = _check_prompts("captions", captions)
+    if len(captions) != len(images):
+      raise ValueError(f"captions: expected one per image ({len(images)}), found {len(captions)}")
+    x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+    pixel_mask = None if mask is None else editing.check_mask(jnp.asarray(mask), x)
+    s = self.config.sample
+    tokens, text_mask = self.tokenize(captions)
+    out = self.edit_images(
+      params, x, jnp.asarray(tokens), jnp.asarray(text_mask), pixel_mask, rng,
+      sampler=sampler or s.sampler, num_steps=num_steps or s.num_steps, strength=float(strength),
+      guidance_scale=jnp.float32(s.guidance if guidance_scale is None else guidance_scale),
+      eta=jnp.float32(s.eta), paste_pixels=paste_pixels,
+    )
+    return to_uint8(np.asarray(out))

@@ -8,6 +8,13 @@ import importlib
 # slow down another's start-up.
 _TASKS = {
     "text_to_image": "jaxgen.tasks.text_to_image:TextToImageTask",
+    "text_to_motion": "jaxgen.tasks.text_to_motion:TextToMotionTask",
+    "t2m_vq": "jaxgen.tasks.motion_tokens:MotionVQTask",
+    "t2m_gpt": "jaxgen.tasks.motion_tokens:MotionGPTTask",
+    "t2m_vae": "jaxgen.tasks.motion_vae:MotionVAETask",
+    "motion_evaluator": "jaxgen.tasks.motion_evaluator:MotionEvaluatorTask",
+    "autoencoder": "jaxgen.tasks.autoencoder:AutoencoderTask",
+    "latent_diffusion": "jaxgen.tasks.latent_diffusion:LatentDiffusionTask",
 }
 
 

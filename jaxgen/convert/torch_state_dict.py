@@ -1,0 +1,149 @@
+"""Local PyTorch weight files, and state dicts of modules whose paths mirror torch's.
+
+The metric networks (FID InceptionV3, I3D, SyncNet) name their flax modules
+after the reference's torch modules, so a state-dict key differs from a flax
+path only in the leaf name and the array layout:
+
+    (collection, flax leaf, rank) -> (torch leaf, transpose flax -> torch)
+
+`torch_key_map` builds the whole key list from the model's abstract
+variables; conversion both ways is strict (missing, unexpected and
+wrong-shaped keys are named). Files are read without pickle code execution:
+safetensors, or `torch.load(weights_only=True)`. Nothing downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LeafMap = Mapping[tuple[str, str, int], tuple[str, tuple[int, ...] | None]]
+
+# BatchNorm's step counter: carried by some checkpoints, meaningless at inference.
+IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
+
+
+class StateDictMismatchError(ValueError):
+  """A PyTorch state dict does not fit the model (keys or shapes)."""
+
+
+class MissingWeightsError(FileNotFoundError, ValueError):
+  """The weights file the user named does not exist (or none was named)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchEntry:
+  """Where one state-dict tensor lives in the flax variables, and its layout."""
+
+  collection: str
+  path: tuple[str, ...]
+  flax_shape: tuple[int, ...]
+  transpose: tuple[int, ...] | None  # flax -> torch axis order
+
+  @property
+  def torch_shape(self) -> tuple[int, ...]:
+    if self.transpose is None:
+      return self.flax_shape
+    return tuple(self.flax_shape[axis] for axis in self.transpose)
+
+
+def torch_key_map(abstract_variables: Mapping[str, Any], leaf_map: LeafMap,
+                  module_key: Callable[[tuple[str, ...]], str] = ".".join
+                  ) -> dict[str, TorchEntry]:
+  """Every state-dict key of a model -> its flax entry.
+
+  `module_key` turns the flax module path (without collection and leaf) into
+  the torch module prefix.
+  """
+  entries = {}
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(abstract_variables)[0]:
+    names = tuple(k.key for k in key_path)
+    collection, modules, leaf_name = names[0], names[1:-1], names[-1]
+    torch_leaf, transpose = leaf_map[(collection, leaf_name, len(leaf.shape))]
+    entries[f"{module_key(modules)}.{torch_leaf}"] = TorchEntry(
+        collection, names[1:], tuple(leaf.shape), transpose)
+  return entries
+
+
+def to_numpy(value: Any) -> np.ndarray:
+  if hasattr(value, "detach"):  # a torch tensor; avoid importing torch here
+    value = value.detach().cpu().numpy()
+  return np.asarray(value)
+
+
+def _listed(keys: list[str]) -> str:
+  return f"{len(keys)} {keys[:8]}{'...' if len(keys) > 8 else ''}"
+
+
+def variables_from_state_dict(state_dict: Mapping[str, Any], key_map: Mapping[str, TorchEntry],
+                              model: str) -> dict[str, Any]:
+  """Flax variables (float32) from a state dict of numpy arrays or torch tensors (strict)."""
+  given = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_TORCH_SUFFIX)}
+  missing = sorted(set(key_map) - set(given))
+  unexpected = sorted(set(given) - set(key_map))
+  if missing or unexpected:
+    raise StateDictMismatchError(
+        f"state_dict does not match {model}: missing keys {_listed(missing)}, "
+        f"unexpected keys {_listed(unexpected)}")
+  variables: dict[str, Any] = {}
+  for torch_key, entry in key_map.items():
+    value = to_numpy(given[torch_key])
+    if value.shape != entry.torch_shape:
+      raise StateDictMismatchError(
+          f"state_dict[{torch_key!r}] must have shape {entry.torch_shape}, got {value.shape}")
+    if entry.transpose is not None:
+      value = value.transpose(np.argsort(entry.transpose))
+    node = variables.setdefault(entry.collection, {})
+    for name in entry.path[:-1]:
+      node = node.setdefault(name, {})
+    node[entry.path[-1]] = jnp.asarray(value, dtype=jnp.float32)
+  return variables
+
+
+def state_dict_from_variables(variables: Mapping[str, Any],
+                              key_map: Mapping[str, TorchEntry]) -> dict[str, np.ndarray]:
+  """Inverse of `variables_from_state_dict` (float32 numpy arrays, torch layout)."""
+  state_dict = {}
+  for torch_key, entry in key_map.items():
+    node = variables[entry.collection]
+    for name in entry.path:
+      node = node[name]
+    value = np.asarray(node, dtype=np.float32)
+    if value.shape != entry.flax_shape:
+      raise StateDictMismatchError(
+          f"variables[{entry.collection!r}]{list(entry.path)} must have shape "
+          f"{entry.flax_shape}, got {value.shape}")
+    if entry.transpose is not None:
+      value = value.transpose(entry.transpose)
+    state_dict[torch_key] = np.ascontiguousarray(value)
+  return state_dict
+
+
+def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, np.ndarray]:
+  """A state dict from a local `.safetensors` file or a torch pickle.
+
+  `expected` describes the file the user should pass, for the error when
+  `path` does not exist. Torch pickles are read with
+  `torch.load(weights_only=True)`, which needs torch installed.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MissingWeightsError(f"weights file {path!r} does not exist; pass {expected}")
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    return load_file(path)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ImportError(f"reading the torch checkpoint {path!r} needs torch; install "
+                      "jaxgen[torch] or convert the file to .safetensors") from error
+  state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  if not isinstance(state_dict, Mapping):
+    raise StateDictMismatchError(f"{path!r} must hold a state dict (a mapping of names to "
+                                 f"tensors), found {type(state_dict).__name__}")
+  return {key: to_numpy(value) for key, value in state_dict.items()}
