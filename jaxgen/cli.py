@@ -127,8 +127,13 @@ def sample_motion(args) -> int:
   if "num_steps" in options and options["num_steps"] > task.config.diffusion.num_train_timesteps:
     raise UsageError(f"--steps: expected at most {task.config.diffusion.num_train_timesteps} "
                      f"(the training timesteps), got {options['num_steps']}")
+  if "return_lengths" in accepted:  # token models round to whole codes: keep the frames made
+    options["return_lengths"] = True
   features = task.generate(params, captions, np.full(len(captions), frames, np.int32),
                            jax.random.PRNGKey(args.seed), **options)
+  if options.get("return_lengths"):
+    features, made = features
+    frames = int(np.min(made))
   joints = np.asarray(features_to_joints(np.asarray(features)[:, :frames], fmt))
   if args.out.lower().endswith(".npy"):
     np.save(args.out, joints.astype(np.float32))
