@@ -73,6 +73,7 @@ _CAPTION_RE = re.compile(
     r"^a (?P<size>\w+) (?P<colour>\w+) (?P<shape>\w+) (?P<where>.+)$")
 _HELD_OUT_SEED = 20240611  # Fixes the held-out combinations forever.
 _HELD_OUT_FRACTION = 0.1
+CHANNELS = 3  # Images are RGB.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,3 +292,11 @@ def _cell_centres(position: np.ndarray) -> np.ndarray:
 def _check_split(split: str) -> None:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+
+
+def check_image_batch(image: np.ndarray, resolution: int) -> None:
+  """Named error for a batch of images that is not [B, resolution, resolution, RGB]."""
+  expected = (resolution, resolution, CHANNELS)
+  if tuple(image.shape[1:]) != expected:
+    raise ValueError(f"batch['image'] must be [B, {expected[0]}, {expected[1]}, {expected[2]}] "
+                     f"for this config (data.resolution={resolution}), got {tuple(image.shape)}")

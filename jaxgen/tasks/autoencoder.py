@@ -41,7 +41,7 @@ from jaxgen.models import discriminator as disc_lib
 from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian, vae_loss
 from jaxgen.render.grid import make_grid, to_uint8
 
-IMAGE_CHANNELS = 3  # the shapes data is RGB
+IMAGE_CHANNELS = shapes.CHANNELS
 
 
 def adversarial_objective(
@@ -129,12 +129,7 @@ class AutoencoderTask:
                              seed=self.config.data.seed + 1)
 
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
-    image = batch["image"]
-    expected = (self.resolution, self.resolution, IMAGE_CHANNELS)
-    if tuple(image.shape[1:]) != expected:
-      raise ValueError(f"batch['image'] must be [B, {expected[0]}, {expected[1]}, {expected[2]}] "
-                       f"for this config (data.resolution={self.resolution}), got "
-                       f"{tuple(image.shape)}")
+    shapes.check_image_batch(batch["image"], self.resolution)
 
   # -- model -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxgen.metrics import motion as motion_metrics
 from jaxgen.models.motion_evaluator import EvaluatorConfig, MotionEvaluator, co_embedding_loss
+from jaxgen.tasks.base import map_padded_chunks
 from jaxgen.tasks.text_to_motion import MotionDataMixin, check_lengths
 
 _LOG = logging.getLogger(__name__)
@@ -101,15 +102,8 @@ class Evaluator:
 
   def _chunks(self, arrays: Sequence[np.ndarray], fn) -> np.ndarray:
     """fn over fixed-size chunks (the last one padded): one compile per shape."""
-    n = len(arrays[0])
-    out = []
-    for start in range(0, n, self.batch_size):
-      parts = [a[start:start + self.batch_size] for a in arrays]
-      pad = self.batch_size - len(parts[0])
-      if pad:
-        parts = [np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in parts]
-      out.append(np.asarray(fn(self.params, *map(jnp.asarray, parts)))[:self.batch_size - pad])
-    return np.concatenate(out).astype(np.float64)
+    out = map_padded_chunks(lambda _, *parts: fn(self.params, *parts), arrays, self.batch_size)
+    return out.astype(np.float64)
 
   def embed_text(self, captions: Sequence[str]) -> np.ndarray:
     tokens, mask = self.task.tokenize(list(captions))

@@ -45,7 +45,7 @@ import optax
 from jaxgen.models import vq
 from jaxgen.models.gpt import GPTConfig, MotionGPT, sample_codes
 from jaxgen.tasks import text_to_motion as t2m
-from jaxgen.tasks.base import STATE_UPDATES_KEY
+from jaxgen.tasks.base import STATE_UPDATES_KEY, map_padded_chunks
 
 _LOG = logging.getLogger(__name__)
 
@@ -357,20 +357,13 @@ class MotionGPTTask(t2m.MotionDataMixin):
     else:
       min_codes = np.ones_like(lengths)
       max_codes = np.full_like(lengths, self.gpt_config.block_size - 1)
-    out, out_lengths = [], []
-    chunk = min(batch_size, len(tokens))
-    for i, start in enumerate(range(0, len(tokens), chunk)):
-      parts = [a[start:start + chunk] for a in (tokens, text_mask, min_codes, max_codes)]
-      pad = chunk - len(parts[0])
-      if pad:  # one shape for every chunk: one compile
-        parts = [np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in parts]
-      x, frames = self.sample(params, self.vq_params, *map(jnp.asarray, parts), jax.random.fold_in(rng, i),
-                              temperature=float(s.temperature), top_k=s.get("top_k"))
-      out.append(np.asarray(x)[:chunk - pad])
-      out_lengths.append(np.asarray(frames)[:chunk - pad])
-    frames = np.concatenate(out_lengths).astype(np.int32)
+    x, frames = map_padded_chunks(
+        lambda i, *parts: self.sample(params, self.vq_params, *parts, jax.random.fold_in(rng, i),
+                                      temperature=float(s.temperature), top_k=s.get("top_k")),
+        [tokens, text_mask, min_codes, max_codes], min(batch_size, len(tokens)))
+    frames = frames.astype(np.int32)
     mask = t2m.frame_mask(frames, self.max_frames)
-    features = np.asarray(self.normalizer.denormalize(np.concatenate(out)), np.float32) * mask[..., None]
+    features = np.asarray(self.normalizer.denormalize(x), np.float32) * mask[..., None]
     return (features, frames) if return_lengths else features
 
   def preview(self, params, rng: jax.Array, num: int = 4) -> np.ndarray:

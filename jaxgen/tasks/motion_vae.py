@@ -26,6 +26,7 @@ import optax
 
 from jaxgen.models.motion_vae import TEMOS, MotionVAEConfig, gaussian_kl, reparameterize
 from jaxgen.tasks import text_to_motion as t2m
+from jaxgen.tasks.base import map_padded_chunks
 
 
 def masked_smooth_l1(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
@@ -142,17 +143,10 @@ class MotionVAETask(t2m.MotionDataMixin):
     tokens, text_mask = self.tokenize(captions)
     lengths = t2m.check_lengths(lengths, len(tokens), self.max_frames)
     masks = t2m.frame_mask(lengths, self.max_frames)
-    out = []
-    chunk = min(batch_size, len(tokens))
-    for i, start in enumerate(range(0, len(tokens), chunk)):
-      parts = [a[start:start + chunk] for a in (tokens, text_mask, masks)]
-      pad = chunk - len(parts[0])
-      if pad:  # one shape for every chunk: one compile
-        parts = [np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in parts]
-      x = self.sample(params, *map(jnp.asarray, parts), jax.random.fold_in(rng, i),
-                      sample_mean=bool(sample_mean), fact=jnp.float32(s.fact))
-      out.append(np.asarray(x)[:chunk - pad])
-    x = np.concatenate(out)
+    x = map_padded_chunks(
+        lambda i, *parts: self.sample(params, *parts, jax.random.fold_in(rng, i),
+                                      sample_mean=bool(sample_mean), fact=jnp.float32(s.fact)),
+        [tokens, text_mask, masks], min(batch_size, len(tokens)))
     return np.asarray(self.normalizer.denormalize(x), np.float32) * masks[..., None]
 
   def preview(self, params, rng: jax.Array, num: int = 4) -> np.ndarray:

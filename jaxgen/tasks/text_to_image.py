@@ -27,6 +27,7 @@ from jaxgen.models.transformer import TextTransformer
 from jaxgen.models.unet import UNet2DConditionModel, UNetConfig
 from jaxgen.nn import partitioning as pt
 from jaxgen.render.grid import make_grid, to_uint8
+from jaxgen.tasks.base import map_padded_chunks
 
 
 def coordinate_channels(batch: int, height: int, width: int) -> jax.Array:
@@ -103,7 +104,7 @@ class TextConditionedUNet(nn.Module):
     return self.denoise(x, t, states, mask, pooled, train=train)
 
 
-IMAGE_CHANNELS = 3  # the shapes data is RGB
+IMAGE_CHANNELS = shapes.CHANNELS
 
 
 def _check_unet_fits(unet: UNetConfig, resolution: int, patch: int, coords: bool) -> None:
@@ -172,12 +173,7 @@ class TextToImageTask:
 
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     """Named errors for batches that do not fit the config, before compiling."""
-    image = batch["image"]
-    expected = (self.resolution, self.resolution, IMAGE_CHANNELS)
-    if tuple(image.shape[1:]) != expected:
-      raise ValueError(f"batch['image'] must be [B, {expected[0]}, {expected[1]}, "
-                       f"{expected[2]}] for this config (data.resolution="
-                       f"{self.resolution}), got {tuple(image.shape)}")
+    shapes.check_image_batch(batch["image"], self.resolution)
 
   # -- model ---------------------------------------------------------------
 
@@ -239,20 +235,14 @@ class TextToImageTask:
     num_steps = num_steps or s.num_steps
     guidance_scale = s.guidance if guidance_scale is None else guidance_scale
     tokens, mask = self.tokenize(captions)
-    n = len(captions)
-    chunk = min(batch_size, n)
-    out = []
-    for i, start in enumerate(range(0, n, chunk)):
-      tok, msk = tokens[start:start + chunk], mask[start:start + chunk]
-      pad = chunk - len(tok)
-      if pad:  # keep one shape: pad the last chunk and drop the padding after
-        tok = np.concatenate([tok, np.repeat(tok[-1:], pad, 0)])
-        msk = np.concatenate([msk, np.repeat(msk[-1:], pad, 0)])
-      images = self.sample(params, jnp.asarray(tok), jnp.asarray(msk),
-                           jax.random.fold_in(rng, i), sampler=sampler, num_steps=num_steps,
-                           guidance_scale=jnp.float32(guidance_scale), eta=jnp.float32(s.eta))
-      out.append(to_uint8(np.asarray(images))[:chunk - pad])
-    return np.concatenate(out)
+
+    def sample_chunk(i, tok, msk):  # one shape for every chunk: one compile
+      images = self.sample(params, tok, msk, jax.random.fold_in(rng, i), sampler=sampler,
+                           num_steps=num_steps, guidance_scale=jnp.float32(guidance_scale),
+                           eta=jnp.float32(s.eta))
+      return to_uint8(np.asarray(images))
+
+    return map_padded_chunks(sample_chunk, [tokens, mask], min(batch_size, len(captions)))
 
   def evaluate(self, params, rng: jax.Array, *, guidance_scale: float | None = None,
                num_examples: int | None = None) -> tuple[dict[str, float], np.ndarray, list[str]]:

@@ -32,6 +32,7 @@ from jaxgen.data.tokenizer import CaptionTokenizer, build_caption_tokenizer
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.models.motion_transformer import MDM, MDMConfig
 from jaxgen.models.transformer import TextTransformer
+from jaxgen.tasks.base import map_padded_chunks
 
 _LOG = logging.getLogger(__name__)
 
@@ -482,18 +483,11 @@ class TextToMotionTask(MotionDataMixin):
     tokens, text_mask = self.tokenize(captions)
     lengths = check_lengths(lengths, len(tokens), self.max_frames)
     masks = frame_mask(lengths, self.max_frames)
-    out = []
-    chunk = min(batch_size, len(tokens))
-    for i, start in enumerate(range(0, len(tokens), chunk)):
-      parts = [a[start:start + chunk] for a in (tokens, text_mask, masks)]
-      pad = chunk - len(parts[0])
-      if pad:  # one shape for every chunk: one compile
-        parts = [np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in parts]
-      x = self.sample(params, *map(jnp.asarray, parts), jax.random.fold_in(rng, i),
-                      sampler=sampler, num_steps=num_steps,
-                      guidance_scale=jnp.float32(guidance_scale))
-      out.append(np.asarray(x)[:chunk - pad])
-    x = np.concatenate(out)
+    x = map_padded_chunks(
+        lambda i, *parts: self.sample(params, *parts, jax.random.fold_in(rng, i),
+                                      sampler=sampler, num_steps=num_steps,
+                                      guidance_scale=jnp.float32(guidance_scale)),
+        [tokens, text_mask, masks], min(batch_size, len(tokens)))
     return np.asarray(self.normalizer.denormalize(x), np.float32) * masks[..., None]
 
   def preview(self, params, rng: jax.Array, num: int = 4) -> np.ndarray:
