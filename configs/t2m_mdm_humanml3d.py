@@ -30,7 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.mdm = dict(latent_dim=512, ff_size=1024, num_layers=8, num_heads=4, dropout=0.1,
                activation="gelu", mask_padding=False, frames_per_token=1, text_tokens=False)
   c.diffusion = dict(schedule="squaredcos_cap_v2", num_train_timesteps=1000,
-                     prediction_type="sample", cond_drop_prob=0.1)
+                     prediction_type="sample", cond_drop_prob=0.1,
+                     timestep_distribution="uniform", timestep_mean=0.0, timestep_std=1.0)
   c.loss = dict(position=0.0, velocity=0.0, foot_contact=0.0)
   c.sample = dict(sampler="ddpm", num_steps=1000, guidance=2.5)
   c.optim = dict(learning_rate=1e-4, warmup_steps=0, weight_decay=0.0, b1=0.9, b2=0.999,

@@ -176,6 +176,21 @@ def test_sample_timesteps_cover_the_range():
   assert abs(float(t.mean()) - 499.5) < 10
 
 
+def test_logit_normal_timesteps_follow_the_sigmoid_of_a_normal():
+  mean, std = 0.5, 1.0
+  t = np.asarray(gaussian.sample_timesteps(jax.random.key(0), 20000, 1000, "logit_normal",
+                                           mean, std))
+  assert t.dtype == np.int32 and 0 <= t.min() and t.max() <= 999
+  # Median sigmoid(mean) * T; quartiles sigmoid(mean -/+ 0.674 std) * T.
+  sigmoid = lambda v: 1 / (1 + np.exp(-v))
+  expected = [sigmoid(mean + q * std) * 1000 for q in (-0.6745, 0.0, 0.6745)]
+  np.testing.assert_allclose(np.percentile(t, [25, 50, 75]), expected, atol=8)
+  with pytest.raises(ValueError, match="distribution"):
+    gaussian.sample_timesteps(jax.random.key(0), 4, 1000, "beta")
+  with pytest.raises(ValueError, match="std"):
+    gaussian.sample_timesteps(jax.random.key(0), 4, 1000, "logit_normal", 0.0, 0.0)
+
+
 # ---------------------------------------------------------------------------
 # The loss.
 # ---------------------------------------------------------------------------

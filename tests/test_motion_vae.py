@@ -74,6 +74,47 @@ def test_padding_does_not_change_the_posterior_and_decoder_zeroes_it(tiny_model)
   np.testing.assert_array_equal(out[0, 7:], 0.0)
 
 
+def test_logvar_offset_shifts_both_posteriors_only_in_log_variance(tiny_model):
+  model, variables = tiny_model
+  shifted = TEMOS(MotionVAEConfig(**{**TINY.__dict__, "logvar_offset": -4.6}), text=model.text)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 12, 263))
+  mask, tokens = jnp.ones((2, 12), bool), jnp.arange(12).reshape(2, 6) % 20
+  for method, args in ((TEMOS.encode_motion, (x, mask)),
+                       (TEMOS.encode_text, (tokens, jnp.ones((2, 6), bool)))):
+    mu, logvar = model.apply(variables, *args, method=method)
+    mu_s, logvar_s = shifted.apply(variables, *args, method=method)
+    np.testing.assert_allclose(mu_s, mu, atol=1e-6)
+    np.testing.assert_allclose(logvar_s, logvar - 4.6, atol=1e-5)
+
+
+def test_frames_per_token_concatenates_consecutive_frames():
+  """With p frames per token the motion encoder and decoder act as the p=1 model on
+  (T/p, p*D) motions, with a token real when any of its frames is."""
+  p, frames, length = 4, 12, 7
+  folded = MotionVAEConfig(**{**TINY.__dict__, "frames_per_token": p})
+  plain = MotionVAEConfig(**{**TINY.__dict__, "input_dim": p * 263, "max_frames": 196 // p})
+  model, reference = TEMOS(folded), TEMOS(plain)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, frames, 263))
+  mask = jnp.arange(frames)[None] < jnp.array([[length], [frames]])
+  token_mask = jnp.arange(frames // p)[None] < jnp.array([[2], [3]])
+  rng = jax.random.PRNGKey(0)
+  variables = model.init(rng, x, mask, method=TEMOS.encode_motion)
+  variables["params"].update(model.init(rng, jnp.zeros((2, 16)), mask, method=TEMOS.decode)["params"])
+  mu, logvar = model.apply(variables, x, mask, method=TEMOS.encode_motion)
+  mu_ref, logvar_ref = reference.apply(variables, x.reshape(2, frames // p, p * 263), token_mask,
+                                       method=TEMOS.encode_motion)
+  np.testing.assert_allclose(mu, mu_ref, atol=1e-6)
+  np.testing.assert_allclose(logvar, logvar_ref, atol=1e-6)
+  out = model.apply(variables, mu, mask, method=TEMOS.decode)
+  out_ref = reference.apply(variables, mu, token_mask, method=TEMOS.decode).reshape(2, frames, 263)
+  np.testing.assert_allclose(out, out_ref * mask[..., None], atol=1e-6)
+  np.testing.assert_array_equal(out[0, length:], 0.0)
+  with pytest.raises(ValueError, match="frames_per_token"):
+    MotionVAEConfig(**{**TINY.__dict__, "frames_per_token": 3})
+  with pytest.raises(ValueError, match="divisible by frames_per_token=4"):
+    model.apply(variables, x[:, :10], mask[:, :10], method=TEMOS.encode_motion)
+
+
 def _tiny_task():
   config = t2m_vae_synthetic.get_config()
   config.text.update(max_length=24, width=16, num_layers=1, num_heads=2)

@@ -131,9 +131,28 @@ def min_snr_weight(
   return clipped / (s + 1.0)
 
 
-def sample_timesteps(rng: jax.Array, batch: int, num_train_timesteps: int) -> jax.Array:
-  """Uniform integer training timesteps in [0, num_train_timesteps), shape (batch,), int32."""
-  return jax.random.randint(rng, (batch,), 0, num_train_timesteps, dtype=jnp.int32)
+TIMESTEP_DISTRIBUTIONS = ("uniform", "logit_normal")
+
+
+def sample_timesteps(rng: jax.Array, batch: int, num_train_timesteps: int,
+                     distribution: str = "uniform", mean: float = 0.0,
+                     std: float = 1.0) -> jax.Array:
+  """Integer training timesteps in [0, num_train_timesteps), shape (batch,), int32.
+
+  'uniform': every timestep alike (DDPM). 'logit_normal': t / T =
+  sigmoid(N(mean, std)) (Esser et al. 2024), which spends fewer steps at the
+  two ends of the schedule; mean > 0 leans towards the noisy end, where the
+  condition decides the content.
+  """
+  if distribution == "uniform":
+    return jax.random.randint(rng, (batch,), 0, num_train_timesteps, dtype=jnp.int32)
+  if distribution != "logit_normal":
+    raise ValueError(f"distribution: expected one of {TIMESTEP_DISTRIBUTIONS}, "
+                     f"found {distribution!r}")
+  if not std > 0:
+    raise ValueError(f"std: expected a positive spread, found {std}")
+  u = jax.nn.sigmoid(mean + std * jax.random.normal(rng, (batch,)))
+  return jnp.minimum(jnp.floor(u * num_train_timesteps), num_train_timesteps - 1).astype(jnp.int32)
 
 
 def _check_mask(mask: jax.Array, x0: jax.Array) -> None:

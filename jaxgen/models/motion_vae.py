@@ -14,6 +14,10 @@ frame, each only a sinusoidal position, cross-attends to the latent vector
 through a post-LayerNorm transformer decoder; a linear layer gives features,
 zero beyond each clip's length.
 
+Two options, off in TEMOS: `frames_per_token` folds consecutive frames into
+one token of the motion encoder and the decoder, and `logvar_offset` shifts
+both posteriors' log-variances (see `MotionVAEConfig`).
+
 Layers follow `torch.nn.TransformerEncoderLayer` / `TransformerDecoderLayer`
 defaults (post-norm, LayerNorm eps 1e-5, GELU feed-forward) so parameter
 counts match the reference.
@@ -59,8 +63,22 @@ class MotionVAEConfig:
   dropout: float = 0.1
   text_dim: int = 768
   max_frames: int = 196
+  # Consecutive frames folded into one token of the motion encoder and the
+  # decoder (1 in TEMOS); as MDMConfig.frames_per_token, a CPU-budget option.
+  frames_per_token: int = 1
+  # Added to both encoders' log-variance outputs (0 in TEMOS). Those outputs
+  # leave a post-LayerNorm layer, so they start near 0 (sigma ~ 1: a latent
+  # as noisy as it is informative) and TEMOS unlearns that over ~10^5 steps;
+  # a negative offset starts the posteriors narrow, the same model
+  # reparametrised.
+  logvar_offset: float = 0.0
 
   def __post_init__(self):
+    if not isinstance(self.frames_per_token, int) or self.frames_per_token < 1:
+      raise ValueError(f"frames_per_token: expected a positive int, found {self.frames_per_token!r}")
+    if self.max_frames % self.frames_per_token:
+      raise ValueError(f"frames_per_token: expected a divisor of max_frames={self.max_frames}, "
+                       f"found {self.frames_per_token}")
     if self.latent_dim % self.num_heads:
       raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads "
                        f"({self.num_heads})")
@@ -126,19 +144,34 @@ class PostNormDecoderLayer(nn.Module):
     return pt.layer_norm(dtype=self.dtype, name="norm3")(x + drop(ff(x, deterministic)))
 
 
+def fold_frames(x: jax.Array | None, mask: jax.Array, p: int):
+  """(B, T, D), (B, T) -> (B, T/p, p*D), (B, T/p): a token is real when any of its frames is."""
+  batch, frames = mask.shape
+  if frames % p:
+    raise ValueError(f"motion: expected a number of frames divisible by frames_per_token={p}, "
+                     f"found {frames}")
+  if x is not None:
+    x = x.reshape(batch, frames // p, p * x.shape[-1])
+  return x, mask.astype(bool).reshape(batch, frames // p, p).any(-1)
+
+
 class GaussianSequenceEncoder(nn.Module):
   """(B, L, in) sequence + mask -> (mu, logvar) (B, latent) through two learnt tokens.
 
-  `input_relu` applies ReLU before the input projection (the text branch).
+  `input_relu` applies ReLU before the input projection (the text branch);
+  `fold` consecutive positions are concatenated into one token (the motion
+  branch with frames_per_token > 1).
   """
 
   config: MotionVAEConfig
   input_relu: bool = False
+  fold: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool = True):
     c = self.config
+    x, mask = fold_frames(x, mask, self.fold)
     batch, length, _ = x.shape
     if self.input_relu:
       x = nn.relu(x)
@@ -153,7 +186,7 @@ class GaussianSequenceEncoder(nn.Module):
     for i in range(c.num_layers):
       x = PostNormEncoderLayer(c.num_heads, c.ff_size, c.dropout, self.dtype, name=f"layers_{i}")(
           x, mask, deterministic)
-    return x[:, 0], x[:, 1]
+    return x[:, 0], x[:, 1] + c.logvar_offset
 
 
 class MotionQueryDecoder(nn.Module):
@@ -165,15 +198,22 @@ class MotionQueryDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     c = self.config
-    batch, length = mask.shape
+    p = c.frames_per_token
+    batch, frames = mask.shape
+    if frames % p:
+      raise ValueError(f"mask: expected a number of frames divisible by frames_per_token={p}, "
+                       f"found {frames}")
+    length = frames // p
+    token_mask = fold_frames(None, mask, p)[1]
     queries = jnp.asarray(sinusoidal_positions(length, c.latent_dim))[None]
     x = nn.Dropout(c.dropout)(jnp.broadcast_to(queries, (batch, length, c.latent_dim)).astype(self.dtype),
                               deterministic=deterministic)
     memory = z[:, None, :].astype(self.dtype)
     for i in range(c.num_layers):
       x = PostNormDecoderLayer(c.num_heads, c.ff_size, c.dropout, self.dtype, name=f"layers_{i}")(
-          x, memory, mask, deterministic)
-    out = pt.dense(c.input_dim, ("embed", "conv_out"), dtype=self.dtype, name="final_layer")(x)
+          x, memory, token_mask, deterministic)
+    out = pt.dense(p * c.input_dim, ("embed", "conv_out"), dtype=self.dtype, name="final_layer")(x)
+    out = out.reshape(batch, frames, c.input_dim)
     return out * mask[..., None].astype(out.dtype)
 
 
@@ -197,7 +237,8 @@ class TEMOS(nn.Module):
                          f"({self.config.text_dim})")
       self.text_model = TextTransformer(**self.text, dtype=self.dtype)
     self.text_encoder = GaussianSequenceEncoder(self.config, input_relu=True, dtype=self.dtype)
-    self.motion_encoder = GaussianSequenceEncoder(self.config, dtype=self.dtype)
+    self.motion_encoder = GaussianSequenceEncoder(self.config, fold=self.config.frames_per_token,
+                                                  dtype=self.dtype)
     self.motion_decoder = MotionQueryDecoder(self.config, dtype=self.dtype)
 
   def encode_text_states(self, states: jax.Array, mask: jax.Array, deterministic: bool = True):

@@ -7,6 +7,9 @@ turns it, with the timestep, into one prefix token before the motion frames.
 Training: x0 prediction, masked L2 over real frames, 10% text dropout for
 classifier-free guidance, optional geometric losses on joint positions,
 joint velocities and foot contact (joints from `features_to_joints`).
+Timesteps are uniform as in MDM, or logit-normal
+(`diffusion.timestep_distribution`), which can lean training towards the
+noisy end where the text decides the motion.
 Sampling: encode the prompt once, then one of the core's one-scan samplers
 with guidance; frames beyond each requested length are zeroed.
 
@@ -434,7 +437,8 @@ class TextToMotionTask(MotionDataMixin):
     text = self.encode_text(params, batch["text_tokens"], batch["text_mask"])
     text = guidance.drop_condition(drop_rng, text, jax.tree.map(jnp.zeros_like, text),
                                    d.cond_drop_prob)
-    t = gaussian.sample_timesteps(t_rng, x0.shape[0], self.schedule.num_train_timesteps)
+    t = gaussian.sample_timesteps(t_rng, x0.shape[0], self.schedule.num_train_timesteps,
+                                  d.timestep_distribution, d.timestep_mean, d.timestep_std)
     noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
     x_t = gaussian.q_sample(self.schedule, x0, t, noise)
     prediction = self.denoise(params, x_t, t, text, mask, dropout_rng)
