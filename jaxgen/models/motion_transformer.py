@@ -116,6 +116,20 @@ def sinusoidal_positions(positions: jax.Array, dim: int) -> jax.Array:
   return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(positions.shape[0], dim)
 
 
+def fold_frames(x: jax.Array, p: int) -> jax.Array:
+  """(B, T, D) -> (B, T/p, p*D): p consecutive frames concatenated into one token."""
+  batch, frames, width = x.shape
+  if frames % p:
+    raise ValueError(f"frames: expected a number divisible by frames_per_token={p}, "
+                     f"found {frames}")
+  return x.reshape(batch, frames // p, p * width)
+
+
+def fold_mask(mask: jax.Array, p: int) -> jax.Array:
+  """(B, T) frame mask -> (B, T/p) token mask: a token is real when any of its frames is."""
+  return fold_frames(mask.astype(bool)[..., None], p).any(-1)
+
+
 class PostNormEncoderLayer(nn.Module):
   """`torch.nn.TransformerEncoderLayer` (norm_first=False, batch-first here).
 
@@ -171,9 +185,6 @@ class MDM(nn.Module):
       raise ValueError(f"x: expected (batch, frames, {c.feature_dim}), found {x.shape}")
     batch, frames, _ = x.shape
     p = c.frames_per_token
-    if frames % p:
-      raise ValueError(f"x: expected a number of frames divisible by frames_per_token={p}, "
-                       f"found {frames}")
     if text_embedding.shape != (batch, c.text_dim):
       raise ValueError(f"text_embedding: expected {(batch, c.text_dim)}, found {text_embedding.shape}")
     t = jnp.broadcast_to(jnp.asarray(t), (batch,))
@@ -187,8 +198,8 @@ class MDM(nn.Module):
         text_embedding.astype(self.dtype))
     condition_token = (time + text)[:, None, :]
 
-    tokens = frames // p
-    x = x.reshape(batch, tokens, p * c.feature_dim)
+    x = fold_frames(x, p)
+    tokens = x.shape[1]
     h = pt.dense(d, (None, "embed"), dtype=self.dtype, name="input_process")(x.astype(self.dtype))
     prefix = [condition_token]
     prefix_mask = [jnp.ones((batch, 1), bool)]
@@ -214,7 +225,7 @@ class MDM(nn.Module):
       if frame_mask.shape != (batch, frames):
         raise ValueError(f"frame_mask: expected {(batch, frames)}, found {frame_mask.shape}")
       # A token is real when any of its frames is.
-      token_mask = frame_mask.astype(bool).reshape(batch, tokens, p).any(-1)
+      token_mask = fold_mask(frame_mask, p)
     mask = None
     if c.text_token_dim or (c.mask_padding and frame_mask is not None):
       mask = jnp.concatenate(prefix_mask + [token_mask], axis=1)

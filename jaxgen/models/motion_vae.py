@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.models.gpt import sinusoidal_positions
+from jaxgen.models.motion_transformer import fold_frames, fold_mask
 from jaxgen.models.transformer import TextTransformer
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.attention import Attention
@@ -144,17 +145,6 @@ class PostNormDecoderLayer(nn.Module):
     return pt.layer_norm(dtype=self.dtype, name="norm3")(x + drop(ff(x, deterministic)))
 
 
-def fold_frames(x: jax.Array | None, mask: jax.Array, p: int):
-  """(B, T, D), (B, T) -> (B, T/p, p*D), (B, T/p): a token is real when any of its frames is."""
-  batch, frames = mask.shape
-  if frames % p:
-    raise ValueError(f"motion: expected a number of frames divisible by frames_per_token={p}, "
-                     f"found {frames}")
-  if x is not None:
-    x = x.reshape(batch, frames // p, p * x.shape[-1])
-  return x, mask.astype(bool).reshape(batch, frames // p, p).any(-1)
-
-
 class GaussianSequenceEncoder(nn.Module):
   """(B, L, in) sequence + mask -> (mu, logvar) (B, latent) through two learnt tokens.
 
@@ -171,7 +161,7 @@ class GaussianSequenceEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool = True):
     c = self.config
-    x, mask = fold_frames(x, mask, self.fold)
+    x, mask = fold_frames(x, self.fold), fold_mask(mask, self.fold)
     batch, length, _ = x.shape
     if self.input_relu:
       x = nn.relu(x)
@@ -200,11 +190,8 @@ class MotionQueryDecoder(nn.Module):
     c = self.config
     p = c.frames_per_token
     batch, frames = mask.shape
-    if frames % p:
-      raise ValueError(f"mask: expected a number of frames divisible by frames_per_token={p}, "
-                       f"found {frames}")
-    length = frames // p
-    token_mask = fold_frames(None, mask, p)[1]
+    token_mask = fold_mask(mask, p)
+    length = token_mask.shape[1]
     queries = jnp.asarray(sinusoidal_positions(length, c.latent_dim))[None]
     x = nn.Dropout(c.dropout)(jnp.broadcast_to(queries, (batch, length, c.latent_dim)).astype(self.dtype),
                               deterministic=deterministic)
