@@ -48,37 +48,13 @@ def test_sinusoidal_positions_match_mdm_table():
 
 def _torch_mdm(params, config):
   """MDM's forward (trans_enc, no CLIP: the text embedding is an input) in PyTorch."""
-  torch = pytest.importorskip("torch")
+  import torch_layers  # pylint: disable=g-import-not-at-top
+  from torch_layers import linear, torch  # pylint: disable=g-import-not-at-top
   nn = torch.nn
   d = config.latent_dim
-
-  def linear(p):
-    layer = nn.Linear(*np.asarray(p["kernel"]).shape)
-    layer.weight.data = torch.tensor(np.asarray(p["kernel"]).T.copy())
-    layer.bias.data = torch.tensor(np.asarray(p["bias"]).copy())
-    return layer
-
-  layers = []
-  for i in range(config.num_layers):
-    p = params[f"layers_{i}"]
-    layer = nn.TransformerEncoderLayer(d, config.num_heads, config.ff_size, dropout=0.0,
-                                       activation="gelu")
-    attn = p["self_attn"]
-    layer.self_attn.in_proj_weight.data = torch.tensor(np.concatenate(
-        [np.asarray(attn[k]["kernel"]).T for k in ("to_q", "to_k", "to_v")]))
-    layer.self_attn.in_proj_bias.data = torch.tensor(np.concatenate(
-        [np.asarray(attn[k]["bias"]) for k in ("to_q", "to_k", "to_v")]))
-    layer.self_attn.out_proj = linear(attn["to_out_0"])
-    layer.linear1, layer.linear2 = linear(p["linear1"]), linear(p["linear2"])
-    for name in ("norm1", "norm2"):
-      getattr(layer, name).weight.data = torch.tensor(np.asarray(p[name]["scale"]).copy())
-      getattr(layer, name).bias.data = torch.tensor(np.asarray(p[name]["bias"]).copy())
-    layers.append(layer.eval())
-
-  pe = torch.zeros(5000, d)
-  position = torch.arange(0, 5000, dtype=torch.float).unsqueeze(1)
-  div = torch.exp(torch.arange(0, d, 2).float() * (-np.log(10000.0) / d))
-  pe[:, 0::2], pe[:, 1::2] = torch.sin(position * div), torch.cos(position * div)
+  layers = [torch_layers.encoder_layer(params[f"layers_{i}"], d, config.num_heads, config.ff_size)
+            for i in range(config.num_layers)]
+  pe = torch_layers.sinusoidal_table(5000, d)
   time_mlp = nn.Sequential(linear(params["embed_timestep_linear_1"]), nn.SiLU(),
                            linear(params["embed_timestep_linear_2"]))
   embed_text, pose_in = linear(params["embed_text"]), linear(params["input_process"])

@@ -40,6 +40,63 @@ def test_faithful_parameter_counts():
   assert unannotated_params(decoder) == []
 
 
+def _torch_temos(params, config):
+  """TEMOS's ActorAgnosticEncoder and ActorAgnosticDecoder (frames_per_token 1) in PyTorch."""
+  import torch_layers  # pylint: disable=g-import-not-at-top
+  from torch_layers import linear, torch  # pylint: disable=g-import-not-at-top
+  c = config
+  stack = lambda make, p: [make(p[f"layers_{i}"], c.latent_dim, c.num_heads, c.ff_size,
+                                norm_first=c.norm_first) for i in range(c.num_layers)]
+  encoder = params["motion_encoder"]
+  encoder_layers = stack(torch_layers.encoder_layer, encoder)
+  decoder_layers = stack(torch_layers.decoder_layer, params["motion_decoder"])
+  skel_embedding, final_layer = linear(encoder["input_proj"]), linear(params["motion_decoder"]["final_layer"])
+  tokens = torch.tensor(np.stack([encoder["mu_token"], encoder["logvar_token"]]))
+  pe = torch_layers.sinusoidal_table(1000, c.latent_dim)
+
+  def encode(features, mask):  # (B, T, D), (B, T) bool
+    x = skel_embedding(features).permute(1, 0, 2)
+    x = torch.cat([tokens[:, None].expand(2, x.shape[1], -1), x], 0)
+    x = x + pe[:x.shape[0], None]
+    padding = ~torch.cat([torch.ones(mask.shape[0], 2, dtype=torch.bool), mask], 1)
+    for layer in encoder_layers:
+      x = layer(x, src_key_padding_mask=padding)
+    return x[0], x[1]
+
+  def decode(z, mask):
+    x = pe[:mask.shape[1], None].expand(-1, z.shape[0], -1)
+    for layer in decoder_layers:
+      x = layer(x, z[None], tgt_key_padding_mask=~mask)
+    return final_layer(x).permute(1, 0, 2) * mask[..., None]
+
+  return encode, decode
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_motion_encoder_and_decoder_match_pytorch_temos(norm_first):
+  torch = pytest.importorskip("torch")
+  config = MotionVAEConfig(**{**TINY.__dict__, "num_layers": 2, "dropout": 0.0,
+                              "norm_first": norm_first})
+  model = TEMOS(config)
+  rng = np.random.default_rng(0)
+  motion = rng.normal(size=(3, 10, 263)).astype(np.float32)
+  mask = np.arange(10)[None] < np.array([10, 7, 4])[:, None]
+  z = rng.normal(size=(3, 16)).astype(np.float32)
+  key = jax.random.PRNGKey(0)
+  params = model.init(key, motion, mask, method=TEMOS.encode_motion)["params"]
+  params.update(model.init(key, z, mask, method=TEMOS.decode)["params"])
+  params = jax.tree.map(np.asarray, nn.meta.unbox(params))
+  mu, logvar = model.apply({"params": params}, motion, mask, method=TEMOS.encode_motion)
+  decoded = model.apply({"params": params}, z, mask, method=TEMOS.decode)
+  encode, decode = _torch_temos(params, config)
+  with torch.no_grad():
+    mu_ref, logvar_ref = encode(torch.tensor(motion), torch.tensor(mask))
+    decoded_ref = decode(torch.tensor(z), torch.tensor(mask))
+  np.testing.assert_allclose(mu, mu_ref.numpy(), atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(logvar, logvar_ref.numpy(), atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(decoded, decoded_ref.numpy(), atol=1e-4, rtol=1e-4)
+
+
 def test_gaussian_kl_matches_torch():
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(0)

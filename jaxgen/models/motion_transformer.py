@@ -49,10 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.nn import partitioning as pt
-from jaxgen.nn.attention import Attention
-
-ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "relu": nn.relu}
-
+from jaxgen.nn.sequence_layers import TransformerEncoderLayer, check_activation
 
 @dataclasses.dataclass(frozen=True)
 class MDMConfig:
@@ -92,8 +89,7 @@ class MDMConfig:
       raise ValueError(f"latent_dim: expected an even width (sin/cos pairs), found {self.latent_dim}")
     if not isinstance(self.text_token_dim, int) or self.text_token_dim < 0:
       raise ValueError(f"text_token_dim: expected an int >= 0, found {self.text_token_dim!r}")
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, found {self.activation!r}")
+    check_activation(self.activation)
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout: expected a rate in [0, 1), found {self.dropout}")
 
@@ -128,35 +124,6 @@ def fold_frames(x: jax.Array, p: int) -> jax.Array:
 def fold_mask(mask: jax.Array, p: int) -> jax.Array:
   """(B, T) frame mask -> (B, T/p) token mask: a token is real when any of its frames is."""
   return fold_frames(mask.astype(bool)[..., None], p).any(-1)
-
-
-class PostNormEncoderLayer(nn.Module):
-  """`torch.nn.TransformerEncoderLayer` (norm_first=False, batch-first here).
-
-  Dropout sits after attention, inside the feed-forward and after it, as in
-  PyTorch; PyTorch also drops attention weights, which jaxgen's shared
-  attention does not (a regulariser only, identical at inference).
-  """
-
-  num_heads: int
-  ff_size: int
-  dropout: float = 0.1
-  activation: str = "gelu"
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    width = x.shape[-1]
-    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    attention = Attention(self.num_heads, width // self.num_heads, qkv_bias=True,
-                          dtype=self.dtype, name="self_attn")
-    x = pt.layer_norm(1e-5, dtype=self.dtype, name="norm1")(
-        x + drop(attention(x, mask=mask, deterministic=deterministic)))
-    h = pt.dense(self.ff_size, ("embed", "mlp"), dtype=self.dtype, name="linear1")(x)
-    h = drop(ACTIVATIONS[self.activation](h))
-    h = pt.dense(width, ("mlp", "embed"), dtype=self.dtype, name="linear2")(h)
-    return pt.layer_norm(1e-5, dtype=self.dtype, name="norm2")(x + drop(h))
 
 
 class MDM(nn.Module):
@@ -230,9 +197,9 @@ class MDM(nn.Module):
     if c.text_token_dim or (c.mask_padding and frame_mask is not None):
       mask = jnp.concatenate(prefix_mask + [token_mask], axis=1)
     for i in range(c.num_layers):
-      h = PostNormEncoderLayer(c.num_heads, c.ff_size, c.dropout, c.activation,
-                               dtype=self.dtype, name=f"layers_{i}")(
-                                   h, mask=mask, deterministic=not train)
+      h = TransformerEncoderLayer(c.num_heads, c.ff_size, c.dropout, c.activation,
+                                  dtype=self.dtype, name=f"layers_{i}")(
+                                      h, mask=mask, deterministic=not train)
     out = pt.dense(p * c.feature_dim, ("embed", None), dtype=self.dtype,
                    name="output_process")(h[:, num_prefix:])
     return out.reshape(batch, frames, c.feature_dim).astype(jnp.float32)
