@@ -1,5 +1,6 @@
 """MDM denoiser: the faithful parameter count, parity with a PyTorch restatement, masks, errors."""
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -52,7 +53,8 @@ def _torch_mdm(params, config):
   from torch_layers import linear, torch  # pylint: disable=g-import-not-at-top
   nn = torch.nn
   d = config.latent_dim
-  layers = [torch_layers.encoder_layer(params[f"layers_{i}"], d, config.num_heads, config.ff_size)
+  layers = [torch_layers.encoder_layer(params[f"layers_{i}"], d, config.num_heads, config.ff_size,
+                                       norm_first=config.norm_first)
             for i in range(config.num_layers)]
   pe = torch_layers.sinusoidal_table(5000, d)
   time_mlp = nn.Sequential(linear(params["embed_timestep_linear_1"]), nn.SiLU(),
@@ -71,17 +73,19 @@ def _torch_mdm(params, config):
   return forward
 
 
-def test_matches_a_pytorch_restatement_of_mdm_on_random_weights():
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_matches_a_pytorch_restatement_of_mdm_on_random_weights(norm_first):
   torch = pytest.importorskip("torch")
-  variables = _init(TINY)
+  config = dataclasses.replace(TINY, norm_first=norm_first)
+  variables = _init(config)
   params = jax.tree.map(np.asarray, nn.meta.unbox(variables["params"]))
   rng = np.random.default_rng(0)
   x = rng.normal(size=(3, 9, TINY.feature_dim)).astype(np.float32)
   t = np.array([0, 417, 999])
   text = rng.normal(size=(3, TINY.text_dim)).astype(np.float32)
-  ours = MDM(TINY).apply({"params": params}, x, t, text)
+  ours = MDM(config).apply({"params": params}, x, t, text)
   with torch.no_grad():
-    theirs = _torch_mdm(params, TINY)(torch.tensor(x), torch.tensor(t), torch.tensor(text))
+    theirs = _torch_mdm(params, config)(torch.tensor(x), torch.tensor(t), torch.tensor(text))
   np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-4, rtol=1e-4)
 
 

@@ -6,10 +6,11 @@ text embedding. The sequence gets sinusoidal positions and runs through a
 post-norm Transformer encoder (PyTorch `nn.TransformerEncoderLayer`
 semantics: x = norm1(x + attn(x)); x = norm2(x + ff(x))); the condition
 token is dropped and every frame is projected back to the feature width. The
-network predicts the clean motion x0. Two options beyond the published
-model, both off in its config: `frames_per_token` folds consecutive frames
-into one token, and `text_token_dim` lets the text encoder's token states
-join the sequence after the condition token.
+network predicts the clean motion x0. Three options beyond the published
+model, all off in its config: `frames_per_token` folds consecutive frames
+into one token, `text_token_dim` lets the text encoder's token states join
+the sequence after the condition token, and `norm_first` makes the layers
+pre-norm.
 
 Module names mirror the reference `model/mdm.py`, so a key map converts its
 checkpoints mechanically:
@@ -75,6 +76,9 @@ class MDMConfig:
   # after the condition token (in-context text, as MDM's later BERT-token
   # variants); 0: only the pooled text vector conditions (the published MDM).
   text_token_dim: int = 0
+  # Pre-norm layers (PyTorch's norm_first=True: x = x + f(norm(x))); MDM's
+  # layers are post-norm. A CPU-budget option: pre-norm stacks train faster.
+  norm_first: bool = False
 
   def __post_init__(self):
     for name in ("feature_dim", "latent_dim", "ff_size", "num_layers", "num_heads", "text_dim",
@@ -198,7 +202,8 @@ class MDM(nn.Module):
       mask = jnp.concatenate(prefix_mask + [token_mask], axis=1)
     for i in range(c.num_layers):
       h = TransformerEncoderLayer(c.num_heads, c.ff_size, c.dropout, c.activation,
-                                  dtype=self.dtype, name=f"layers_{i}")(
+                                  norm_first=c.norm_first, dtype=self.dtype,
+                                  name=f"layers_{i}")(
                                       h, mask=mask, deterministic=not train)
     out = pt.dense(p * c.feature_dim, ("embed", None), dtype=self.dtype,
                    name="output_process")(h[:, num_prefix:])
