@@ -55,6 +55,7 @@ def test_published_widths_and_annotations():
 
 def test_bigru_matches_pytorch_packed_bigru():
   torch = pytest.importorskip("torch")
+  from torch_layers import linear  # pylint: disable=g-import-not-at-top
   hidden, out = 6, 5
   module = BiGRUCoEncoder(hidden, out)
   x = np.random.default_rng(0).normal(size=(3, 7, 4)).astype(np.float32)
@@ -74,11 +75,6 @@ def test_bigru_matches_pytorch_packed_bigru():
         [cell[g]["bias"] for g in ("ir", "iz", "in")]))
     getattr(gru, "bias_hh_l0" + suffix).data = t(np.concatenate(
         [np.zeros(2 * hidden, np.float32), cell["hn"]["bias"]]))
-
-  def linear(p):
-    layer = torch.nn.Linear(*p["kernel"].shape)
-    layer.weight.data, layer.bias.data = t(p["kernel"].T), t(p["bias"])
-    return layer
 
   norm = torch.nn.LayerNorm(hidden)
   norm.weight.data, norm.bias.data = t(params["output_net_1"]["scale"]), t(params["output_net_1"]["bias"])

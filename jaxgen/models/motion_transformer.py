@@ -52,6 +52,7 @@ import jax.numpy as jnp
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.sequence_layers import TransformerEncoderLayer, check_activation
 
+
 @dataclasses.dataclass(frozen=True)
 class MDMConfig:
   """Architecture of the MDM denoiser (names as in the reference's arguments)."""
