@@ -3,8 +3,9 @@
 The tables must have their rows and columns with positive, finite numbers,
 and what the benchmarks claim must hold: both frameworks train the same
 weights on the same batch (equal first losses), the three DDIM samplers end
-on the same latents as diffusers, and FSDP splits the SD 1.5 U-Net's
-parameters and AdamW state 8 ways.
+on the same latents as diffusers, FSDP splits the SD 1.5 U-Net's
+parameters and AdamW state 8 ways, and length buckets shorten the sequences
+the motion denoiser runs on.
 """
 
 import importlib.util
@@ -85,3 +86,20 @@ def test_memory_per_device_sd15_fsdp(capsys):
   # The issue's criterion: FSDP over 8 devices holds <= 1.05 x total / 8 per device.
   assert by_mesh["(1,8,1)"]["ratio to total/8"] <= 1.05, capsys.readouterr().out
   assert by_mesh["(2,4,1)"]["ratio to total/8"] < by_mesh["(8,1,1)"]["ratio to total/8"]
+
+
+def test_motion_length_buckets(capsys):
+  bench = load_benchmark("motion_length_buckets")
+  tiny = ["data.max_examples=48", "mdm.latent_dim=16", "mdm.ff_size=32", "mdm.num_layers=1",
+          "mdm.num_heads=2", "text.width=16", "text.num_layers=1", "text.num_heads=2",
+          "train.batch_size=4", "data.length_buckets.frames=(96, 196)"]
+  rows = bench.main([arg for o in tiny for arg in ("--override", o)] + ["--steps", "2",
+                                                                       "--rounds", "1"])
+  check_table(rows, bench.COLUMNS, 2, numeric=[c for c in bench.COLUMNS if c != "batches"])
+  padded, bucketed = rows
+  assert (padded["batches"], bucketed["batches"]) == (bench.PADDED, bench.BUCKETED)
+  assert padded["batch shapes"] == 1 and bucketed["batch shapes"] >= 2
+  # 1 condition + 24 words + 196 / 4 frames when padded; fewer when bucketed.
+  assert padded["tokens per example"] == 74
+  assert bucketed["tokens per example"] < 74
+  assert "| batches |" in capsys.readouterr().out

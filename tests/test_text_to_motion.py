@@ -113,6 +113,43 @@ def test_check_batch_and_config_errors(task):
     TextToMotionTask(tiny_config("text.encoder=clip", "text.clip_path=/nonexistent"))
 
 
+def test_length_buckets_cut_only_padding_the_denoiser_ignores(task, params):
+  arrays = task.train_arrays()
+  (buckets,) = task.train_buckets(arrays)
+  assert (buckets.bounds, buckets.keys) == ((64, 128, 196), ("motion", "motion_mask"))
+  short = np.flatnonzero(arrays["motion_mask"].sum(1) <= 64)[:3]
+  assert len(short) == 3 and arrays["motion_mask"][short].sum(1).min() < 64
+  full = {k: jnp.asarray(v[short]) for k, v in arrays.items()}
+  cropped = dict(full, motion=full["motion"][:, :64], motion_mask=full["motion_mask"][:, :64])
+  t = jnp.array([10, 500, 990])
+
+  def denoise(batch):
+    x_t = batch["motion"] + 0.3  # padding of x_t is not zero while sampling either
+    text = task.encode_text(params, batch["text_tokens"], batch["text_mask"])
+    return np.asarray(task.denoise(params, x_t, t, text, batch["motion_mask"]))
+
+  real = np.asarray(cropped["motion_mask"])
+  np.testing.assert_allclose(denoise(cropped)[real], denoise(full)[:, :64][real], atol=1e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("mdm.mask_padding=False", "mdm.mask_padding=True"),
+    ("data.length_buckets.frames=(62, 196)", "multiples of mdm.frames_per_token=4"),
+    ("data.length_buckets.frames=(64, 128)", "hold every example"),
+    ("data.length_buckets.frames=(64, 200)", "at most the 196 positions"),
+    ("words", "only the key 'frames'"),
+])
+def test_bad_length_buckets_are_named(override, message):
+  config = tiny_config()
+  if override == "words":
+    config.data.length_buckets.words = (12, 24)
+  else:
+    config = tiny_config(override)
+  task = TextToMotionTask(config)
+  with pytest.raises(ValueError, match=message):
+    task.train_buckets(task.train_arrays())
+
+
 def test_motion_preview_draws_a_picture(task):
   data = task.split("test")
   picture = motion_preview(data["motion"][:2, :12], np.array([8, 12]), data["caption"][:2],

@@ -43,6 +43,11 @@ class Task(Protocol):
 
   All methods that take `params` are pure and jittable, except
   `train_arrays` and `preview`, which run on the host.
+
+  A task may also define `train_buckets(arrays)`, returning
+  `jaxgen.data.pipeline.LengthBuckets` that crop padded axes of its training
+  batches to a few fixed lengths (one compiled step per bucket); only a task
+  whose loss ignores that padding should.
   """
 
   def train_arrays(self) -> Mapping[str, np.ndarray]:

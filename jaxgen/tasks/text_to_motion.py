@@ -12,6 +12,9 @@ Timesteps are uniform as in MDM, or logit-normal
 noisy end where the text decides the motion.
 Sampling: encode the prompt once, then one of the core's one-scan samplers
 with guidance; frames beyond each requested length are zeroed.
+With `data.length_buckets` training batches hold motions of similar length,
+cropped to a few fixed lengths: exact when the denoiser masks padding, and
+most motions are far shorter than the 196-frame maximum.
 
 Motion batches (all motion tasks): `motion` (B, T, D) float32 normalised,
 `motion_mask` (B, T) bool, `text_tokens` (B, L) int32, `text_mask` (B, L) bool.
@@ -31,6 +34,7 @@ import ml_collections
 import numpy as np
 from tokenizers import pre_tokenizers
 
+from jaxgen.data.pipeline import LengthBuckets
 from jaxgen.data.tokenizer import CaptionTokenizer, build_caption_tokenizer
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.models.motion_transformer import MDM, MDMConfig
@@ -125,17 +129,22 @@ def check_motion_batch(batch: Mapping[str, np.ndarray], feature_dim: int, max_fr
   for key in ("motion", "motion_mask", "text_tokens", "text_mask"):
     if key not in batch:
       raise ValueError(f"batch: expected key {key!r}, found keys {sorted(batch)}")
+  # Length buckets crop frames and words, so both may fall short of the maximum.
   motion = np.asarray(batch["motion"])
-  if motion.ndim != 3 or motion.shape[1:] != (max_frames, feature_dim):
-    raise ValueError(f"batch['motion']: expected (B, {max_frames}, {feature_dim}), "
+  if motion.ndim != 3 or not 0 < motion.shape[1] <= max_frames or motion.shape[2] != feature_dim:
+    raise ValueError(f"batch['motion']: expected (B, T <= {max_frames}, {feature_dim}), "
                      f"found {motion.shape}")
   if np.asarray(batch["motion_mask"]).shape != motion.shape[:2]:
     raise ValueError(f"batch['motion_mask']: expected {motion.shape[:2]}, "
                      f"found {np.asarray(batch['motion_mask']).shape}")
   tokens = np.asarray(batch["text_tokens"])
-  if tokens.shape != (motion.shape[0], max_text_length):
-    raise ValueError(f"batch['text_tokens']: expected {(motion.shape[0], max_text_length)}, "
-                     f"found {tokens.shape}")
+  if tokens.ndim != 2 or tokens.shape[0] != motion.shape[0] or not (
+      0 < tokens.shape[1] <= max_text_length):
+    raise ValueError(f"batch['text_tokens']: expected ({motion.shape[0]}, L <= "
+                     f"{max_text_length}), found {tokens.shape}")
+  if np.asarray(batch["text_mask"]).shape != tokens.shape:
+    raise ValueError(f"batch['text_mask']: expected {tokens.shape}, "
+                     f"found {np.asarray(batch['text_mask']).shape}")
   if not np.isfinite(motion).all():
     raise ValueError("batch['motion']: expected finite features, found NaN or inf")
 
@@ -386,6 +395,33 @@ class TextToMotionTask(MotionDataMixin):
 
   def train_arrays(self) -> Mapping[str, np.ndarray]:
     return self.motion_arrays(self._train_split)
+
+  def train_buckets(self, arrays: Mapping[str, np.ndarray]) -> tuple[LengthBuckets, ...]:
+    """`data.length_buckets` ({"frames": bounds}) over the training arrays.
+
+    Cutting padding frames off the end is exact only for a denoiser that
+    masks them (`mdm.mask_padding`; tests/test_text_to_motion.py checks it).
+    Words are not bucketed: with text tokens in the sequence, a shorter text
+    would move every motion token to another position.
+    """
+    spec = self.config.data.get("length_buckets")
+    if not spec:
+      return ()
+    spec = dict(spec)
+    if set(spec) != {"frames"}:
+      raise ValueError(f"data.length_buckets: expected only the key 'frames', "
+                       f"found {sorted(spec)}")
+    if not self.mdm_config.mask_padding:
+      raise ValueError("data.length_buckets: expected mdm.mask_padding=True (cropping padding "
+                       "changes the output of a denoiser that attends to it), found False")
+    p = self.mdm_config.frames_per_token
+    frames = tuple(int(b) for b in spec["frames"])
+    if any(b % p for b in frames):
+      raise ValueError(f"data.length_buckets.frames: expected multiples of "
+                       f"mdm.frames_per_token={p}, found {frames}")
+    buckets = LengthBuckets(arrays["motion_mask"].sum(1), frames, ("motion", "motion_mask"))
+    buckets.check(arrays, name="data.length_buckets.frames")
+    return (buckets,)
 
   # -- model ---------------------------------------------------------------
 

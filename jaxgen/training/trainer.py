@@ -162,6 +162,36 @@ def jit_train_step(task: Task, config: ml_collections.ConfigDict, state_sharding
       donate_argnums=0)
 
 
+def batch_shape_key(batch: dict) -> tuple:
+  """Hashable shapes of a batch: which compiled step runs it."""
+  return tuple(sorted((key, tuple(value.shape)) for key, value in batch.items()))
+
+
+def compile_train_steps(task: Task, config: ml_collections.ConfigDict, state: TrainState,
+                        state_sharding: Any, example_batch: dict, mesh: jax.sharding.Mesh,
+                        iterator: ArrayIterator) -> dict[tuple, tuple[Any, float | None]]:
+  """The train step compiled ahead of time for every batch shape the iterator yields.
+
+  Returns {batch_shape_key: (compiled step, its FLOPs per device or None)}.
+  Compiling all length buckets before the first step keeps compilation out
+  of the timed loop (`train.max_minutes`).
+  """
+  jitted = jit_train_step(task, config, state_sharding, example_batch, mesh)
+  rows = iterator.batch_size
+  compiled = {}
+  start = time.monotonic()
+  for shapes in iterator.batch_shapes():
+    batch = {key: jax.ShapeDtypeStruct((rows,) + shape, example_batch[key].dtype,
+                                       sharding=example_batch[key].sharding)
+             for key, shape in shapes.items()}
+    step_fn = jitted.lower(state, batch).compile()
+    compiled[batch_shape_key(batch)] = (step_fn, estimated_flops(step_fn))
+  flops = [f"{f:.3g}" if f else "no" for _, f in compiled.values()]
+  logging.info("train step compiled for %d batch shape(s) in %.1f s; XLA estimates %s FLOPs "
+               "per step per device", len(compiled), time.monotonic() - start, ", ".join(flops))
+  return compiled
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *,
           mesh: jax.sharding.Mesh | None = None) -> TrainState:
   """Trains `config.task` into `workdir`, resuming from its newest checkpoint.
@@ -181,9 +211,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   tcfg = config.train
   max_skips = max_consecutive_skips(config)
 
-  iterator = ArrayIterator(task.train_arrays(), tcfg.batch_size, seed=config.seed,
+  arrays = task.train_arrays()
+  # Optional task hook: length buckets that crop padding off short examples.
+  buckets = task.train_buckets(arrays) if hasattr(task, "train_buckets") else ()
+  iterator = ArrayIterator(arrays, tcfg.batch_size, seed=config.seed,
                            process_index=jax.process_index(),
-                           process_count=jax.process_count())
+                           process_count=jax.process_count(), buckets=buckets)
   batch_sharding = sharding.batch_sharding(mesh)
   first = next(iterator)
   task.check_batch(first)
@@ -200,25 +233,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     iterator.set_state(meta["data_iterator"])
     logging.info("resumed from step %d in %s", step, workdir)
 
-  compile_start = time.monotonic()
-  step_fn = jit_train_step(task, config, state_sharding, example, mesh).lower(
-      state, example).compile()
-  flops = estimated_flops(step_fn)
-  logging.info("train step compiled in %.1f s; XLA estimates %s FLOPs per step per device",
-               time.monotonic() - compile_start, f"{flops:.3g}" if flops else "no")
+  compiled_steps = compile_train_steps(task, config, state, state_sharding, example, mesh,
+                                       iterator)
 
   writer = MetricWriter(os.path.join(workdir, "tensorboard"))
   first_step = int(state.step)
   deadline = time.monotonic() + 60 * tcfg.max_minutes if tcfg.get("max_minutes") else None
-  window_start, window_steps = time.monotonic(), 0
+  window_start, window_steps, window_flops = time.monotonic(), 0, 0.0
   progress = tqdm.tqdm(total=tcfg.num_steps, initial=first_step, desc="train",
                        disable=jax.process_index() != 0, dynamic_ncols=True)
   step, previous_metrics = first_step, None
   while step < tcfg.num_steps:
     batch = sharding.global_batch(next(iterator), batch_sharding)
+    step_fn, flops = compiled_steps[batch_shape_key(batch)]
     state, metrics = step_fn(state, batch)
     step += 1
     window_steps += 1
+    window_flops += flops or 0.0
     progress.update(1)
     # Read the previous step's counter while this one runs: one step late,
     # but the device never waits for the host. A halted state is frozen.
@@ -233,11 +264,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       steps_per_sec = window_steps / elapsed
       metrics.update(lr=float(schedule(step - 1)), steps_per_sec=steps_per_sec,
                      skipped_steps=int(jax.device_get(state.skipped_steps)))
-      if flops:
-        metrics["tflops_per_sec_per_device"] = flops * steps_per_sec / 1e12
+      if window_flops:
+        metrics["tflops_per_sec_per_device"] = window_flops / elapsed / 1e12
       writer.scalars(step, metrics)
       progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-      window_start, window_steps = time.monotonic(), 0
+      window_start, window_steps, window_flops = time.monotonic(), 0, 0.0
 
     if tcfg.sample_every and step % tcfg.sample_every == 0:
       _write_preview(task, state, workdir, step, writer)
