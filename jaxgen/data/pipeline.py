@@ -104,14 +104,15 @@ class ArrayIterator(Iterator[dict[str, np.ndarray]]):
     if self.buckets:
       self._bucket = np.ravel_multi_index(self._bound_index,
                                           [len(b.bounds) for b in self.buckets])
+    self._bucket_sizes = np.bincount(self._bucket)
     if not self.steps_per_epoch:
       raise ValueError(f"batch_size ({self.batch_size}) exceeds the examples of every bucket "
-                       f"(sizes {np.bincount(self._bucket).tolist()})")
+                       f"(sizes {self._bucket_sizes.tolist()})")
     self._plan_epoch, self._plan = None, None
 
   @property
   def steps_per_epoch(self) -> int:
-    return int((np.bincount(self._bucket) // self.batch_size).sum())
+    return int((self._bucket_sizes // self.batch_size).sum())
 
   def _batches(self, epoch: int) -> np.ndarray:
     """(steps_per_epoch, batch_size) example indices of one epoch, in order."""
