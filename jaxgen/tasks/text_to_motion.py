@@ -129,7 +129,7 @@ def check_motion_batch(batch: Mapping[str, np.ndarray], feature_dim: int, max_fr
   for key in ("motion", "motion_mask", "text_tokens", "text_mask"):
     if key not in batch:
       raise ValueError(f"batch: expected key {key!r}, found keys {sorted(batch)}")
-  # Length buckets crop frames and words, so both may fall short of the maximum.
+  # A length-bucketed batch may be shorter than the maximum.
   motion = np.asarray(batch["motion"])
   if motion.ndim != 3 or not 0 < motion.shape[1] <= max_frames or motion.shape[2] != feature_dim:
     raise ValueError(f"batch['motion']: expected (B, T <= {max_frames}, {feature_dim}), "
