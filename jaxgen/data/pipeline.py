@@ -153,11 +153,10 @@ class ArrayIterator(Iterator[dict[str, np.ndarray]]):
   def batch_shapes(self) -> list[dict[str, tuple[int, ...]]]:
     """Per-row shapes (batch axis left out) of each distinct batch this iterator yields."""
     shapes = []
-    for bucket in np.unique(self._bucket):
-      members = np.flatnonzero(self._bucket == bucket)
-      if len(members) >= self.batch_size:
-        cropped = self._crop({k: v[:0] for k, v in self.arrays.items()}, int(members[0]))
-        shapes.append({k: v.shape[1:] for k, v in cropped.items()})
+    for bucket in np.flatnonzero(self._bucket_sizes >= self.batch_size):
+      example = int(np.argmax(self._bucket == bucket))  # any member: they share bounds
+      cropped = self._crop({k: v[:0] for k, v in self.arrays.items()}, example)
+      shapes.append({k: v.shape[1:] for k, v in cropped.items()})
     return shapes
 
   def get_state(self) -> dict[str, int]:

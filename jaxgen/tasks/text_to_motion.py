@@ -138,10 +138,9 @@ def check_motion_batch(batch: Mapping[str, np.ndarray], feature_dim: int, max_fr
     raise ValueError(f"batch['motion_mask']: expected {motion.shape[:2]}, "
                      f"found {np.asarray(batch['motion_mask']).shape}")
   tokens = np.asarray(batch["text_tokens"])
-  if tokens.ndim != 2 or tokens.shape[0] != motion.shape[0] or not (
-      0 < tokens.shape[1] <= max_text_length):
-    raise ValueError(f"batch['text_tokens']: expected ({motion.shape[0]}, L <= "
-                     f"{max_text_length}), found {tokens.shape}")
+  if tokens.shape != (motion.shape[0], max_text_length):
+    raise ValueError(f"batch['text_tokens']: expected {(motion.shape[0], max_text_length)}, "
+                     f"found {tokens.shape}")
   if np.asarray(batch["text_mask"]).shape != tokens.shape:
     raise ValueError(f"batch['text_mask']: expected {tokens.shape}, "
                      f"found {np.asarray(batch['text_mask']).shape}")
