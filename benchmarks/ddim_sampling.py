@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import _common  # noqa: E402
 from jaxgen.diffusion import guidance, samplers  # noqa: E402
 from jaxgen.models.unet import UNet2DConditionModel, UNetConfig  # noqa: E402
-from jaxgen.tasks.latent_diffusion import SchedulerConfig  # noqa: E402
+from jaxgen.tasks.image.latent_diffusion import SchedulerConfig  # noqa: E402
 
 GUIDANCE_SCALE = 7.5
 # Stable Diffusion 1.x's DDIM settings; SchedulerConfig() holds the same values for jaxgen.

@@ -45,7 +45,7 @@ def unet_config(name: str):
   from jaxgen.models.unet import UNetConfig  # pylint: disable=g-import-not-at-top
 
   if name == "sd15":
-    from jaxgen.configs import sd15_unet  # pylint: disable=g-import-not-at-top
+    from jaxgen.configs.arch import sd15_unet  # pylint: disable=g-import-not-at-top
 
     return UNetConfig(**sd15_unet.get_config().unet.to_dict())
   import _common  # pylint: disable=g-import-not-at-top

@@ -2,7 +2,7 @@
 
 The judge of every text-to-motion model in jaxgen: R-precision, matching
 score, FID, diversity and multimodality are computed on its embeddings
-(`jaxgen.tasks.motion_evaluator`). Same architecture as the published
+(`jaxgen.tasks.motion.t2m_evaluator`). Same architecture as the published
 HumanML3D evaluator (movement convolutions, BiGRU motion and text encoders,
 margin-3 contrastive loss, Adam 1e-4 in the reference) at reduced widths so
 it trains in minutes on 2 CPU cores; `evaluator=dict()` restores the
@@ -12,7 +12,7 @@ not available offline).
 Launch:
   jaxgen train --config configs/t2m_evaluator_synthetic.py --workdir runs/t2m_evaluator
 Then, in Python:
-  from jaxgen.tasks.motion_evaluator import load_evaluator
+  from jaxgen.tasks.motion.t2m_evaluator import load_evaluator
   evaluator = load_evaluator("runs/t2m_evaluator")
 """
 
@@ -21,7 +21,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = "motion_evaluator"
+  c.task = "t2m_evaluator"
   c.seed = 0
   c.mesh_shape = None
   c.data = dict(name="synthetic", format="humanml3d", seed=0, path="", max_examples=None)

@@ -21,7 +21,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = "text_to_motion"
+  c.task = "t2m_mdm"
   c.seed = 0
   c.mesh_shape = None
   c.data = dict(name="humanml3d", format="humanml3d", seed=0, path="", max_examples=None)

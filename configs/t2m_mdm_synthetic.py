@@ -44,7 +44,7 @@ on the same slow day), so the time cap now stops the run at 4,541 of 4,600
 steps: top-3 0.885, FID 0.099 (generation seeds 1 and 2: 0.884 and 0.903,
 FID 0.102 and 0.101). Bucketing the words as well moved every motion token
 to another position (the text tokens come first) and scored 0.804.
-  python -m jaxgen.tasks.motion_evaluator --run runs/t2m_mdm --evaluator runs/t2m_evaluator
+  python -m jaxgen.tasks.motion.t2m_evaluator --run runs/t2m_mdm --evaluator runs/t2m_evaluator
 
 Launch:
   jaxgen train --config configs/t2m_mdm_synthetic.py --workdir runs/t2m_mdm
@@ -57,7 +57,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = "text_to_motion"
+  c.task = "t2m_mdm"
   c.seed = 0
   c.mesh_shape = None
   # Training batches of similar length, cropped to these frame counts

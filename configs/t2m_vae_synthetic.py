@@ -29,7 +29,7 @@ steps each, scored with the posterior mean: text width 64 matches width 128
 (0.840 vs 0.842-0.847) at 1.4x the steps per second; 3 layers (0.819), FF
 256 (0.811), positions counted in frames instead of tokens (0.823) and a
 final LayerNorm (0.587) scored lower.
-  python -m jaxgen.tasks.motion_evaluator --run runs/t2m_vae --evaluator runs/t2m_evaluator
+  python -m jaxgen.tasks.motion.t2m_evaluator --run runs/t2m_vae --evaluator runs/t2m_evaluator
 
 Launch:
   jaxgen train --config configs/t2m_vae_synthetic.py --workdir runs/t2m_vae

@@ -10,7 +10,7 @@ synthetic evaluator, the ground truth 0.983). `vq_faithful()` gives the publishe
 (encoder 9,587,200 + decoder 9,849,607 parameters, codebook 512×512).
 
 quantizer.codebook_update="ema_reset" needs a trainer that applies the loss's
-`state_updates` (see jaxgen.tasks.motion_tokens); "codebook_loss" is the
+`state_updates` (see jaxgen.tasks.motion.t2m_tokens); "codebook_loss" is the
 gradient-trained alternative.
 
 Launch:

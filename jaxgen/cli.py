@@ -34,6 +34,7 @@ def _setup(args) -> None:
 def cmd_train(args) -> int:
   from jaxgen.configuration import apply_overrides, load_config_file  # pylint: disable=g-import-not-at-top
   from jaxgen.training import distributed  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.registry import get_task  # pylint: disable=g-import-not-at-top
   from jaxgen.training.trainer import train  # pylint: disable=g-import-not-at-top
   config = apply_overrides(load_config_file(args.config), args.overrides)
   explicit = args.coordinator is not None
@@ -42,7 +43,7 @@ def cmd_train(args) -> int:
       num_processes=args.num_processes, process_id=args.process_id))
   workdir = args.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(args.config))[0])
-  train(config, workdir)
+  train(get_task(config), config, workdir)
   print(f"trained into {workdir}")
   return 0
 
@@ -109,9 +110,9 @@ def sample_motion(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxgen.data.motion import features_to_joints  # pylint: disable=g-import-not-at-top
   from jaxgen.render.motion import render_motion  # pylint: disable=g-import-not-at-top
-  from jaxgen.training.inference import load_for_sampling  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.registry import load_run  # pylint: disable=g-import-not-at-top
 
-  task, params = load_for_sampling(args.checkpoint)
+  task, params = load_run(args.checkpoint)
   fmt = getattr(task, "fmt", None)
   if fmt is None or not hasattr(task, "generate"):
     raise UsageError(f"--checkpoint: {args.checkpoint!r} is a {task.config.task!r} run, "
@@ -149,9 +150,9 @@ def cmd_sample(args) -> int:
     return sample_motion(args)
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.render.grid import make_grid, save_png  # pylint: disable=g-import-not-at-top
-  from jaxgen.training.inference import load_for_sampling  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.registry import load_run  # pylint: disable=g-import-not-at-top
 
-  task, params = load_for_sampling(args.checkpoint)
+  task, params = load_run(args.checkpoint)
   num_steps = args.steps or task.config.sample.num_steps
   if num_steps > task.config.diffusion.num_train_timesteps:
     raise UsageError(f"--steps: expected at most {task.config.diffusion.num_train_timesteps} "
@@ -169,21 +170,21 @@ def cmd_sample(args) -> int:
 
 def cmd_quickstart(args) -> int:
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxgen.configs import shapes_pixel_diffusion  # pylint: disable=g-import-not-at-top
+  from jaxgen.configs import text_to_image_shapes  # pylint: disable=g-import-not-at-top
   from jaxgen.configuration import apply_overrides  # pylint: disable=g-import-not-at-top
   from jaxgen.render.grid import make_grid, save_png  # pylint: disable=g-import-not-at-top
   from jaxgen.tasks.registry import get_task  # pylint: disable=g-import-not-at-top
   from jaxgen.training.trainer import train  # pylint: disable=g-import-not-at-top
 
   start = time.monotonic()
-  config = shapes_pixel_diffusion.get_config()
+  config = text_to_image_shapes.get_config()
   config.train.max_minutes = args.train_minutes
   config.train.sample_every = 0  # one grid at the end instead of previews
   config = apply_overrides(config, args.overrides)
-  state = train(config, args.workdir)
+  task = get_task(config)
+  state = train(task, config, args.workdir)
   train_seconds = time.monotonic() - start
 
-  task = get_task(config)
   rng = jax.random.PRNGKey(config.seed + 1)
   default_guidance = config.sample.guidance
   report = dict(steps=int(state.step), train_seconds=round(train_seconds, 1),

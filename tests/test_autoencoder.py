@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgen.configs import sd_vae
+from jaxgen.configs.arch import sd_vae
 from jaxgen.convert.diffusers_vae import (
     LEGACY_ATTENTION_NAMES,
     vae_from_diffusers,

@@ -11,7 +11,7 @@ import pytest
 from jaxgen.configuration import apply_overrides, load_config_file
 from jaxgen.models import discriminator as disc_lib
 from jaxgen.models.autoencoder import vae_loss
-from jaxgen.tasks.autoencoder import AutoencoderTask
+from jaxgen.tasks.image.autoencoder import AutoencoderTask
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
@@ -27,7 +27,7 @@ TINY_AUTOENCODER = [
 
 
 def tiny_autoencoder_config(*extra):
-  config = load_config_file(os.path.join(CONFIGS, "shapes_autoencoder.py"))
+  config = load_config_file(os.path.join(CONFIGS, "autoencoder_shapes.py"))
   return apply_overrides(config, TINY_AUTOENCODER + list(extra))
 
 

@@ -7,7 +7,7 @@ import pytest
 from jaxgen.configuration import ConfigError, apply_overrides, load_config_file
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
-QUICKSTART = os.path.join(CONFIGS, "shapes_pixel_diffusion.py")
+QUICKSTART = os.path.join(CONFIGS, "text_to_image_shapes.py")
 
 
 def test_load_and_override():

@@ -11,7 +11,7 @@ import pytest
 
 from jaxgen.configuration import apply_overrides, load_config_file
 from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig
-from jaxgen.tasks.latent_diffusion import FrozenAutoencoder, LatentDiffusionTask, latent_std
+from jaxgen.tasks.image.latent_diffusion import FrozenAutoencoder, LatentDiffusionTask, latent_std
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
@@ -39,7 +39,7 @@ def unbox(tree):
 
 
 def tiny_latent_config(*extra):
-  config = load_config_file(os.path.join(CONFIGS, "shapes_latent_diffusion.py"))
+  config = load_config_file(os.path.join(CONFIGS, "latent_diffusion_shapes.py"))
   return apply_overrides(config, TINY_LATENT_DIFFUSION + list(extra))
 
 
@@ -131,12 +131,13 @@ def test_named_errors_for_configs_that_do_not_fit():
 def test_loads_the_autoencoder_of_a_training_run(tmp_path):
   from test_autoencoder_training import tiny_autoencoder_config
 
+  from jaxgen.tasks.registry import get_task
   from jaxgen.training.trainer import train
 
   workdir = str(tmp_path / "ae")
   ae_config = tiny_autoencoder_config("disc.enabled=False", "train.num_steps=1",
                                       "checkpoint.save_every=1")
-  state = train(ae_config, workdir)
+  state = train(get_task(ae_config), ae_config, workdir)
   task = LatentDiffusionTask(tiny_latent_config(f"autoencoder.workdir='{workdir}'",
                                                 "autoencoder.scaling_factor=0.5"))
   assert task.autoencoder.config.scaling_factor == 0.5

@@ -105,14 +105,14 @@ def test_contrastive_loss_matches_the_reference_formula():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  from jaxgen.tasks.motion_evaluator import load_evaluator, train_evaluator
+  from jaxgen.tasks.motion.t2m_evaluator import load_evaluator, train_evaluator
   workdir = str(tmp_path_factory.mktemp("evaluator"))
   train_evaluator(tiny_config(), workdir)
   return load_evaluator(workdir, batch_size=16)
 
 
 def test_evaluate_generations_of_real_motions_equal_the_ground_truth(trained):
-  from jaxgen.tasks.motion_evaluator import evaluate_generations
+  from jaxgen.tasks.motion.t2m_evaluator import evaluate_generations
   data = trained.task.split("test")
   captions, motion, lengths = data["caption"][:32], data["motion"][:32], data["length"][:32]
   assert trained.embed_text(captions).shape == (32, 16)
@@ -129,7 +129,7 @@ def test_evaluate_generations_of_real_motions_equal_the_ground_truth(trained):
 
 
 def test_bad_inputs_raise_named_errors(trained):
-  from jaxgen.tasks.motion_evaluator import evaluate_generations, load_evaluator
+  from jaxgen.tasks.motion.t2m_evaluator import evaluate_generations, load_evaluator
   with pytest.raises(ValueError, match="features"):
     trained.embed_motion(np.zeros((2, 196, 251)), np.array([40, 40]))
   with pytest.raises(ValueError, match="lengths"):

@@ -9,8 +9,9 @@ import pytest
 
 from jaxgen import cli
 from jaxgen.configuration import apply_overrides, load_config_file
-from jaxgen.tasks.motion_tokens import MotionGPTTask
-from jaxgen.training.inference import load_for_sampling
+from jaxgen.tasks.motion.t2m_tokens import MotionGPTTask
+from jaxgen.tasks.registry import load_run
+from jaxgen.tasks.registry import get_task
 from jaxgen.training.trainer import train
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
@@ -31,14 +32,16 @@ def _config(name, overrides):
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("t2m_gpt")
   vq_dir, gpt_dir = str(root / "vq"), str(root / "gpt")
-  train(_config("t2m_vq_synthetic.py", VQ), vq_dir)
-  train(_config("t2m_gpt_synthetic.py", GPT + [f"vq.workdir={vq_dir}"]), gpt_dir)
+  vq_config = _config("t2m_vq_synthetic.py", VQ)
+  train(get_task(vq_config), vq_config, vq_dir)
+  gpt_config = _config("t2m_gpt_synthetic.py", GPT + [f"vq.workdir={vq_dir}"])
+  train(get_task(gpt_config), gpt_config, gpt_dir)
   return vq_dir, gpt_dir
 
 
 def test_gpt_on_vq_codes_learns_and_generates_given_lengths(runs):
   _, gpt_dir = runs
-  task, params = load_for_sampling(gpt_dir)
+  task, params = load_run(gpt_dir)
   assert isinstance(task, MotionGPTTask)
   data = task.split("train")
   arrays = task.train_arrays()

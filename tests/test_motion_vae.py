@@ -11,7 +11,7 @@ import pytest
 from jaxgen.configs import t2m_vae_synthetic
 from jaxgen.models.motion_vae import TEMOS, MotionVAEConfig, gaussian_kl
 from jaxgen.nn.partitioning import unannotated_params
-from jaxgen.tasks.motion_vae import MotionVAETask
+from jaxgen.tasks.motion.t2m_vae import MotionVAETask
 
 TINY = MotionVAEConfig(input_dim=263, latent_dim=16, ff_size=32, num_layers=1, num_heads=2,
                        dropout=0.1, text_dim=16)

@@ -22,7 +22,7 @@ from jaxgen.training.inference import abstract_train_state
 from jaxgen.training.trainer import load_config
 from tiny_configs import CONFIGS, TINY_TEXT_TO_IMAGE
 
-CONFIG = os.path.join(CONFIGS, "shapes_pixel_diffusion.py")
+CONFIG = os.path.join(CONFIGS, "text_to_image_shapes.py")
 TEN_STEPS = TINY_TEXT_TO_IMAGE + ["train.num_steps=10", "train.log_every=5",
                                   "checkpoint.save_every=5"]
 

@@ -22,7 +22,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from jaxgen.convert import cli_convert, diffusers_pipeline
 from jaxgen.convert.keymap import ConversionError
 from jaxgen.models.diffusers_config import UnsupportedConfigError
-from jaxgen.tasks import latent_diffusion
+from jaxgen.tasks.image import latent_diffusion
 
 PROMPTS = ["a cat", "dog on a mat"]
 NUM_STEPS = 5

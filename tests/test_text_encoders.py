@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.configs import clip_vit_l14_text
+from jaxgen.configs.arch import clip_vit_l14_text
 from jaxgen.convert.keymap import ConversionError
 from jaxgen.convert.transformers_text import (
     clip_text_from_transformers,

@@ -12,7 +12,7 @@ import pytest
 
 from jaxgen import cli
 from jaxgen.configuration import apply_overrides, load_config_file
-from jaxgen.tasks.text_to_motion import TextToMotionTask, geometric_losses, motion_preview
+from jaxgen.tasks.motion.t2m_mdm import TextToMotionTask, geometric_losses, motion_preview
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 TINY = ["data.max_examples=40", "mdm.latent_dim=16", "mdm.ff_size=32", "mdm.num_layers=1",
@@ -203,9 +203,10 @@ def test_frozen_clip_text_encoder_matches_transformers_and_gets_no_update(tmp_pa
 
 
 def test_train_then_cli_sample_writes_joints_and_named_errors(tmp_path, capsys):
+  from jaxgen.tasks.registry import get_task
   from jaxgen.training.trainer import train
   workdir = str(tmp_path / "run")
-  train(tiny_config(), workdir)
+  train(get_task(tiny_config()), tiny_config(), workdir)
   out = str(tmp_path / "walk.npy")
   common = ["--compilation-cache", "", "sample", "--task", "text2motion", "--checkpoint", workdir,
             "--prompt", "a person walks forward then waves the right hand"]

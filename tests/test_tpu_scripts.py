@@ -43,12 +43,12 @@ def test_install_copies_the_committed_tree_to_every_worker():
 
 
 def test_launch_runs_the_same_train_command_on_all_workers():
-  [ssh] = dry_run("launch.sh", "--config", "configs/sd15_unet.py", "--workdir", "gs://b/run",
+  [ssh] = dry_run("launch.sh", "--config", "configs/arch/sd15_unet.py", "--workdir", "gs://b/run",
                   "--", "train.batch_size=256", "mesh_shape=(1, 32, 1)")
   assert "--worker=all" in ssh
   remote = shlex.split(ssh_command(ssh))
   train = remote[remote.index("jaxgen"):remote.index(">")]
-  assert train == ["jaxgen", "train", "--distributed", "--config", "configs/sd15_unet.py",
+  assert train == ["jaxgen", "train", "--distributed", "--config", "configs/arch/sd15_unet.py",
                    "--workdir", "gs://b/run", "train.batch_size=256", "mesh_shape=(1, 32, 1)"]
 
 

@@ -18,6 +18,7 @@ from jaxgen import cli
 from jaxgen.tasks.registry import get_task
 from jaxgen.training import sharding
 from jaxgen.training.checkpoint import Checkpointer
+from jaxgen.tasks.registry import get_task
 from jaxgen.training.trainer import create_state, train, train_step
 from tiny_configs import TINY_TEXT_TO_IMAGE, tiny_text_to_image_config
 
@@ -37,7 +38,7 @@ def _params_equal(a, b):
 def trained(tmp_path_factory):
   """A finished 4-step run; checkpoints at steps 2 and 4."""
   workdir = str(tmp_path_factory.mktemp("run"))
-  state = train(tiny_config(), workdir)
+  state = train(get_task(tiny_config()), tiny_config(), workdir)
   return workdir, jax.device_get(state)
 
 
@@ -56,7 +57,7 @@ def test_resume_after_preemption_is_bit_identical(trained, tmp_path):
   shutil.copytree(workdir, resumed_dir)
   # Preempted after the step-2 checkpoint: the newest one never got written.
   shutil.rmtree(os.path.join(resumed_dir, "checkpoints", "4"))
-  state = jax.device_get(train(tiny_config(), resumed_dir))
+  state = jax.device_get(train(get_task(tiny_config()), tiny_config(), resumed_dir))
   assert int(state.step) == 4
   assert _params_equal(state.params, final.params)
   assert _params_equal(state.ema_params, final.ema_params)
@@ -134,7 +135,7 @@ def test_consecutive_skips_freeze_the_state_and_stop_the_run(tmp_path, monkeypat
   monkeypatch.setattr(trainer, "get_task", lambda c: _PoisonedTask(get_task(c)))
   workdir = str(tmp_path / "diverged")
   with pytest.raises(FloatingPointError, match="3 consecutive non-finite .* at step 3"):
-    train(config, workdir)
+    train(get_task(config), config, workdir)
   # The state froze at the third skip; its checkpoint holds the initial
   # (last good) params, and the run can be inspected or resumed from it.
   assert Checkpointer(workdir, read_only=True).all_steps() == [3]
@@ -216,7 +217,7 @@ def test_quickstart_trains_judges_and_writes_its_report(tmp_path, capsys):
 def test_state_updates_from_the_loss_overwrite_params_and_ema():
   """Non-gradient parameters (an EMA codebook) take the values the loss returns."""
   import optax  # pylint: disable=g-import-not-at-top
-  from jaxgen.tasks.base import STATE_UPDATES_KEY  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.task import STATE_UPDATES_KEY  # pylint: disable=g-import-not-at-top
   from jaxgen.training.train_state import TrainState  # pylint: disable=g-import-not-at-top
 
   class CodebookTask:

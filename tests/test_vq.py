@@ -10,7 +10,7 @@ import pytest
 
 from jaxgen.configs import t2m_vq_synthetic
 from jaxgen.models import vq
-from jaxgen.tasks import motion_tokens
+from jaxgen.tasks.motion import t2m_tokens
 from jaxgen.training.train_state import replace_leaves
 
 TINY = vq.VQVAEConfig(input_dim=263, width=16, output_emb_width=8, down_t=2, depth=2,
@@ -139,7 +139,7 @@ def _random_batch(batch=4, frames=48):
 
 
 def test_ema_task_returns_state_updates_the_trainer_applies():
-  task = motion_tokens.MotionVQTask(_tiny_task_config("ema_reset"))
+  task = t2m_tokens.MotionVQTask(_tiny_task_config("ema_reset"))
   batch = _random_batch()
   params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), batch))
   tx = optax.adam(1e-3)
@@ -148,7 +148,7 @@ def test_ema_task_returns_state_updates_the_trainer_applies():
   @jax.jit
   def step(params, opt_state, rng):
     (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
-    updates = metrics.pop(motion_tokens.STATE_UPDATES_KEY)
+    updates = metrics.pop(t2m_tokens.STATE_UPDATES_KEY)
     changes, opt_state = tx.update(grads, opt_state)
     new_params = optax.apply_updates(params, changes)
     return replace_leaves(new_params, updates), opt_state, loss, metrics, grads
@@ -166,19 +166,19 @@ def test_ema_task_returns_state_updates_the_trainer_applies():
 
 
 def test_codebook_loss_option_trains_the_codebook_by_gradient():
-  task = motion_tokens.MotionVQTask(_tiny_task_config("codebook_loss"))
+  task = t2m_tokens.MotionVQTask(_tiny_task_config("codebook_loss"))
   batch = _random_batch()
   params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), batch))
   assert set(params["quantizer"]) == {"codebook"}
   (_, metrics), grads = jax.jit(jax.value_and_grad(task.loss, has_aux=True))(
       params, batch, jax.random.PRNGKey(1))
   assert float(jnp.abs(grads["quantizer"]["codebook"]).max()) > 0
-  assert "codebook" in metrics and motion_tokens.STATE_UPDATES_KEY not in metrics
+  assert "codebook" in metrics and t2m_tokens.STATE_UPDATES_KEY not in metrics
 
 
 def test_random_windows_stay_inside_each_clip():
   motion = jnp.broadcast_to(jnp.arange(40, dtype=jnp.float32)[None, :, None], (3, 40, 1))
-  windows = motion_tokens.random_windows(jax.random.PRNGKey(0), motion, jnp.array([40, 20, 8]), 8)
+  windows = t2m_tokens.random_windows(jax.random.PRNGKey(0), motion, jnp.array([40, 20, 8]), 8)
   starts = np.asarray(windows[:, 0, 0])
   assert starts[0] <= 32 and starts[1] <= 12 and starts[2] == 0
   np.testing.assert_array_equal(np.diff(np.asarray(windows[..., 0]), axis=1), 1.0)
@@ -188,10 +188,10 @@ def test_named_errors():
   config = _tiny_task_config("codebook_loss")
   config.quantizer.codebook_update = "kmeans"
   with pytest.raises(ValueError, match="quantizer.codebook_update: expected one of"):
-    motion_tokens.MotionVQTask(config)
+    t2m_tokens.MotionVQTask(config)
   config = _tiny_task_config("codebook_loss")
   config.loss.window = 18
   with pytest.raises(ValueError, match="loss.window: expected a multiple of 4"):
-    motion_tokens.MotionVQTask(config)
+    t2m_tokens.MotionVQTask(config)
   with pytest.raises(ValueError, match="state update names no parameter 'b'"):
     replace_leaves({"a": 1}, {"b": 2})

@@ -21,5 +21,5 @@ TINY_TEXT_TO_IMAGE = [
 
 def tiny_text_to_image_config(*extra: str):
   """The quickstart config shrunk to a few thousand parameters; `extra` overrides."""
-  return apply_overrides(load_config_file(os.path.join(CONFIGS, "shapes_pixel_diffusion.py")),
+  return apply_overrides(load_config_file(os.path.join(CONFIGS, "text_to_image_shapes.py")),
                          TINY_TEXT_TO_IMAGE + list(extra))

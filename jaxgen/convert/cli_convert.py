@@ -4,7 +4,7 @@
   jaxgen convert --from jaxgen SRC --to diffusers DST       jaxgen checkpoint -> diffusers folder
 
 The target format may be omitted (`--to DST`): it is then the other format.
-A jaxgen checkpoint is the layout of `jaxgen.tasks.latent_diffusion.save_checkpoint`
+A jaxgen checkpoint is the layout of `jaxgen.tasks.image.latent_diffusion.save_checkpoint`
 (configs as JSON, flattened float32 params in one safetensors file, the
 tokenizer files). The destination must not exist, or be empty, unless
 --overwrite is given.
@@ -82,7 +82,7 @@ def _prepare_target(target: str, overwrite: bool) -> None:
 def run_convert(args: argparse.Namespace) -> dict[str, Any]:
   """Converts `args.source` into `args.target`; returns a small summary dict."""
   from jaxgen.convert import diffusers_pipeline  # pylint: disable=g-import-not-at-top
-  from jaxgen.tasks import latent_diffusion  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.image import latent_diffusion  # pylint: disable=g-import-not-at-top
 
   source_format, source, target_format, target = _parse_formats(args)
   _prepare_target(target, args.overwrite)

@@ -52,7 +52,7 @@ from jaxgen.convert.diffusers_vae import vae_from_diffusers, vae_to_diffusers
 from jaxgen.models.autoencoder import AutoencoderKLConfig
 from jaxgen.models.diffusers_config import UnsupportedConfigError
 from jaxgen.models.unet import UNetConfig
-from jaxgen.tasks.latent_diffusion import SchedulerConfig, StableDiffusion, load_clip_tokenizer
+from jaxgen.tasks.image.latent_diffusion import SchedulerConfig, StableDiffusion, load_clip_tokenizer
 
 PathLike = str | os.PathLike
 

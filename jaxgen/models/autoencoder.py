@@ -12,7 +12,7 @@ The module tree mirrors diffusers' so weights convert mechanically
 
 Training objective (pure functions at the end of this module): the LDM
 reconstruction + KL loss, `vae_loss`. The adversarial (PatchGAN) term of the
-full LDM objective lives in `jaxgen.tasks.autoencoder` (with
+full LDM objective lives in `jaxgen.tasks.image.autoencoder` (with
 `jaxgen.models.discriminator`); there is no LPIPS term.
 
 Example:
@@ -64,7 +64,7 @@ class AutoencoderKLConfig:
   """Architecture of an `AutoencoderKL`; field names are diffusers' config keys.
 
   Defaults are diffusers' defaults (a one-block toy); the Stable Diffusion VAE
-  is `configs/sd_vae.py`. Notes:
+  is `configs/arch/sd_vae.py`. Notes:
     scaling_factor, shift_factor: latent normalisation used by diffusion
       pipelines (`scale_latents`), not by the autoencoder itself.
     sample_size: the training resolution (diffusers uses it for tiling only).

@@ -1,4 +1,4 @@
-"""Loading a trained run for sampling: its config, its task and its EMA weights."""
+"""Restoring a trained run's weights for sampling, given its task object."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import os
 
 import jax
 
-from jaxgen.tasks.registry import get_task
 from jaxgen.training.checkpoint import CheckpointNotFoundError, Checkpointer, checkpoint_dir
 from jaxgen.training.optimizers import make_optimizer
 from jaxgen.training.trainer import init_state_fn, load_config
 from jaxgen.training.train_state import TrainState
+
+load_run_config = load_config
 
 
 def abstract_train_state(task, config, example_batch) -> TrainState:
@@ -23,18 +24,16 @@ def abstract_train_state(task, config, example_batch) -> TrainState:
                       abstract)
 
 
-def load_for_sampling(workdir: str, step: int | None = None):
-  """(task, EMA params) of the newest readable checkpoint in a run directory."""
+def restore_ema_params(task, workdir: str, step: int | None = None):
+  """EMA params of `task` from the newest readable checkpoint (or `step`) of a run directory."""
   if not os.path.isdir(checkpoint_dir(workdir)):
     raise CheckpointNotFoundError(
         f"--checkpoint: {workdir!r} has no {os.path.basename(checkpoint_dir(workdir))}/ "
         "folder: is it a directory written by `jaxgen train`?")
-  config = load_config(workdir)
-  task = get_task(config)
-  template = abstract_train_state(task, config, task.abstract_batch(1))
+  template = abstract_train_state(task, task.config, task.abstract_batch(1))
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
     state, _, _ = checkpointer.restore(template, step)
   finally:
     checkpointer.close()
-  return task, state.ema_params
+  return state.ema_params

@@ -19,8 +19,7 @@ from etils import epath
 
 from jaxgen.data.pipeline import ArrayIterator
 from jaxgen.render.grid import save_png
-from jaxgen.tasks.base import STATE_UPDATES_KEY, Task
-from jaxgen.tasks.registry import get_task
+from jaxgen.training.task import STATE_UPDATES_KEY, Task
 from jaxgen.training import sharding
 from jaxgen.training.checkpoint import Checkpointer
 from jaxgen.training.metric_writer import MetricWriter
@@ -192,9 +191,14 @@ def compile_train_steps(task: Task, config: ml_collections.ConfigDict, state: Tr
   return compiled
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *,
+def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
           mesh: jax.sharding.Mesh | None = None) -> TrainState:
-  """Trains `config.task` into `workdir`, resuming from its newest checkpoint.
+  """Trains `task` into `workdir`, resuming from its newest checkpoint.
+
+  `task` is any object with the `jaxgen.training.task.Task` methods (a
+  registered task, `jaxgen.tasks.registry.get_task(config)`, or one of your
+  own); `config` holds the trainer's settings (`train.*`, `optim.*`,
+  `checkpoint.*`, `seed`) and is saved as the run's `config.json`.
 
   `workdir` may be local or remote (`gs://…`); remote paths go unchanged to
   orbax and `etils.epath`. In a multi-process run every process calls this
@@ -206,14 +210,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   """
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   _write_config(workdir, config)
-  task = get_task(config)
   mesh = mesh or sharding.make_mesh(config.get("mesh_shape"))
   tcfg = config.train
   max_skips = max_consecutive_skips(config)
 
   arrays = task.train_arrays()
   # Optional task hook: length buckets that crop padding off short examples.
-  buckets = task.train_buckets(arrays) if hasattr(task, "train_buckets") else ()
+  buckets = task.train_buckets(arrays)
   iterator = ArrayIterator(arrays, tcfg.batch_size, seed=config.seed,
                            process_index=jax.process_index(),
                            process_count=jax.process_count(), buckets=buckets)

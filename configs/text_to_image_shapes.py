@@ -6,7 +6,7 @@ caption reaches the U-Net through cross-attention at 8×8 and, pooled, through
 the timestep embedding; CoordConv maps let it place shapes by position.
 
 Launch:
-  jaxgen train --config configs/shapes_pixel_diffusion.py --workdir runs/shapes
+  jaxgen train --config configs/text_to_image_shapes.py --workdir runs/shapes
   jaxgen sample --checkpoint runs/shapes --prompt "a small red circle in the top left" --out grid.png
 """
 

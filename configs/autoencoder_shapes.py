@@ -1,11 +1,11 @@
 """KL autoencoder on the built-in captioned shapes (16×16 -> 8×8×4 latents).
 
-The first stage of `configs/shapes_latent_diffusion.py`: a tiny diffusers-
+The first stage of `configs/latent_diffusion_shapes.py`: a tiny diffusers-
 style `AutoencoderKL` (×2 downsampling, 4 latent channels) trained with L1
 reconstruction + KL and a PatchGAN hinge term, on 2 CPU cores.
 
 Launch:
-  jaxgen train --config configs/shapes_autoencoder.py --workdir runs/shapes_autoencoder
+  jaxgen train --config configs/autoencoder_shapes.py --workdir runs/autoencoder_shapes
 """
 
 import ml_collections

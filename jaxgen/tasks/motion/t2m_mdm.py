@@ -39,7 +39,7 @@ from jaxgen.data.tokenizer import CaptionTokenizer, build_caption_tokenizer
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.models.motion_transformer import MDM, MDMConfig
 from jaxgen.models.transformer import TextTransformer
-from jaxgen.tasks.base import map_padded_chunks
+from jaxgen.data.chunks import map_padded_chunks
 
 _LOG = logging.getLogger(__name__)
 

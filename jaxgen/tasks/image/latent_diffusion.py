@@ -5,7 +5,7 @@ Two parts:
   Diffusion 1.x/2.x pipelines converted from diffusers.
 - `LatentDiffusionTask` (task `latent_diffusion`, end of the module): trains
   the `text_to_image` task's text encoder + U-Net on the latents of a frozen
-  autoencoder trained by the `autoencoder` task (`configs/shapes_latent_diffusion.py`),
+  autoencoder trained by the `autoencoder` task (`configs/latent_diffusion_shapes.py`),
   with image-to-image and inpainting (`jaxgen.diffusion.editing`).
 
 A `StableDiffusion` bundle holds the three model configs, their params, the
@@ -65,7 +65,7 @@ from jaxgen.models.autoencoder import (
 from jaxgen.models.text_encoders import CLIPTextConfig, CLIPTextModel
 from jaxgen.models.unet import UNet2DConditionModel, UNetConfig
 from jaxgen.render.grid import to_uint8
-from jaxgen.tasks import text_to_image
+from jaxgen.tasks.image import text_to_image
 
 PathLike = str | os.PathLike
 Params = Mapping[str, Any]
@@ -585,13 +585,13 @@ def latent_std(autoencoder: FrozenAutoencoder, images: np.ndarray, batch_size: i
 
 def load_autoencoder(workdir: str, step: int | None = None) -> FrozenAutoencoder:
   """The EMA autoencoder of a run directory written by `jaxgen train` with task `autoencoder`."""
-  from jaxgen.tasks.autoencoder import AutoencoderTask  # Imported here: no import cycle.
-  from jaxgen.training.inference import load_for_sampling
+  from jaxgen.tasks.image.autoencoder import AutoencoderTask  # Imported here: no import cycle.
+  from jaxgen.tasks.registry import load_run
 
   if not workdir:
     raise ValueError("autoencoder.workdir: expected the run directory of a trained autoencoder "
-                     "(`jaxgen train --config configs/shapes_autoencoder.py`), found nothing")
-  task, params = load_for_sampling(workdir, step)
+                     "(`jaxgen train --config configs/autoencoder_shapes.py`), found nothing")
+  task, params = load_run(workdir, step)
   if not isinstance(task, AutoencoderTask):
     raise ValueError(f"autoencoder.workdir: expected a run of task 'autoencoder', found task "
                      f"{task.config.task!r} in {workdir!r}")

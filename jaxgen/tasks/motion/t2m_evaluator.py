@@ -27,8 +27,8 @@ import numpy as np
 
 from jaxgen.metrics import motion as motion_metrics
 from jaxgen.models.motion_evaluator import EvaluatorConfig, MotionEvaluator, co_embedding_loss
-from jaxgen.tasks.base import map_padded_chunks
-from jaxgen.tasks.text_to_motion import MotionDataMixin, check_lengths
+from jaxgen.data.chunks import map_padded_chunks
+from jaxgen.tasks.motion.t2m_mdm import MotionDataMixin, check_lengths
 
 _LOG = logging.getLogger(__name__)
 
@@ -129,17 +129,17 @@ class Evaluator:
 def train_evaluator(config: ml_collections.ConfigDict, workdir: str) -> Evaluator:
   """Trains the co-embedding into `workdir` (resuming there) and returns it."""
   from jaxgen.training.trainer import train  # pylint: disable=g-import-not-at-top
-  if config.task != "motion_evaluator":
+  if config.task != "t2m_evaluator":
     raise ValueError(f"config.task: expected 'motion_evaluator', found {config.task!r}")
-  train(config, workdir)
+  train(MotionEvaluatorTask(config), config, workdir)
   return load_evaluator(workdir)
 
 
 def load_evaluator(workdir: str, batch_size: int = 64) -> Evaluator:
   """The evaluator trained in `workdir` (its newest checkpoint, EMA weights)."""
-  from jaxgen.training.inference import load_for_sampling  # pylint: disable=g-import-not-at-top
-  task, params = load_for_sampling(workdir)
-  if task.config.task != "motion_evaluator":
+  from jaxgen.tasks.registry import load_run  # pylint: disable=g-import-not-at-top
+  task, params = load_run(workdir)
+  if task.config.task != "t2m_evaluator":
     raise ValueError(f"workdir: expected a motion_evaluator run, found a "
                      f"{task.config.task!r} run in {workdir!r}")
   return Evaluator(task, params, batch_size)
@@ -215,12 +215,12 @@ def evaluate_text_to_motion(task, params, evaluator: Evaluator, rng: jax.Array, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-  """`python -m jaxgen.tasks.motion_evaluator --run DIR --evaluator DIR`: scores as JSON."""
+  """`python -m jaxgen.tasks.motion.t2m_evaluator --run DIR --evaluator DIR`: scores as JSON."""
   import argparse  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
 
-  from jaxgen.training.inference import load_for_sampling  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.registry import load_run  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description="Score a text-to-motion run with a trained evaluator")
   parser.add_argument("--run", required=True, help="run directory of a text-to-motion model")
   parser.add_argument("--evaluator", required=True, help="run directory of the evaluator")
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
   evaluator = load_evaluator(args.evaluator)
-  task, params = load_for_sampling(args.run)
+  task, params = load_run(args.run)
   options = {k: v for k, v in dict(sampler=args.sampler, num_steps=args.steps,
                                    guidance_scale=args.guidance).items() if v is not None}
   start = time.monotonic()

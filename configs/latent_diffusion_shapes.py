@@ -1,19 +1,19 @@
 """Text-to-image latent diffusion on the built-in captioned shapes (16×16 -> 8×8×4 latents).
 
-The second stage after `configs/shapes_autoencoder.py`: the quickstart's
-text encoder + U-Net (`configs/shapes_pixel_diffusion.py`, same widths,
+The second stage after `configs/autoencoder_shapes.py`: the quickstart's
+text encoder + U-Net (`configs/text_to_image_shapes.py`, same widths,
 same cross-attention at the half-resolution level, same diffusion and
 sampler settings) trained on the frozen autoencoder's latents, computed on
 the fly and scaled by 1/std (measured at start-up, as SD's 0.18215).
 
 Launch (autoencoder first):
-  jaxgen train --config configs/shapes_autoencoder.py --workdir runs/shapes_autoencoder
-  jaxgen train --config configs/shapes_latent_diffusion.py --workdir runs/shapes_latent \
-      autoencoder.workdir=runs/shapes_autoencoder
+  jaxgen train --config configs/autoencoder_shapes.py --workdir runs/autoencoder_shapes
+  jaxgen train --config configs/latent_diffusion_shapes.py --workdir runs/shapes_latent \
+      autoencoder.workdir=runs/autoencoder_shapes
   jaxgen sample --checkpoint runs/shapes_latent --prompt "a small red circle in the top left"
 
 Inpainting variant (mask + masked-image latents as 5 extra U-Net inputs):
-  jaxgen train --config configs/shapes_latent_diffusion.py --workdir runs/shapes_inpaint \
+  jaxgen train --config configs/latent_diffusion_shapes.py --workdir runs/shapes_inpaint \
       model.inpainting=True unet.in_channels=11
 """
 
@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh_shape = None
 
   c.autoencoder = dict(
-      workdir="runs/shapes_autoencoder",  # a run of configs/shapes_autoencoder.py
+      workdir="runs/autoencoder_shapes",  # a run of configs/autoencoder_shapes.py
       step=None,  # newest checkpoint
       scaling_factor=None,  # None: 1/std of latents of the first training images
       num_stat_examples=2048,

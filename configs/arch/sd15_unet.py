@@ -6,7 +6,7 @@ shipped; convert a local diffusers state dict with
 `jaxgen.convert.diffusers_unet.unet_from_diffusers`.
 
 Usage:
-  from jaxgen.configs import sd15_unet
+  from jaxgen.configs.arch import sd15_unet
   from jaxgen.models.unet import UNetConfig, UNet2DConditionModel
   model = UNet2DConditionModel(UNetConfig(**sd15_unet.get_config().unet.to_dict()))
 """

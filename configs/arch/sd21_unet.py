@@ -7,7 +7,7 @@ block), linear transformer projections, 1024-d cross-attention;
 state dict with `jaxgen.convert.diffusers_unet.unet_from_diffusers`.
 
 Usage:
-  from jaxgen.configs import sd21_unet
+  from jaxgen.configs.arch import sd21_unet
   from jaxgen.models.unet import UNetConfig, UNet2DConditionModel
   model = UNet2DConditionModel(UNetConfig(**sd21_unet.get_config().unet.to_dict()))
 """

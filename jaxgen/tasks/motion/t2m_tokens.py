@@ -44,8 +44,9 @@ import optax
 
 from jaxgen.models import vq
 from jaxgen.models.gpt import GPTConfig, MotionGPT, sample_codes
-from jaxgen.tasks import text_to_motion as t2m
-from jaxgen.tasks.base import STATE_UPDATES_KEY, map_padded_chunks
+from jaxgen.tasks.motion import t2m_mdm as t2m
+from jaxgen.data.chunks import map_padded_chunks
+from jaxgen.training.task import STATE_UPDATES_KEY
 
 _LOG = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class MotionGPTTask(t2m.MotionDataMixin):
   """The `t2m_gpt` task: the T2M-GPT prior over a trained VQ-VAE's codes."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    from jaxgen.training.inference import load_for_sampling  # pylint: disable=g-import-not-at-top
+    from jaxgen.tasks.registry import load_run  # pylint: disable=g-import-not-at-top
     self.config = config
     t = config.text
     if t.encoder not in t2m.TEXT_ENCODERS:
@@ -186,7 +187,7 @@ class MotionGPTTask(t2m.MotionDataMixin):
     if config.sample.length_mode not in LENGTH_MODES:
       raise ValueError(f"sample.length_mode: expected one of {LENGTH_MODES}, "
                        f"found {config.sample.length_mode!r}")
-    self.vq_task, self.vq_params = load_for_sampling(config.vq.workdir)
+    self.vq_task, self.vq_params = load_run(config.vq.workdir)
     if not isinstance(self.vq_task, MotionVQTask):
       raise ValueError(f"vq.workdir: expected a t2m_vq run, found task "
                        f"{type(self.vq_task).__name__} in {config.vq.workdir!r}")

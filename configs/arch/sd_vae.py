@@ -6,7 +6,7 @@ The architecture of `runwayml/stable-diffusion-v1-5`'s `vae/config.json`
 diffusers state dict with `jaxgen.convert.diffusers_vae.vae_from_diffusers`.
 
 Usage:
-  from jaxgen.configs import sd_vae
+  from jaxgen.configs.arch import sd_vae
   from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig
   model = AutoencoderKL(AutoencoderKLConfig(**sd_vae.get_config().vae.to_dict()))
 """

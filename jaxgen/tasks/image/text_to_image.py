@@ -27,7 +27,7 @@ from jaxgen.models.transformer import TextTransformer
 from jaxgen.models.unet import UNet2DConditionModel, UNetConfig
 from jaxgen.nn import partitioning as pt
 from jaxgen.render.grid import make_grid, to_uint8
-from jaxgen.tasks.base import map_padded_chunks
+from jaxgen.data.chunks import map_padded_chunks
 
 
 def coordinate_channels(batch: int, height: int, width: int) -> jax.Array:

@@ -9,7 +9,7 @@ Weights are not shipped; load a local folder with
 `jaxgen.convert.transformers_text.load_clip_text_model`.
 
 Usage:
-  from jaxgen.configs import clip_vit_l14_text
+  from jaxgen.configs.arch import clip_vit_l14_text
   from jaxgen.models.text_encoders import CLIPTextConfig, CLIPTextModel
   model = CLIPTextModel(CLIPTextConfig(**clip_vit_l14_text.get_config().text_encoder.to_dict()))
 """

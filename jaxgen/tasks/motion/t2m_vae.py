@@ -25,8 +25,8 @@ import numpy as np
 import optax
 
 from jaxgen.models.motion_vae import TEMOS, MotionVAEConfig, gaussian_kl, reparameterize
-from jaxgen.tasks import text_to_motion as t2m
-from jaxgen.tasks.base import map_padded_chunks
+from jaxgen.tasks.motion import t2m_mdm as t2m
+from jaxgen.data.chunks import map_padded_chunks
 
 
 def masked_smooth_l1(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:

@@ -1,0 +1,115 @@
+"""The protocol through which the trainer and the command line know a task.
+
+The trainer is handed a task object (`trainer.train(task, config, workdir)`);
+it never looks a task up by name. A task subclasses `Task` (to inherit the
+defaults of its optional hooks) or implements every method below.
+
+Tasks that generate from prompts also subclass `GenerativeTask`: one
+generation signature, conditions in and samples out (both dicts of host
+arrays keyed like a batch), sampler options as keyword arguments, so the
+command line never probes a task with `hasattr` or `inspect`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Mapping, Sequence
+
+import jax
+import numpy as np
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]
+
+# A loss may return, under this key of its metrics, new values for some
+# parameters that are not trained by gradients (e.g. a VQ codebook's EMA
+# cluster statistics): a nested dict shaped like a sub-tree of the params.
+# The trainer writes them over params and EMA params after the optimizer step.
+STATE_UPDATES_KEY = "state_updates"
+
+
+class Task:
+  """A trainable task: its data, its model's init, loss and preview pictures.
+
+  `config` is the experiment's `ml_collections.ConfigDict`. Every method that
+  takes `params` is pure and jittable, except `train_arrays`, `check_batch`,
+  `train_buckets` and `preview`, which run on the host.
+  """
+
+  config: Any
+
+  def train_arrays(self) -> Mapping[str, np.ndarray]:
+    """The training split as equally long host arrays, keyed like a batch."""
+    raise NotImplementedError
+
+  def abstract_batch(self, batch_size: int) -> Mapping[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of a batch, for building states without data."""
+    raise NotImplementedError
+
+  def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
+    """Raises a named ValueError if a host batch does not fit the config."""
+    raise NotImplementedError
+
+  def init(self, rng: jax.Array, batch: Batch) -> PyTree:
+    """Parameters (boxed with logical axis names, or plain) for a batch of this shape."""
+    raise NotImplementedError
+
+  def loss(self, params: PyTree, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict]:
+    """Scalar training loss and a dict of scalar metrics.
+
+    The trainer adds `batch["step"]` (int32 scalar, updates so far). The
+    metrics may carry `STATE_UPDATES_KEY` (see above).
+    """
+    raise NotImplementedError
+
+  def preview(self, params: PyTree, rng: jax.Array) -> np.ndarray:
+    """A uint8 (H, W, 3) picture showing the model now (e.g. a captioned sample grid)."""
+    raise NotImplementedError
+
+  def train_buckets(self, arrays: Mapping[str, np.ndarray]) -> tuple:
+    """Optional: `jaxgen.data.pipeline.LengthBuckets` that crop padded axes of batches.
+
+    One train step compiles per bucket; only a task whose loss ignores that
+    padding may crop it. The default, no buckets, keeps every batch whole.
+    """
+    del arrays
+    return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec:
+  """What `jaxgen sample` checks before it builds anything.
+
+  Attributes:
+    default_out: output file when `--out` is not given.
+    out_extensions: the file endings `save_samples` can write (lower case).
+    options: the keyword options `generate` takes (`sampler`, `num_steps`,
+      `guidance_scale`, ...); the CLI passes only these, and only when set.
+    takes_seconds: whether each sample needs a duration (`--seconds`).
+  """
+
+  default_out: str
+  out_extensions: tuple[str, ...]
+  options: tuple[str, ...] = ()
+  takes_seconds: bool = False
+
+
+class GenerativeTask(Task):
+  """A task that generates samples from text prompts."""
+
+  sample_spec: ClassVar[SampleSpec]
+
+  def conditions(self, prompts: Sequence[str], *, seconds: float | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Host conditions for `generate` (keyed like a batch), with named errors for bad input."""
+    raise NotImplementedError
+
+  def generate(self, params: PyTree, conditions: Mapping[str, Any], rng: jax.Array,
+               **options) -> dict[str, np.ndarray]:
+    """Samples for `conditions`, as host arrays keyed like a batch (e.g. `image`, `motion`)."""
+    raise NotImplementedError
+
+  def save_samples(self, samples: Mapping[str, np.ndarray], conditions: Mapping[str, Any],
+                   path: str, **display) -> str:
+    """Writes samples to `path` (a kind from `sample_spec.out_extensions`); returns the path."""
+    raise NotImplementedError
