@@ -104,6 +104,13 @@ class GenerativeTask(Task):
     """Host conditions for `generate` (keyed like a batch), with named errors for bad input."""
     raise NotImplementedError
 
+  def check_output(self, path: str) -> None:
+    """Named error if `path` is not a file `save_samples` can write (checked before sampling)."""
+    extensions = self.sample_spec.out_extensions
+    if not str(path).lower().endswith(extensions):
+      raise ValueError(f"--out: expected a file ending in one of {extensions} for task "
+                       f"{self.config.task!r}, got {path!r}")
+
   def generate(self, params: PyTree, conditions: Mapping[str, Any], rng: jax.Array,
                **options) -> dict[str, np.ndarray]:
     """Samples for `conditions`, as host arrays keyed like a batch (e.g. `image`, `motion`)."""
