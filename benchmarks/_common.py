@@ -23,25 +23,25 @@ from jaxgen.models.unet import UNetConfig
 # level, a cross-attention mid block, 77-token context) at a width a
 # 2-core CPU trains in well under a second per step.
 SD_SHAPED_UNET = dict(
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(32, 64, 64),
-    layers_per_block=2,
-    attention_head_dim=4,  # diffusers' name: 4 heads per block.
-    cross_attention_dim=64,
-    norm_num_groups=32,
+  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+  block_out_channels=(32, 64, 64),
+  layers_per_block=2,
+  attention_head_dim=4,  # diffusers' name: 4 heads per block.
+  cross_attention_dim=64,
+  norm_num_groups=32,
 )
 CONTEXT_LENGTH = 77
 # Smallest U-Net with every kind of block the SD layout uses (resnets, cross-attention
 # transformers, the cross-attention mid block), for the smoke tests.
 TINY_UNET = dict(
-    down_block_types=("CrossAttnDownBlock2D",),
-    up_block_types=("CrossAttnUpBlock2D",),
-    block_out_channels=(32,),
-    layers_per_block=1,
-    attention_head_dim=2,
-    cross_attention_dim=16,
-    norm_num_groups=16,
+  down_block_types=("CrossAttnDownBlock2D",),
+  up_block_types=("CrossAttnUpBlock2D",),
+  block_out_channels=(32,),
+  layers_per_block=1,
+  attention_head_dim=2,
+  cross_attention_dim=16,
+  norm_num_groups=16,
 )
 UNET_PRESETS = {"sd_shaped": SD_SHAPED_UNET, "tiny": TINY_UNET}
 
@@ -95,7 +95,9 @@ def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
   return times
 
 
-def time_interleaved(runners: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, dict[str, list[float]]]:
+def time_interleaved(
+  runners: Mapping[str, Callable[[], Any]], rounds: int
+) -> dict[str, dict[str, list[float]]]:
   """Wall and process-CPU seconds of each runner, called in turn for `rounds` rounds.
 
   Each runner must block until its work is done. Alternating the runners
@@ -144,8 +146,12 @@ def machine_line() -> str:
   """One line that says what the numbers were measured on."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  parts = [f"{usable_cores()} of {os.cpu_count()} CPU cores", f"load average {os.getloadavg()[0]:.1f}",
-           f"jax {jax.__version__}", f"python {sys.version.split()[0]}"]
+  parts = [
+    f"{usable_cores()} of {os.cpu_count()} CPU cores",
+    f"load average {os.getloadavg()[0]:.1f}",
+    f"jax {jax.__version__}",
+    f"python {sys.version.split()[0]}",
+  ]
   try:
     import torch  # pylint: disable=g-import-not-at-top
 
@@ -158,13 +164,14 @@ def machine_line() -> str:
   return ", ".join(parts)
 
 
-def random_batch(rng: np.random.Generator, config: UNetConfig, batch: int,
-                 context_length: int) -> dict[str, np.ndarray]:
+def random_batch(
+  rng: np.random.Generator, config: UNetConfig, batch: int, context_length: int
+) -> dict[str, np.ndarray]:
   """A training batch as NHWC numpy: clean latents, their noise, timesteps and text context."""
   size = config.sample_size
   return dict(
-      latents=rng.standard_normal((batch, size, size, config.in_channels), np.float32),
-      noise=rng.standard_normal((batch, size, size, config.in_channels), np.float32),
-      timesteps=rng.integers(0, 1000, (batch,)).astype(np.int32),
-      context=rng.standard_normal((batch, context_length, config.cross_attention_dim), np.float32),
+    latents=rng.standard_normal((batch, size, size, config.in_channels), np.float32),
+    noise=rng.standard_normal((batch, size, size, config.in_channels), np.float32),
+    timesteps=rng.integers(0, 1000, (batch,)).astype(np.int32),
+    context=rng.standard_normal((batch, context_length, config.cross_attention_dim), np.float32),
   )

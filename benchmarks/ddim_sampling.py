@@ -45,16 +45,30 @@ import numpy as np  # noqa: E402
 import _common  # noqa: E402
 from jaxgen.diffusion import guidance, samplers  # noqa: E402
 from jaxgen.models.unet import UNet2DConditionModel, UNetConfig  # noqa: E402
-from jaxgen.tasks.image.latent_diffusion import SchedulerConfig  # noqa: E402
+from jaxgen.pipelines.stable_diffusion import SchedulerConfig  # noqa: E402
 
 GUIDANCE_SCALE = 7.5
 # Stable Diffusion 1.x's DDIM settings; SchedulerConfig() holds the same values for jaxgen.
-DIFFUSERS_DDIM = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                      beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
-                      steps_offset=1)
+DIFFUSERS_DDIM = dict(
+  num_train_timesteps=1000,
+  beta_start=0.00085,
+  beta_end=0.012,
+  beta_schedule="scaled_linear",
+  clip_sample=False,
+  set_alpha_to_one=False,
+  steps_offset=1,
+)
 SCAN, LOOP, DIFFUSERS = "jaxgen scan (1 program)", "jaxgen loop (jitted step)", "diffusers pipeline"
-COLUMNS = ("sampler", "s/image (median)", "s/image (min)", "CPU s/image", "compile s", "ms/step",
-           "speed-up vs diffusers", "max abs diff vs diffusers")
+COLUMNS = (
+  "sampler",
+  "s/image (median)",
+  "s/image (min)",
+  "CPU s/image",
+  "compile s",
+  "ms/step",
+  "speed-up vs diffusers",
+  "max abs diff vs diffusers",
+)
 
 
 def guided_model(config: UNetConfig, params: Any, cond: jax.Array, uncond: jax.Array):
@@ -91,9 +105,15 @@ def diffusers_pipeline(torch_unet: Any) -> Any:
   import diffusers  # pylint: disable=g-import-not-at-top
 
   pipe = diffusers.StableDiffusionPipeline(
-      vae=None, text_encoder=None, tokenizer=None, unet=torch_unet.eval(),
-      scheduler=diffusers.DDIMScheduler(**DIFFUSERS_DDIM), safety_checker=None,
-      feature_extractor=None, requires_safety_checker=False)
+    vae=None,
+    text_encoder=None,
+    tokenizer=None,
+    unet=torch_unet.eval(),
+    scheduler=diffusers.DDIMScheduler(**DIFFUSERS_DDIM),
+    safety_checker=None,
+    feature_extractor=None,
+    requires_safety_checker=False,
+  )
   pipe.set_progress_bar_config(disable=True)
   return pipe
 
@@ -123,28 +143,42 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   rng = np.random.default_rng(0)
   shape = (args.batch, args.size, args.size, config.in_channels)
   latents = rng.standard_normal(shape, np.float32)
-  cond = rng.standard_normal((args.batch, args.context_length, config.cross_attention_dim), np.float32)
+  cond = rng.standard_normal(
+    (args.batch, args.context_length, config.cross_attention_dim), np.float32
+  )
   uncond = rng.standard_normal((1, args.context_length, config.cross_attention_dim), np.float32)
 
   plan = SchedulerConfig(sampler="ddim").plan(args.steps)
-  jax_args = (jax.tree.map(jnp.asarray, params), plan, jnp.asarray(latents), jnp.asarray(cond),
-              jnp.asarray(uncond))
+  jax_args = (
+    jax.tree.map(jnp.asarray, params),
+    plan,
+    jnp.asarray(latents),
+    jnp.asarray(cond),
+    jnp.asarray(uncond),
+  )
   pipe = diffusers_pipeline(torch_unet)
   pipe_kwargs = dict(
-      prompt_embeds=torch.from_numpy(cond),
-      negative_prompt_embeds=torch.from_numpy(np.repeat(uncond, args.batch, axis=0)),
-      latents=torch.from_numpy(latents.transpose(0, 3, 1, 2).copy()),
-      num_inference_steps=args.steps, guidance_scale=GUIDANCE_SCALE, output_type="latent",
-      height=args.size * pipe.vae_scale_factor, width=args.size * pipe.vae_scale_factor)
+    prompt_embeds=torch.from_numpy(cond),
+    negative_prompt_embeds=torch.from_numpy(np.repeat(uncond, args.batch, axis=0)),
+    latents=torch.from_numpy(latents.transpose(0, 3, 1, 2).copy()),
+    num_inference_steps=args.steps,
+    guidance_scale=GUIDANCE_SCALE,
+    output_type="latent",
+    height=args.size * pipe.vae_scale_factor,
+    width=args.size * pipe.vae_scale_factor,
+  )
 
   outputs: dict[str, np.ndarray] = {}
   runners = {
-      SCAN: lambda: outputs.__setitem__(
-          SCAN, np.asarray(jax.block_until_ready(sample_scan(*jax_args, config=config)))),
-      LOOP: lambda: outputs.__setitem__(
-          LOOP, np.asarray(jax.block_until_ready(sample_python_loop(*jax_args, config=config)))),
-      DIFFUSERS: lambda: outputs.__setitem__(
-          DIFFUSERS, pipe(**pipe_kwargs).images.numpy().transpose(0, 2, 3, 1)),
+    SCAN: lambda: outputs.__setitem__(
+      SCAN, np.asarray(jax.block_until_ready(sample_scan(*jax_args, config=config)))
+    ),
+    LOOP: lambda: outputs.__setitem__(
+      LOOP, np.asarray(jax.block_until_ready(sample_python_loop(*jax_args, config=config)))
+    ),
+    DIFFUSERS: lambda: outputs.__setitem__(
+      DIFFUSERS, pipe(**pipe_kwargs).images.numpy().transpose(0, 2, 3, 1)
+    ),
   }
   # The first call compiles (jaxgen; the loop compiles its one step) or warms up (torch).
   first_call = {}
@@ -158,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   rows = []
   for name in runners:
     wall = _common.summarize(times[name]["wall"])
-    rows.append({
+    rows.append(
+      {
         "sampler": name,
         "s/image (median)": wall["median"] / args.batch,
         "s/image (min)": wall["min"] / args.batch,
@@ -167,10 +202,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "ms/step": 1e3 * wall["median"] / args.steps,
         "speed-up vs diffusers": reference_wall / wall["median"],
         "max abs diff vs diffusers": float(np.max(np.abs(outputs[name] - outputs[DIFFUSERS]))),
-    })
-  print(f"DDIM {args.steps} steps, guidance {GUIDANCE_SCALE}, U-Net {args.unet} at "
-        f"{args.size}x{args.size}x4, {args.batch} image(s) per call (U-Net batch {2 * args.batch}); "
-        f"{args.repeats} interleaved runs each; torch threads {threads}; {_common.machine_line()}\n")
+      }
+    )
+  print(
+    f"DDIM {args.steps} steps, guidance {GUIDANCE_SCALE}, U-Net {args.unet} at "
+    f"{args.size}x{args.size}x4, {args.batch} image(s) per call (U-Net batch {2 * args.batch}); "
+    f"{args.repeats} interleaved runs each; torch threads {threads}; {_common.machine_line()}\n"
+  )
   print(_common.markdown_table(rows, COLUMNS))
   return rows
 

@@ -3,7 +3,7 @@
 pytorch-fid's `InceptionV3([3])` (pool3, 2048-d) is built by pytorch-fid's
 own code; only its weight download is replaced by a random state dict (no
 network, no real weights here). jaxgen imports the same state dict with
-`inception.variables_from_torch_state_dict` and runs the jitted
+`metric_networks.FID_INCEPTION.from_torch` and runs the jitted
 `inception.inception_outputs`. Both take the same (N, H, W, 3) batch in
 [0, 1] (NCHW for torch), resize it bilinearly to 299x299 and map it to [-1, 1].
 
@@ -41,6 +41,7 @@ import _common
 import jax
 import numpy as np
 
+from jaxgen.convert import metric_networks
 from jaxgen.models import inception
 
 INITS = ("he", "default")
@@ -55,7 +56,7 @@ def random_fid_state_dict(init: str, seed: int = 0) -> dict[str, np.ndarray]:
     return _torchvision_initialised_state_dict(seed)
   rng = np.random.default_rng(seed)
   state = {}
-  for key, entry in inception.torch_key_map().items():
+  for key, entry in metric_networks.FID_INCEPTION.key_map().items():
     shape = entry.torch_shape
     if key.endswith("conv.weight"):
       value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
@@ -127,7 +128,7 @@ def parity(init: str, images: np.ndarray) -> dict[str, float | str]:
   """Max abs and max relative (to the largest |feature|) difference of pool3 features."""
   state = random_fid_state_dict(init)
   want = torch_features(pytorch_fid_inception(state), images)
-  got = jaxgen_features(inception.variables_from_torch_state_dict(state), images)
+  got = jaxgen_features(metric_networks.FID_INCEPTION.from_torch(state), images)
   diff = np.abs(got - want).max()
   return {
     "init": init,
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   images = rng.random((args.batch, args.size, args.size, 3), dtype=np.float32)
   state = random_fid_state_dict("he")
   torch_model = pytorch_fid_inception(state)
-  variables = inception.variables_from_torch_state_dict(state)
+  variables = metric_networks.FID_INCEPTION.from_torch(state)
 
   rows = []
   for name, run in (

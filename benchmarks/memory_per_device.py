@@ -32,11 +32,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 NUM_DEVICES = 8
 MESHES = ((8, 1, 1), (1, 8, 1), (2, 4, 1), (2, 2, 2))
 # AdamW (two float32 moments per parameter) with global-norm clipping, as jaxgen trains.
-OPTIM = dict(learning_rate=1e-4, warmup_steps=1000, weight_decay=1e-2, b1=0.9, b2=0.999,
-             eps=1e-8, grad_clip_norm=1.0)
+OPTIM = dict(
+  learning_rate=1e-4,
+  warmup_steps=1000,
+  weight_decay=1e-2,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  grad_clip_norm=1.0,
+)
 FSDP_MESH = (1, 8, 1)
-COLUMNS = ("mesh (data,fsdp,tensor)", "params MiB", "params+opt MiB", "max MiB/device",
-           "min MiB/device", "ratio to total/8", "sharded leaves")
+COLUMNS = (
+  "mesh (data,fsdp,tensor)",
+  "params MiB",
+  "params+opt MiB",
+  "max MiB/device",
+  "min MiB/device",
+  "ratio to total/8",
+  "sharded leaves",
+)
 MIB = 2**20
 
 
@@ -98,17 +112,20 @@ def mesh_memory(boxed_params: Any, mesh_shape: tuple[int, int, int]) -> dict[str
       per_device[device.id] += _leaf_bytes(shape, leaf_sharding)
 
   paths = jax.tree_util.tree_flatten_with_path(params)[0]
-  replicated = [(jax.tree_util.keystr(path), _leaf_bytes(leaf))
-                for (path, leaf), s in zip(paths, _leaves(param_sharding)) if s.is_fully_replicated]
+  replicated = [
+    (jax.tree_util.keystr(path), _leaf_bytes(leaf))
+    for (path, leaf), s in zip(paths, _leaves(param_sharding))
+    if s.is_fully_replicated
+  ]
   return dict(
-      mesh=list(mesh_shape),
-      param_bytes=sum(_leaf_bytes(x) for x in _leaves(params)),
-      total_bytes=sum(_leaf_bytes(x) for x in shapes),
-      max_device_bytes=max(per_device.values()),
-      min_device_bytes=min(per_device.values()),
-      param_leaves=len(paths),
-      sharded_param_leaves=len(paths) - len(replicated),
-      replicated_params=sorted(replicated, key=lambda item: -item[1]),
+    mesh=list(mesh_shape),
+    param_bytes=sum(_leaf_bytes(x) for x in _leaves(params)),
+    total_bytes=sum(_leaf_bytes(x) for x in shapes),
+    max_device_bytes=max(per_device.values()),
+    min_device_bytes=min(per_device.values()),
+    param_leaves=len(paths),
+    sharded_param_leaves=len(paths) - len(replicated),
+    replicated_params=sorted(replicated, key=lambda item: -item[1]),
   )
 
 
@@ -126,10 +143,18 @@ def _worker(unet: str) -> None:
 
 def run_worker(unet: str) -> list[dict[str, Any]]:
   """Runs `_worker` in a fresh process that sees 8 CPU devices."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={NUM_DEVICES}")
-  result = subprocess.run([sys.executable, os.path.abspath(__file__), "--unet", unet, "--worker"],
-                          env=env, capture_output=True, text=True, check=False)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={NUM_DEVICES}",
+  )
+  result = subprocess.run(
+    [sys.executable, os.path.abspath(__file__), "--unet", unet, "--worker"],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   if result.returncode != 0:
     raise RuntimeError(f"memory worker failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -138,7 +163,8 @@ def run_worker(unet: str) -> list[dict[str, Any]]:
 def table_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   rows = []
   for r in results:
-    rows.append({
+    rows.append(
+      {
         "mesh (data,fsdp,tensor)": "(" + ",".join(map(str, r["mesh"])) + ")",
         "params MiB": r["param_bytes"] / MIB,
         "params+opt MiB": r["total_bytes"] / MIB,
@@ -146,7 +172,8 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         "min MiB/device": r["min_device_bytes"] / MIB,
         "ratio to total/8": r["max_device_bytes"] / (r["total_bytes"] / NUM_DEVICES),
         "sharded leaves": f"{r['sharded_param_leaves']}/{r['param_leaves']}",
-    })
+      }
+    )
   return rows
 
 
@@ -164,15 +191,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
   results = run_worker(args.unet)
   rows = table_rows(results)
-  print(f"U-Net {args.unet}: float32 params + AdamW state (mu, nu, counters), {NUM_DEVICES} "
-        "simulated CPU devices, bytes from NamedSharding.shard_shape (nothing allocated)\n")
+  print(
+    f"U-Net {args.unet}: float32 params + AdamW state (mu, nu, counters), {NUM_DEVICES} "
+    "simulated CPU devices, bytes from NamedSharding.shard_shape (nothing allocated)\n"
+  )
   print(_common.markdown_table(rows, COLUMNS))
   fsdp = next(r for r in results if tuple(r["mesh"]) == FSDP_MESH)
   replicated = fsdp["replicated_params"]
   replicated_bytes = sum(b for _, b in replicated)
-  print(f"\nFSDP {FSDP_MESH}: {len(replicated)} of {fsdp['param_leaves']} parameter leaves stay "
-        f"replicated, {replicated_bytes / MIB:.2f} MiB = {100 * replicated_bytes / fsdp['param_bytes']:.2f}% "
-        "of the parameters; largest:")
+  print(
+    f"\nFSDP {FSDP_MESH}: {len(replicated)} of {fsdp['param_leaves']} parameter leaves stay "
+    f"replicated, {replicated_bytes / MIB:.2f} MiB = {100 * replicated_bytes / fsdp['param_bytes']:.2f}% "
+    "of the parameters; largest:"
+  )
   for path, size in replicated[:8]:
     print(f"  {path}: {size / MIB:.3f} MiB")
   return rows

@@ -36,11 +36,19 @@ from jaxgen.data.pipeline import ArrayIterator  # noqa: E402
 from jaxgen.tasks.registry import get_task  # noqa: E402
 from jaxgen.training import sharding, trainer  # noqa: E402
 
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "t2m_mdm_synthetic.py")
+CONFIG = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "t2m_mdm_synthetic.py"
+)
 PADDED, BUCKETED = "padded to the maximum", "length buckets"
-COLUMNS = ("batches", "batch shapes", "compile s", "tokens per example", "steps/s (median)",
-           "examples/s", "speed-up")
+COLUMNS = (
+  "batches",
+  "batch shapes",
+  "compile s",
+  "tokens per example",
+  "steps/s (median)",
+  "examples/s",
+  "speed-up",
+)
 
 
 def _tokens_per_example(batch: dict[str, np.ndarray], task) -> float:
@@ -56,8 +64,9 @@ def _runner(task, config, iterator: ArrayIterator, mesh, steps: int):
   iterator.set_state(dict(epoch=0, position=0))
   state, state_sharding, _ = trainer.create_state(task, config, example, mesh)
   start = time.monotonic()
-  compiled = trainer.compile_train_steps(task, config, state, state_sharding, example, mesh,
-                                         iterator)
+  compiled = trainer.compile_train_steps(
+    task, config, state, state_sharding, example, mesh, iterator
+  )
   compile_s = time.monotonic() - start
   holder = {"state": state, "tokens": []}
 
@@ -76,8 +85,12 @@ def _runner(task, config, iterator: ArrayIterator, mesh, steps: int):
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=CONFIG)
-  parser.add_argument("--override", action="append", default=[],
-                      help="key=value, as `jaxgen train`'s overrides (repeatable)")
+  parser.add_argument(
+    "--override",
+    action="append",
+    default=[],
+    help="key=value, as `jaxgen train`'s overrides (repeatable)",
+  )
   parser.add_argument("--steps", type=int, default=25, help="train steps per timed call")
   parser.add_argument("--rounds", type=int, default=8, help="timed calls of each mode")
   return parser.parse_args(argv)
@@ -95,9 +108,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   mesh = sharding.make_mesh(config.get("mesh_shape"))
   batch_size = config.train.batch_size
   modes = {
-      PADDED: ArrayIterator(arrays, batch_size, seed=config.seed),
-      BUCKETED: ArrayIterator(arrays, batch_size, seed=config.seed,
-                              buckets=task.train_buckets(arrays)),
+    PADDED: ArrayIterator(arrays, batch_size, seed=config.seed),
+    BUCKETED: ArrayIterator(
+      arrays, batch_size, seed=config.seed, buckets=task.train_buckets(arrays)
+    ),
   }
   runners, info = {}, {}
   for name, iterator in modes.items():
@@ -112,11 +126,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     compile_s, shapes, tokens = info[name]
     rate = args.steps / _common.summarize(times[name]["wall"])["median"]
     padded_rate = padded_rate or rate
-    rows.append({"batches": name, "batch shapes": shapes, "compile s": compile_s,
-                 "tokens per example": float(np.mean(tokens)), "steps/s (median)": rate,
-                 "examples/s": rate * batch_size, "speed-up": rate / padded_rate})
-  print(f"MDM train step, {os.path.basename(args.config)} {' '.join(args.override)}, batch "
-        f"{batch_size}, {args.rounds} rounds of {args.steps} steps; {_common.machine_line()}")
+    rows.append(
+      {
+        "batches": name,
+        "batch shapes": shapes,
+        "compile s": compile_s,
+        "tokens per example": float(np.mean(tokens)),
+        "steps/s (median)": rate,
+        "examples/s": rate * batch_size,
+        "speed-up": rate / padded_rate,
+      }
+    )
+  print(
+    f"MDM train step, {os.path.basename(args.config)} {' '.join(args.override)}, batch "
+    f"{batch_size}, {args.rounds} rounds of {args.steps} steps; {_common.machine_line()}"
+  )
   print(_common.markdown_table(rows, COLUMNS))
   return rows
 

@@ -39,8 +39,14 @@ from jaxgen.nn import partitioning as pt  # noqa: E402
 from jaxgen.nn.attention import Attention  # noqa: E402
 from jaxgen.training.optimizers import make_optimizer  # noqa: E402
 
-COLUMNS = ("what", "jaxgen CPU ms", "torch CPU ms", "jaxgen wall ms", "torch wall ms",
-           "torch/jaxgen (CPU)")
+COLUMNS = (
+  "what",
+  "jaxgen CPU ms",
+  "torch CPU ms",
+  "jaxgen wall ms",
+  "torch wall ms",
+  "torch/jaxgen (CPU)",
+)
 
 
 def _median_ms(times: dict[str, list[float]], kind: str) -> float:
@@ -79,11 +85,15 @@ def block_cases(config, batch: int, size: int, context_length: int) -> list[tupl
     cases.append((name, (fn, jax_args), torch_call))
 
   nchw = x.transpose(0, 3, 1, 2)
-  add(f"conv 3x3 {c0}->{c0} at {size}x{size}", pt.conv(c0, 3, padding=1), (x,),
-      torch.nn.Conv2d(c0, c0, 3, padding=1), (nchw,))
+  add(
+    f"conv 3x3 {c0}->{c0} at {size}x{size}",
+    pt.conv(c0, 3, padding=1),
+    (x,),
+    torch.nn.Conv2d(c0, c0, 3, padding=1),
+    (nchw,),
+  )
 
   class NormSilu(torch.nn.Module):
-
     def __init__(self):
       super().__init__()
       self.norm = torch.nn.GroupNorm(config.norm_num_groups, c0)
@@ -94,20 +104,30 @@ def block_cases(config, batch: int, size: int, context_length: int) -> list[tupl
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   class FlaxNormSilu(nn.Module):
-
     @nn.compact
     def __call__(self, a):
       return nn.silu(pt.group_norm(config.norm_num_groups, 1e-5)(a))
 
   add(f"GroupNorm+SiLU {c0} at {size}x{size}", FlaxNormSilu(), (x,), NormSilu(), (nchw,))
   dim_head = c0 // heads
-  add(f"self-attention {size * size} tokens, {heads}x{dim_head}",
-      Attention(heads=heads, dim_head=dim_head), (tokens,),
-      TorchAttention(c0, heads=heads, dim_head=dim_head), (tokens,))
-  add(f"cross-attention {size * size}x{context_length} tokens",
-      Attention(heads=heads, dim_head=dim_head), (tokens, context),
-      _CrossAttention(TorchAttention(c0, cross_attention_dim=config.cross_attention_dim,
-                                     heads=heads, dim_head=dim_head)), (tokens, context))
+  add(
+    f"self-attention {size * size} tokens, {heads}x{dim_head}",
+    Attention(heads=heads, dim_head=dim_head),
+    (tokens,),
+    TorchAttention(c0, heads=heads, dim_head=dim_head),
+    (tokens,),
+  )
+  add(
+    f"cross-attention {size * size}x{context_length} tokens",
+    Attention(heads=heads, dim_head=dim_head),
+    (tokens, context),
+    _CrossAttention(
+      TorchAttention(
+        c0, cross_attention_dim=config.cross_attention_dim, heads=heads, dim_head=dim_head
+      )
+    ),
+    (tokens, context),
+  )
   return cases
 
 
@@ -163,9 +183,9 @@ def phase_cases(config, params, torch_unet, batch_np) -> list[tuple[str, Any, An
 
   torch_step, _ = tst.torch_runner(torch_unet, batch_np)
   return [
-      ("U-Net forward (no grad)", (forward, (jparams,)), torch_forward),
-      ("forward + backward", (forward_backward, (jparams,)), torch_forward_backward),
-      ("train step (+ clip + AdamW)", (lambda: jax_step(), ()), torch_step),
+    ("U-Net forward (no grad)", (forward, (jparams,)), torch_forward),
+    ("forward + backward", (forward_backward, (jparams,)), torch_forward_backward),
+    ("train step (+ clip + AdamW)", (lambda: jax_step(), ()), torch_step),
   ]
 
 
@@ -187,21 +207,28 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   threads = _common.set_torch_threads()
   rows = []
   cases = phase_cases(config, params, torch_unet, batch) + block_cases(
-      config, args.batch, args.size, args.context_length)
+    config, args.batch, args.size, args.context_length
+  )
   for name, (jax_fn, jax_args), torch_fn in cases:
     jax_call = lambda: jax.block_until_ready(jax_fn(*jax_args))
     jax_call(), torch_fn()  # Compile / warm up.
     times = _common.time_interleaved({"jax": jax_call, "torch": torch_fn}, args.repeats)
     jax_cpu, torch_cpu = _median_ms(times["jax"], "cpu"), _median_ms(times["torch"], "cpu")
-    rows.append({
-        "what": name, "jaxgen CPU ms": jax_cpu, "torch CPU ms": torch_cpu,
+    rows.append(
+      {
+        "what": name,
+        "jaxgen CPU ms": jax_cpu,
+        "torch CPU ms": torch_cpu,
         "jaxgen wall ms": _median_ms(times["jax"], "wall"),
         "torch wall ms": _median_ms(times["torch"], "wall"),
         "torch/jaxgen (CPU)": torch_cpu / jax_cpu,
-    })
-  print(f"U-Net {args.unet}, batch {args.batch} x {args.size}x{args.size}x4, context "
-        f"{args.context_length}; median of {args.repeats}; torch threads {threads}; "
-        f"{_common.machine_line()}\n")
+      }
+    )
+  print(
+    f"U-Net {args.unet}, batch {args.batch} x {args.size}x{args.size}x4, context "
+    f"{args.context_length}; median of {args.repeats}; torch threads {threads}; "
+    f"{_common.machine_line()}\n"
+  )
   print(_common.markdown_table(rows, COLUMNS))
   return rows
 

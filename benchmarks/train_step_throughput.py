@@ -36,11 +36,28 @@ from jaxgen.models.unet import UNet2DConditionModel, UNetConfig  # noqa: E402
 from jaxgen.training.optimizers import make_optimizer  # noqa: E402
 
 # AdamW with global-norm clipping at a constant rate: the same in optax and torch.
-OPTIM = dict(learning_rate=1e-4, warmup_steps=0, decay="constant", weight_decay=1e-2,
-             b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=1.0)
+OPTIM = dict(
+  learning_rate=1e-4,
+  warmup_steps=0,
+  decay="constant",
+  weight_decay=1e-2,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  grad_clip_norm=1.0,
+)
 TORCH, JAX = "diffusers (PyTorch, eager)", "jaxgen (JAX, jit)"
-COLUMNS = ("framework", "samples/s", "step ms (median)", "step ms (min)", "CPU s/step", "warm-up s",
-           "loss step 1", "ratio (median)", "ratio (min)")
+COLUMNS = (
+  "framework",
+  "samples/s",
+  "step ms (median)",
+  "step ms (min)",
+  "CPU s/step",
+  "warm-up s",
+  "loss step 1",
+  "ratio (median)",
+  "ratio (min)",
+)
 
 
 def sd_schedule() -> schedules.NoiseSchedule:
@@ -69,8 +86,9 @@ def make_jax_step(config: UNetConfig, tx: optax.GradientTransformation):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def jax_runner(config: UNetConfig, params: Any, batch: dict[str, np.ndarray],
-               total_steps: int) -> tuple[Any, list[float]]:
+def jax_runner(
+  config: UNetConfig, params: Any, batch: dict[str, np.ndarray], total_steps: int
+) -> tuple[Any, list[float]]:
   """A no-argument callable that runs one blocking jaxgen train step, and its loss list."""
   tx, _ = make_optimizer(OPTIM, total_steps=total_steps)
   step = make_jax_step(config, tx)
@@ -96,9 +114,13 @@ def torch_runner(torch_unet: Any, batch: dict[str, np.ndarray]) -> tuple[Any, li
   import torch  # pylint: disable=g-import-not-at-top
 
   model = torch_unet.train()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=OPTIM["learning_rate"],
-                                betas=(OPTIM["b1"], OPTIM["b2"]), eps=OPTIM["eps"],
-                                weight_decay=OPTIM["weight_decay"])
+  optimizer = torch.optim.AdamW(
+    model.parameters(),
+    lr=OPTIM["learning_rate"],
+    betas=(OPTIM["b1"], OPTIM["b2"]),
+    eps=OPTIM["eps"],
+    weight_decay=OPTIM["weight_decay"],
+  )
   abar = torch.from_numpy(np.array(sd_schedule().alphas_cumprod))
   nchw = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
   latents, noise = nchw(batch["latents"]), nchw(batch["noise"])
@@ -146,8 +168,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   torch_unet, params = _common.diffusers_unet_and_params(config)
   threads = _common.set_torch_threads()
   runners, losses, warmup = {}, {}, {}
-  for name, make in ((TORCH, lambda: torch_runner(torch_unet, batch)),
-                     (JAX, lambda: jax_runner(config, params, batch, args.steps + args.warmup))):
+  for name, make in (
+    (TORCH, lambda: torch_runner(torch_unet, batch)),
+    (JAX, lambda: jax_runner(config, params, batch, args.steps + args.warmup)),
+  ):
     runners[name], losses[name] = make()
     start = time.perf_counter()
     for _ in range(args.warmup):  # jaxgen compiles here; torch warms its allocator / oneDNN.
@@ -159,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   rows = []
   for name in runners:
     wall = _common.summarize(times[name]["wall"])
-    rows.append({
+    rows.append(
+      {
         "framework": name,
         "samples/s": args.batch / wall["median"],
         "step ms (median)": 1e3 * wall["median"],
@@ -169,11 +194,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "loss step 1": losses[name][0],
         "ratio (median)": torch_wall["median"] / wall["median"],
         "ratio (min)": torch_wall["min"] / wall["min"],
-    })
+      }
+    )
   num_params = sum(p.numel() for p in torch_unet.parameters())
-  print(f"U-Net {args.unet}: {num_params:,} params; batch {args.batch} x {args.size}x{args.size}x4, "
-        f"context {args.context_length}x{config.cross_attention_dim}; {args.steps} timed steps each "
-        f"(interleaved) after {args.warmup} warm-up; torch threads {threads}; {_common.machine_line()}\n")
+  print(
+    f"U-Net {args.unet}: {num_params:,} params; batch {args.batch} x {args.size}x{args.size}x4, "
+    f"context {args.context_length}x{config.cross_attention_dim}; {args.steps} timed steps each "
+    f"(interleaved) after {args.warmup} warm-up; torch threads {threads}; {_common.machine_line()}\n"
+  )
   print(_common.markdown_table(rows, COLUMNS))
   return rows
 

@@ -34,14 +34,32 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh_shape = None
   c.data = dict(name="synthetic", format="humanml3d", seed=0, path="", max_examples=None)
   c.vq = dict(workdir="runs/t2m_vq")
-  c.text = dict(encoder="trained", clip_path="", max_length=24, width=128, num_layers=2,
-                num_heads=4)
+  c.text = dict(
+    encoder="trained", clip_path="", max_length=24, width=128, num_layers=2, num_heads=4
+  )
   c.gpt = dict(gpt_faithful(), embed_dim=128, num_layers=2, num_heads=4)
   c.gpt_train = dict(pkeep=0.5)
   c.sample = dict(length_mode="given", temperature=1.0, top_k=None)
-  c.optim = dict(learning_rate=1e-3, warmup_steps=50, weight_decay=1e-6, b1=0.5, b2=0.99,
-                 eps=1e-8, grad_clip_norm=1.0, decay="cosine", end_factor=0.1)
-  c.train = dict(batch_size=32, num_steps=2600, max_minutes=15.0, log_every=50,
-                 sample_every=0, ema_decay=0.999, ema_warmup=10, max_consecutive_skips=10)
+  c.optim = dict(
+    learning_rate=1e-3,
+    warmup_steps=50,
+    weight_decay=1e-6,
+    b1=0.5,
+    b2=0.99,
+    eps=1e-8,
+    grad_clip_norm=1.0,
+    decay="cosine",
+    end_factor=0.1,
+  )
+  c.train = dict(
+    batch_size=32,
+    num_steps=2600,
+    max_minutes=15.0,
+    log_every=50,
+    sample_every=0,
+    ema_decay=0.999,
+    ema_warmup=10,
+    max_consecutive_skips=10,
+  )
   c.checkpoint = dict(save_every=1000, keep=1)
   return c

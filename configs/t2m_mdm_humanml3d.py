@@ -25,19 +25,50 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.mesh_shape = None
   c.data = dict(name="humanml3d", format="humanml3d", seed=0, path="", max_examples=None)
-  c.text = dict(encoder="clip", clip_path="", max_length=22, width=512, num_layers=0,
-                num_heads=8)
-  c.mdm = dict(latent_dim=512, ff_size=1024, num_layers=8, num_heads=4, dropout=0.1,
-               activation="gelu", mask_padding=False, frames_per_token=1, text_tokens=False)
-  c.diffusion = dict(schedule="squaredcos_cap_v2", num_train_timesteps=1000,
-                     prediction_type="sample", cond_drop_prob=0.1,
-                     timestep_distribution="uniform", timestep_mean=0.0, timestep_std=1.0)
+  c.text = dict(encoder="clip", clip_path="", max_length=22, width=512, num_layers=0, num_heads=8)
+  c.mdm = dict(
+    latent_dim=512,
+    ff_size=1024,
+    num_layers=8,
+    num_heads=4,
+    dropout=0.1,
+    activation="gelu",
+    mask_padding=False,
+    frames_per_token=1,
+    text_tokens=False,
+  )
+  c.diffusion = dict(
+    schedule="squaredcos_cap_v2",
+    num_train_timesteps=1000,
+    prediction_type="sample",
+    cond_drop_prob=0.1,
+    timestep_distribution="uniform",
+    timestep_mean=0.0,
+    timestep_std=1.0,
+  )
   c.loss = dict(position=0.0, velocity=0.0, foot_contact=0.0)
   c.sample = dict(sampler="ddpm", num_steps=1000, guidance=2.5)
-  c.optim = dict(learning_rate=1e-4, warmup_steps=0, weight_decay=0.0, b1=0.9, b2=0.999,
-                 eps=1e-8, grad_clip_norm=0.0, decay="constant", end_factor=1.0)
-  c.train = dict(batch_size=64, num_steps=600_000, max_minutes=None, log_every=100,
-                 sample_every=0, ema_decay=0.9999, ema_warmup=0, max_consecutive_skips=10)
+  c.optim = dict(
+    learning_rate=1e-4,
+    warmup_steps=0,
+    weight_decay=0.0,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    grad_clip_norm=0.0,
+    decay="constant",
+    end_factor=1.0,
+  )
+  c.train = dict(
+    batch_size=64,
+    num_steps=600_000,
+    max_minutes=None,
+    log_every=100,
+    sample_every=0,
+    ema_decay=0.9999,
+    ema_warmup=0,
+    max_consecutive_skips=10,
+  )
   c.checkpoint = dict(save_every=10_000, keep=3)
   c.eval = dict(num_examples=4096)
   return c

@@ -44,11 +44,11 @@ on the same slow day), so the time cap now stops the run at 4,541 of 4,600
 steps: top-3 0.885, FID 0.099 (generation seeds 1 and 2: 0.884 and 0.903,
 FID 0.102 and 0.101). Bucketing the words as well moved every motion token
 to another position (the text tokens come first) and scored 0.804.
-  python -m jaxgen.tasks.motion.t2m_evaluator --run runs/t2m_mdm --evaluator runs/t2m_evaluator
+  jaxgen eval-motion --run runs/t2m_mdm --evaluator runs/t2m_evaluator
 
 Launch:
   jaxgen train --config configs/t2m_mdm_synthetic.py --workdir runs/t2m_mdm
-  jaxgen sample --task text2motion --checkpoint runs/t2m_mdm \
+  jaxgen sample --checkpoint runs/t2m_mdm \
       --prompt "a person walks forward then waves the right hand" --seconds 6 --out walk.mp4
 """
 
@@ -62,26 +62,65 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh_shape = None
   # Training batches of similar length, cropped to these frame counts
   # (exact: the denoiser masks padding; one compile per bucket).
-  c.data = dict(name="synthetic", format="humanml3d", seed=0, path="", max_examples=None,
-                length_buckets=dict(frames=(64, 128, 196)))
+  c.data = dict(
+    name="synthetic",
+    format="humanml3d",
+    seed=0,
+    path="",
+    max_examples=None,
+    length_buckets=dict(frames=(64, 128, 196)),
+  )
   # encoder: "trained" (a small Transformer over words) or "clip" (frozen
   # CLIP text tower read from text.clip_path, a local transformers folder).
-  c.text = dict(encoder="trained", clip_path="", max_length=24, width=128, num_layers=2,
-                num_heads=4)
-  c.mdm = dict(latent_dim=128, ff_size=256, num_layers=4, num_heads=4, dropout=0.0,
-               activation="gelu", mask_padding=True, frames_per_token=4, text_tokens=True,
-               norm_first=False)
-  c.diffusion = dict(schedule="squaredcos_cap_v2", num_train_timesteps=1000,
-                     prediction_type="sample", cond_drop_prob=0.1,
-                     timestep_distribution="logit_normal", timestep_mean=1.5, timestep_std=1.5)
+  c.text = dict(
+    encoder="trained", clip_path="", max_length=24, width=128, num_layers=2, num_heads=4
+  )
+  c.mdm = dict(
+    latent_dim=128,
+    ff_size=256,
+    num_layers=4,
+    num_heads=4,
+    dropout=0.0,
+    activation="gelu",
+    mask_padding=True,
+    frames_per_token=4,
+    text_tokens=True,
+    norm_first=False,
+  )
+  c.diffusion = dict(
+    schedule="squaredcos_cap_v2",
+    num_train_timesteps=1000,
+    prediction_type="sample",
+    cond_drop_prob=0.1,
+    timestep_distribution="logit_normal",
+    timestep_mean=1.5,
+    timestep_std=1.5,
+  )
   # MDM's optional geometric losses (lambda_rcxyz, lambda_vel, lambda_fc; 0 in
   # its HumanML3D runs).
   c.loss = dict(position=0.0, velocity=0.0, foot_contact=0.0)
   c.sample = dict(sampler="ddim", num_steps=50, guidance=3.0)
-  c.optim = dict(learning_rate=1e-3, warmup_steps=50, weight_decay=0.0, b1=0.9, b2=0.999,
-                 eps=1e-8, grad_clip_norm=1.0, decay="cosine", end_factor=0.1)
-  c.train = dict(batch_size=32, num_steps=4600, max_minutes=15.0, log_every=50,
-                 sample_every=0, ema_decay=0.999, ema_warmup=10, max_consecutive_skips=10)
+  c.optim = dict(
+    learning_rate=1e-3,
+    warmup_steps=50,
+    weight_decay=0.0,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    grad_clip_norm=1.0,
+    decay="cosine",
+    end_factor=0.1,
+  )
+  c.train = dict(
+    batch_size=32,
+    num_steps=4600,
+    max_minutes=15.0,
+    log_every=50,
+    sample_every=0,
+    ema_decay=0.999,
+    ema_warmup=10,
+    max_consecutive_skips=10,
+  )
   c.checkpoint = dict(save_every=500, keep=1)
   c.eval = dict(num_examples=512)
   return c

@@ -29,7 +29,7 @@ steps each, scored with the posterior mean: text width 64 matches width 128
 (0.840 vs 0.842-0.847) at 1.4x the steps per second; 3 layers (0.819), FF
 256 (0.811), positions counted in frames instead of tokens (0.823) and a
 final LayerNorm (0.587) scored lower.
-  python -m jaxgen.tasks.motion.t2m_evaluator --run runs/t2m_vae --evaluator runs/t2m_evaluator
+  jaxgen eval-motion --run runs/t2m_vae --evaluator runs/t2m_evaluator
 
 Launch:
   jaxgen train --config configs/t2m_vae_synthetic.py --workdir runs/t2m_vae
@@ -40,8 +40,16 @@ import ml_collections
 
 def vae_faithful() -> dict:
   """TEMOS sizes (Mathux/TEMOS actor encoder/decoder configs)."""
-  return dict(latent_dim=256, ff_size=1024, num_layers=6, num_heads=4, dropout=0.1,
-              frames_per_token=1, logvar_offset=0.0, norm_first=False)
+  return dict(
+    latent_dim=256,
+    ff_size=1024,
+    num_layers=6,
+    num_heads=4,
+    dropout=0.1,
+    frames_per_token=1,
+    logvar_offset=0.0,
+    norm_first=False,
+  )
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -50,15 +58,39 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.mesh_shape = None
   c.data = dict(name="synthetic", format="humanml3d", seed=0, path="", max_examples=None)
-  c.text = dict(encoder="trained", clip_path="", max_length=24, width=64, num_layers=2,
-                num_heads=4)
-  c.vae = dict(vae_faithful(), latent_dim=64, ff_size=128, num_layers=2, dropout=0.0,
-               frames_per_token=4, logvar_offset=-4.6, norm_first=True)
+  c.text = dict(encoder="trained", clip_path="", max_length=24, width=64, num_layers=2, num_heads=4)
+  c.vae = dict(
+    vae_faithful(),
+    latent_dim=64,
+    ff_size=128,
+    num_layers=2,
+    dropout=0.0,
+    frames_per_token=4,
+    logvar_offset=-4.6,
+    norm_first=True,
+  )
   c.loss = dict(recons=1.0, kl=1e-5, latent=1e-5)
   c.sample = dict(sample_mean=False, fact=1.0)
-  c.optim = dict(learning_rate=1e-3, warmup_steps=100, weight_decay=0.0, b1=0.9, b2=0.999,
-                 eps=1e-8, grad_clip_norm=1.0, decay="cosine", end_factor=0.1)
-  c.train = dict(batch_size=16, num_steps=9500, max_minutes=15.0, log_every=50,
-                 sample_every=0, ema_decay=0.999, ema_warmup=10, max_consecutive_skips=10)
+  c.optim = dict(
+    learning_rate=1e-3,
+    warmup_steps=100,
+    weight_decay=0.0,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    grad_clip_norm=1.0,
+    decay="cosine",
+    end_factor=0.1,
+  )
+  c.train = dict(
+    batch_size=16,
+    num_steps=9500,
+    max_minutes=15.0,
+    log_every=50,
+    sample_every=0,
+    ema_decay=0.999,
+    ema_warmup=10,
+    max_consecutive_skips=10,
+  )
   c.checkpoint = dict(save_every=500, keep=1)
   return c

@@ -10,7 +10,7 @@ synthetic evaluator, the ground truth 0.983). `vq_faithful()` gives the publishe
 (encoder 9,587,200 + decoder 9,849,607 parameters, codebook 512×512).
 
 quantizer.codebook_update="ema_reset" needs a trainer that applies the loss's
-`state_updates` (see jaxgen.tasks.motion.t2m_tokens); "codebook_loss" is the
+`state_updates` (see jaxgen.tasks.motion.t2m_vq); "codebook_loss" is the
 gradient-trained alternative.
 
 Launch:
@@ -23,8 +23,15 @@ import ml_collections
 
 def vq_faithful() -> dict:
   """The reference VQ-VAE sizes (`train_vq.py` in Mael-zys/T2M-GPT's README)."""
-  return dict(width=512, output_emb_width=512, down_t=2, depth=3, dilation_growth_rate=3,
-              num_codes=512, mu=0.99)
+  return dict(
+    width=512,
+    output_emb_width=512,
+    down_t=2,
+    depth=3,
+    dilation_growth_rate=3,
+    num_codes=512,
+    mu=0.99,
+  )
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -38,11 +45,28 @@ def get_config() -> ml_collections.ConfigDict:
   c.quantizer = dict(codebook_update="ema_reset")
   c.loss = dict(window=64, commit=0.02, velocity=0.5)
   # lr 5e-4 with cosine decay instead of 2e-4 constant: a 15-minute budget.
-  c.optim = dict(learning_rate=5e-4, warmup_steps=50, weight_decay=0.0, b1=0.9, b2=0.99,
-                 eps=1e-8, grad_clip_norm=0.0, decay="cosine", end_factor=0.1)
+  c.optim = dict(
+    learning_rate=5e-4,
+    warmup_steps=50,
+    weight_decay=0.0,
+    b1=0.9,
+    b2=0.99,
+    eps=1e-8,
+    grad_clip_norm=0.0,
+    decay="cosine",
+    end_factor=0.1,
+  )
   # No weight EMA: the codebook statistics are already averages, and the
   # decoder must match the codebook it was trained with.
-  c.train = dict(batch_size=64, num_steps=3000, max_minutes=15.0, log_every=50,
-                 sample_every=0, ema_decay=0.0, ema_warmup=0, max_consecutive_skips=10)
+  c.train = dict(
+    batch_size=64,
+    num_steps=3000,
+    max_minutes=15.0,
+    log_every=50,
+    sample_every=0,
+    ema_decay=0.0,
+    ema_warmup=0,
+    max_consecutive_skips=10,
+  )
   c.checkpoint = dict(save_every=1000, keep=1)
   return c

@@ -10,12 +10,21 @@ from typing import Sequence
 import ml_collections
 
 
+# What `jaxgen train` runs, for the errors that point there.
+EXPERIMENTS = (
+  "experiment configs, configs/<task>_<dataset>.py (e.g. configs/text_to_image_shapes.py)"
+)
+
+
 class ConfigError(ValueError):
   """A config file or override is malformed."""
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """Imports a config module from a file path and calls its `get_config()`."""
+class ArchitectureConfigError(ConfigError):
+  """An architecture file (configs/arch/) was given where an experiment config is expected."""
+
+
+def _load_module(path: str):
   if not os.path.isfile(path):
     raise ConfigError(f"--config: no such file {path!r}")
   name = "jaxgen_config_" + os.path.splitext(os.path.basename(path))[0]
@@ -23,8 +32,39 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise ConfigError(f"--config: {path!r} defines no get_config()")
-  return module.get_config()
+    raise ConfigError(
+      f"--config: {path!r} defines no get_config(), so it is not a config file; "
+      f"`jaxgen train` runs {EXPERIMENTS}"
+    )
+  return module
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Imports a config module (an experiment or an architecture) and calls its `get_config()`."""
+  return _load_module(path).get_config()
+
+
+def load_experiment_config(path: str) -> ml_collections.ConfigDict:
+  """The config of an experiment file; an architecture file is a named error.
+
+  An experiment names its `task`. An architecture file (configs/arch/) holds
+  a model's sizes only: the error quotes the usage its docstring gives.
+  """
+  module = _load_module(path)
+  config = module.get_config()
+  if "task" not in config:
+    doc = module.__doc__ or ""
+    # The docstring's "Usage:" lines, joined into the one line an error prints.
+    usage = "; ".join(
+      line.strip() for line in doc.partition("Usage:")[2].splitlines() if line.strip()
+    )
+    raise ArchitectureConfigError(
+      f"--config: {path!r} is an architecture file (it holds {', '.join(sorted(config))} "
+      f"and no `task`), not an experiment; `jaxgen train` runs {EXPERIMENTS}. Build the "
+      f"model from Python instead{': ' + usage if usage else ''}; pretrained weights load "
+      "through jaxgen.convert (whole Stable Diffusion folders: `jaxgen convert`)."
+    )
+  return config
 
 
 def _parse_value(text: str):
@@ -34,8 +74,9 @@ def _parse_value(text: str):
     return text  # a bare word is a string
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
   """Returns a copy of `config` with dotted `key=value` overrides applied.
 
   Values are Python literals (`train.num_steps=100`, `unet.block_out_channels=(32,64)`);
@@ -53,15 +94,17 @@ def apply_overrides(config: ml_collections.ConfigDict,
         raise ConfigError(f"override {item!r}: {key!r} is not a config field")
       node = node[p]
     if leaf not in node:
-      raise ConfigError(f"override {item!r}: {key!r} is not a config field "
-                        f"(fields here: {sorted(node.keys())})")
+      raise ConfigError(
+        f"override {item!r}: {key!r} is not a config field (fields here: {sorted(node.keys())})"
+      )
     value, old = _parse_value(text), node[leaf]
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
     if old is not None and value is not None and type(value) is not type(old):
       if not (isinstance(old, (list, tuple)) and isinstance(value, (list, tuple))):
-        raise ConfigError(f"override {item!r}: expected a {type(old).__name__}, "
-                          f"got {type(value).__name__}")
+        raise ConfigError(
+          f"override {item!r}: expected a {type(old).__name__}, got {type(value).__name__}"
+        )
     with node.ignore_type():
       node[leaf] = value
   return config

@@ -23,7 +23,7 @@ MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]
 def run(mesh_shape, num_steps=3):
   config = tiny_text_to_image_config()
   task = get_task(config)
-  devices = jax.devices()[:int(np.prod(mesh_shape))]
+  devices = jax.devices()[: int(np.prod(mesh_shape))]
   mesh = sharding.make_mesh(mesh_shape, devices)
   batch_sharding = sharding.batch_sharding(mesh)
   iterator = ArrayIterator(task.train_arrays(), config.train.batch_size, seed=config.seed)
@@ -35,8 +35,9 @@ def run(mesh_shape, num_steps=3):
   for _ in range(num_steps):
     state, metrics = step(state, sharding.global_batch(next(iterator), batch_sharding))
     losses.append(float(metrics["loss"]))
-  sharded_leaves = sum(not leaf.sharding.is_fully_replicated
-                       for leaf in jax.tree.leaves(state.params))
+  sharded_leaves = sum(
+    not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state.params)
+  )
   return losses, jax.device_get(state.params), sharded_leaves
 
 
@@ -45,11 +46,14 @@ def main():
   report = {}
   for shape in MESHES[1:]:
     losses, params, sharded = run(shape)
-    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
-                                         params, reference_params))
+    diffs = jax.tree.leaves(
+      jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, reference_params)
+    )
     report[str(shape)] = dict(
-        loss_diff=float(np.max(np.abs(np.subtract(losses, reference_losses)))),
-        param_diff=max(diffs), sharded_param_leaves=sharded)
+      loss_diff=float(np.max(np.abs(np.subtract(losses, reference_losses)))),
+      param_diff=max(diffs),
+      sharded_param_leaves=sharded,
+    )
   report["losses"] = reference_losses
   print(json.dumps(report))
 

@@ -10,24 +10,24 @@ import pytest
 
 from jaxgen.configs.arch import sd_vae
 from jaxgen.convert.diffusers_vae import (
-    LEGACY_ATTENTION_NAMES,
-    vae_from_diffusers,
-    vae_to_diffusers,
+  LEGACY_ATTENTION_NAMES,
+  vae_from_diffusers,
+  vae_to_diffusers,
 )
 from jaxgen.convert.keymap import ConversionError
 from jaxgen.data import shapes
+from jaxgen.errors import UnsupportedConfigError
 from jaxgen.models.autoencoder import (
-    AutoencoderKL,
-    AutoencoderKLConfig,
-    DiagonalGaussian,
-    abstract_variables,
-    autoencoder_loss,
-    reconstruction_loss,
-    scale_latents,
-    unscale_latents,
-    vae_loss,
+  AutoencoderKL,
+  AutoencoderKLConfig,
+  DiagonalGaussian,
+  abstract_variables,
+  autoencoder_loss,
+  reconstruction_loss,
+  scale_latents,
+  unscale_latents,
+  vae_loss,
 )
-from jaxgen.models.unet import UnsupportedConfigError
 from jaxgen.nn import Attention, unannotated_params
 
 torch = pytest.importorskip("torch")
@@ -35,33 +35,33 @@ diffusers = pytest.importorskip("diffusers")
 
 ATOL = 1e-4
 CASES = {
-    # Two blocks, mid-block attention, quant convs: the Stable Diffusion layout in small.
-    "attention_quant_convs": {
-        "down_block_types": ("DownEncoderBlock2D",) * 2,
-        "up_block_types": ("UpDecoderBlock2D",) * 2,
-        "block_out_channels": (16, 32),
-        "layers_per_block": 1,
-        "latent_channels": 3,
-        "norm_num_groups": 8,
-        "sample_size": 16,
-    },
-    # Three blocks with 2 resnets each, no attention, no quant convs, other channel counts.
-    "no_attention_no_quant_convs": {
-        "in_channels": 2,
-        "out_channels": 5,
-        "down_block_types": ("DownEncoderBlock2D",) * 3,
-        "up_block_types": ("UpDecoderBlock2D",) * 3,
-        "block_out_channels": (8, 16, 16),
-        "layers_per_block": 2,
-        "latent_channels": 4,
-        "norm_num_groups": 4,
-        "sample_size": 16,
-        "mid_block_add_attention": False,
-        "use_quant_conv": False,
-        "use_post_quant_conv": False,
-        "scaling_factor": 0.3611,
-        "shift_factor": 0.1159,
-    },
+  # Two blocks, mid-block attention, quant convs: the Stable Diffusion layout in small.
+  "attention_quant_convs": {
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+    "block_out_channels": (16, 32),
+    "layers_per_block": 1,
+    "latent_channels": 3,
+    "norm_num_groups": 8,
+    "sample_size": 16,
+  },
+  # Three blocks with 2 resnets each, no attention, no quant convs, other channel counts.
+  "no_attention_no_quant_convs": {
+    "in_channels": 2,
+    "out_channels": 5,
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (8, 16, 16),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 16,
+    "mid_block_add_attention": False,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+    "scaling_factor": 0.3611,
+    "shift_factor": 0.1159,
+  },
 }
 
 
@@ -117,15 +117,24 @@ def test_config_from_diffusers_model(case):
 
 def test_unsupported_config_options_are_named():
   base = AutoencoderKLConfig().to_diffusers()
-  with pytest.raises(UnsupportedConfigError, match=r"latents_mean=\[0.1\].*frobnicate=1 \(unknown option\)"):
-    AutoencoderKLConfig.from_diffusers({**base, "latents_mean": [0.1], "frobnicate": 1, "_class_name": "x"})
+  with pytest.raises(
+    UnsupportedConfigError, match=r"latents_mean=\[0.1\].*frobnicate=1 \(unknown option\)"
+  ):
+    AutoencoderKLConfig.from_diffusers(
+      {**base, "latents_mean": [0.1], "frobnicate": 1, "_class_name": "x"}
+    )
   with pytest.raises(UnsupportedConfigError, match=r"down_block_types: .*\['DownBlock2D'\]"):
     AutoencoderKLConfig(down_block_types=("DownBlock2D",))
   with pytest.raises(UnsupportedConfigError, match="act_fn"):
     AutoencoderKLConfig(act_fn="relu")
-  with pytest.raises(ValueError, match=r"block_out_channels\[1\]=48 must be divisible by norm_num_groups=32"):
-    AutoencoderKLConfig(block_out_channels=(64, 48), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2)
+  with pytest.raises(
+    ValueError, match=r"block_out_channels\[1\]=48 must be divisible by norm_num_groups=32"
+  ):
+    AutoencoderKLConfig(
+      block_out_channels=(64, 48),
+      down_block_types=("DownEncoderBlock2D",) * 2,
+      up_block_types=("UpDecoderBlock2D",) * 2,
+    )
   with pytest.raises(ValueError, match="same length"):
     AutoencoderKLConfig(block_out_channels=(32, 32))
 
@@ -147,7 +156,9 @@ def test_encode_decode_forward_parity(case):
   decoded = jax.jit(functools.partial(model.apply, method=model.decode))(params, latents)
   with torch.no_grad():
     ref_posterior = torch_model.encode(nchw(images)).latent_dist
-    ref_decoded = nhwc(torch_model.decode(torch.from_numpy(latents.transpose(0, 3, 1, 2).copy())).sample)
+    ref_decoded = nhwc(
+      torch_model.decode(torch.from_numpy(latents.transpose(0, 3, 1, 2).copy())).sample
+    )
     ref_reconstruction = nhwc(torch_model(nchw(images), sample_posterior=False).sample)
 
   assert posterior.mean.dtype == posterior.logvar.dtype == jnp.float32
@@ -167,10 +178,17 @@ def test_group_norm_residual_attention_matches_diffusers():
 
   from jaxgen.convert.keymap import KeyMap, from_torch
 
-  ref = randomize_(TorchAttention(16, heads=2, dim_head=8, norm_num_groups=4, eps=1e-6, bias=True,
-                                  residual_connection=True), 3, std=0.3)
+  ref = randomize_(
+    TorchAttention(
+      16, heads=2, dim_head=8, norm_num_groups=4, eps=1e-6, bias=True, residual_connection=True
+    ),
+    3,
+    std=0.3,
+  )
   x = np.random.default_rng(3).standard_normal((2, 3, 5, 16)).astype(np.float32)
-  model = Attention(heads=2, dim_head=8, qkv_bias=True, norm_num_groups=4, norm_eps=1e-6, residual_connection=True)
+  model = Attention(
+    heads=2, dim_head=8, qkv_bias=True, norm_num_groups=4, norm_eps=1e-6, residual_connection=True
+  )
   template = jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]
   params = from_torch(ref.state_dict(), template, KeyMap(list_modules=frozenset({"to_out"})))
   out = model.apply({"params": params}, x)
@@ -189,25 +207,38 @@ def test_posterior_matches_diffusers_including_clipping():
   other_moments = rng.standard_normal((2, 3, 5, 8)).astype(np.float32)
   sample = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
   ours, other = DiagonalGaussian.from_moments(moments), DiagonalGaussian.from_moments(other_moments)
-  ref, ref_other = DiagonalGaussianDistribution(nchw(moments)), DiagonalGaussianDistribution(nchw(other_moments))
+  ref, ref_other = (
+    DiagonalGaussianDistribution(nchw(moments)),
+    DiagonalGaussianDistribution(nchw(other_moments)),
+  )
   np.testing.assert_array_equal(ours.logvar[0, 0, 0], [-30.0, 20.0, -29.0, 19.0])
   for name in ("mean", "logvar", "std", "var"):
-    np.testing.assert_allclose(getattr(ours, name), nhwc(getattr(ref, name)), rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+      getattr(ours, name), nhwc(getattr(ref, name)), rtol=1e-6, err_msg=name
+    )
   np.testing.assert_array_equal(ours.mode(), ours.mean)
-  small = (slice(1, None),)  # example 0 has var = e^20: compare the KL of the well-scaled example tightly
+  small = (
+    slice(1, None),
+  )  # example 0 has var = e^20: compare the KL of the well-scaled example tightly
   np.testing.assert_allclose(ours.kl()[small], ref.kl().numpy()[small], rtol=1e-5)
   np.testing.assert_allclose(ours.kl(), ref.kl().numpy(), rtol=1e-4)
   np.testing.assert_allclose(ours.kl(other), ref.kl(ref_other).numpy(), rtol=1e-4)
-  np.testing.assert_allclose(ours.nll(sample)[small], ref.nll(nchw(sample)).numpy()[small], rtol=1e-5)
+  np.testing.assert_allclose(
+    ours.nll(sample)[small], ref.nll(nchw(sample)).numpy()[small], rtol=1e-5
+  )
 
 
 def test_kl_of_standard_normal_is_zero_and_sampling_follows_the_posterior():
   standard = DiagonalGaussian.from_moments(jnp.zeros((3, 4, 4, 8)))
   np.testing.assert_array_equal(standard.kl(), np.zeros(3))
-  shifted = DiagonalGaussian.from_moments(jnp.concatenate([jnp.full((1, 2, 2, 4), 2.0), jnp.zeros((1, 2, 2, 4))], -1))
+  shifted = DiagonalGaussian.from_moments(
+    jnp.concatenate([jnp.full((1, 2, 2, 4), 2.0), jnp.zeros((1, 2, 2, 4))], -1)
+  )
   np.testing.assert_allclose(shifted.kl(), [0.5 * 4.0 * 16], rtol=1e-6)  # 0.5 * mean^2 per latent
   np.testing.assert_allclose(shifted.kl(shifted), [0.0], atol=1e-7)
-  posterior = DiagonalGaussian(jnp.full((2000, 1, 1, 2), 1.5), jnp.full((2000, 1, 1, 2), jnp.log(0.25)))
+  posterior = DiagonalGaussian(
+    jnp.full((2000, 1, 1, 2), 1.5), jnp.full((2000, 1, 1, 2), jnp.log(0.25))
+  )
   draws = np.asarray(posterior.sample(jax.random.key(0)))
   assert abs(draws.mean() - 1.5) < 0.03 and abs(draws.std() - 0.5) < 0.02
 
@@ -266,9 +297,14 @@ def test_missing_unexpected_and_misshapen_keys_are_named(numpy_state):
     vae_from_diffusers(broken, cfg)
   message = str(err.value)
   assert "missing torch keys (2)" in message
-  assert "encoder.mid_block.attentions.0.to_k.weight" in message and "post_quant_conv.bias" in message
+  assert (
+    "encoder.mid_block.attentions.0.to_k.weight" in message and "post_quant_conv.bias" in message
+  )
   assert "unexpected torch keys (1):\n  decoder.up_blocks.1.upsamplers.0.conv.weight" in message
-  assert "decoder.conv_out.weight: expected (3, 16, 3, 3)" in message and "found (3, 16, 1, 1)" in message
+  assert (
+    "decoder.conv_out.weight: expected (3, 16, 3, 3)" in message
+    and "found (3, 16, 1, 1)" in message
+  )
   # A config that disagrees with the weights is caught the same way.
   other = AutoencoderKLConfig(**{**CASES["attention_quant_convs"], "latent_channels": 4})
   with pytest.raises(ConversionError, match=r"quant_conv.weight: expected \(8, 8, 1, 1\)"):
@@ -288,7 +324,10 @@ def test_legacy_attention_names_are_upgraded(numpy_state):
   assert sorted(back) == sorted(state)
   for key in state:
     np.testing.assert_array_equal(back[key], state[key], err_msg=key)
-  both = {**state, "encoder.mid_block.attentions.0.query.bias": state["encoder.mid_block.attentions.0.to_q.bias"]}
+  both = {
+    **state,
+    "encoder.mid_block.attentions.0.query.bias": state["encoder.mid_block.attentions.0.to_q.bias"],
+  }
   with pytest.raises(ConversionError, match="both encoder.mid_block.attentions.0.query.bias"):
     vae_from_diffusers(both, cfg)
 
@@ -300,12 +339,18 @@ def test_legacy_attention_names_are_upgraded(numpy_state):
 def test_bad_inputs_are_named_before_compiling():
   cfg = AutoencoderKLConfig(**CASES["attention_quant_convs"])
   model = AutoencoderKL(cfg)
-  params = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 2, 3)))))
+  params = jax.tree.map(
+    jnp.zeros_like, jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 2, 3))))
+  )
   encode = functools.partial(model.apply, params, method=model.encode)
   decode = functools.partial(model.apply, params, method=model.decode)
-  with pytest.raises(ValueError, match=r"images: expected 3 channels \(config.in_channels, NHWC\), found 16"):
+  with pytest.raises(
+    ValueError, match=r"images: expected 3 channels \(config.in_channels, NHWC\), found 16"
+  ):
     encode(jnp.zeros((1, 3, 16, 16)))
-  with pytest.raises(ValueError, match=r"images: height and width must be multiples of 2.*found 15x16"):
+  with pytest.raises(
+    ValueError, match=r"images: height and width must be multiples of 2.*found 15x16"
+  ):
     encode(jnp.zeros((1, 15, 16, 3)))
   with pytest.raises(ValueError, match="images: expected a floating dtype"):
     encode(jnp.zeros((1, 16, 16, 3), jnp.uint8))
@@ -345,13 +390,19 @@ def test_reconstruction_and_vae_loss_values():
   rng = np.random.default_rng(6)
   images = rng.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32)
   recon = rng.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32)
-  np.testing.assert_allclose(reconstruction_loss(images, recon, "l1"), np.abs(recon - images).sum((1, 2, 3)),
-                             rtol=1e-6)
-  np.testing.assert_allclose(reconstruction_loss(images, recon, "l2"), np.square(recon - images).sum((1, 2, 3)),
-                             rtol=1e-6)
-  posterior = DiagonalGaussian.from_moments(jnp.asarray(rng.standard_normal((2, 2, 2, 8)), jnp.float32))
+  np.testing.assert_allclose(
+    reconstruction_loss(images, recon, "l1"), np.abs(recon - images).sum((1, 2, 3)), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    reconstruction_loss(images, recon, "l2"), np.square(recon - images).sum((1, 2, 3)), rtol=1e-6
+  )
+  posterior = DiagonalGaussian.from_moments(
+    jnp.asarray(rng.standard_normal((2, 2, 2, 8)), jnp.float32)
+  )
   loss, metrics = vae_loss(images, recon, posterior, kl_weight=0.5, kind="l2")
-  expected = np.square(recon - images).sum((1, 2, 3)).mean() + 0.5 * np.asarray(posterior.kl()).mean()
+  expected = (
+    np.square(recon - images).sum((1, 2, 3)).mean() + 0.5 * np.asarray(posterior.kl()).mean()
+  )
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
   assert set(metrics) == {"loss", "reconstruction", "kl", "mse"}
   np.testing.assert_allclose(metrics["mse"], np.square(recon - images).mean(), rtol=1e-6)
@@ -360,7 +411,9 @@ def test_reconstruction_and_vae_loss_values():
 def test_loss_falls_on_shapes():
   # One block (no downsampling) keeps the compile short; encoder, mid-block attention and decoder are all there.
   cfg = AutoencoderKLConfig(block_out_channels=(16,), latent_channels=3, norm_num_groups=8)
-  images = jnp.asarray(shapes.make_split("train", 32, resolution=16)["image"], jnp.float32) / 127.5 - 1.0
+  images = (
+    jnp.asarray(shapes.make_split("train", 32, resolution=16)["image"], jnp.float32) / 127.5 - 1.0
+  )
   model = AutoencoderKL(cfg)
   # Start from diffusers' own initialisation: compiling jaxgen's init costs more (~7 s) than the training here.
   with torch.random.fork_rng():
@@ -371,7 +424,9 @@ def test_loss_falls_on_shapes():
 
   @jax.jit
   def step(params, opt_state, rng):
-    (_loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, images=images, rng=rng)
+    (_loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      params, images=images, rng=rng
+    )
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, metrics
 

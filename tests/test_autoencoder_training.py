@@ -17,12 +17,22 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config
 
 # 8×8 images and the smallest widths: every test here compiles the tiny model.
 TINY_AUTOENCODER = [
-    "data.resolution=8", "vae.sample_size=8", "data.num_train_examples=16",
-    "vae.block_out_channels=(8, 8)", "vae.norm_num_groups=4",
-    "disc.channels=8", "disc.num_layers=1", "disc.norm_num_groups=4",
-    "train.batch_size=8", "train.num_steps=2", "train.log_every=1", "train.sample_every=0",
-    "checkpoint.save_every=2", "optim.warmup_steps=1", "train.max_minutes=None",
-    "eval.num_examples=8",
+  "data.resolution=8",
+  "vae.sample_size=8",
+  "data.num_train_examples=16",
+  "vae.block_out_channels=(8, 8)",
+  "vae.norm_num_groups=4",
+  "disc.channels=8",
+  "disc.num_layers=1",
+  "disc.norm_num_groups=4",
+  "train.batch_size=8",
+  "train.num_steps=2",
+  "train.log_every=1",
+  "train.sample_every=0",
+  "checkpoint.save_every=2",
+  "optim.warmup_steps=1",
+  "train.max_minutes=None",
+  "eval.num_examples=8",
 ]
 
 
@@ -38,9 +48,11 @@ def task_and_batch():
   task = AutoencoderTask(tiny_autoencoder_config("disc.start=1"))
   batch = {k: jnp.asarray(v[:8]) for k, v in task.train_arrays().items()}
   batch["step"] = jnp.int32(1)
-  params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x,
-                        jax.jit(task.init)(jax.random.PRNGKey(0), batch),
-                        is_leaf=lambda x: hasattr(x, "unbox"))
+  params = jax.tree.map(
+    lambda x: x.unbox() if hasattr(x, "unbox") else x,
+    jax.jit(task.init)(jax.random.PRNGKey(0), batch),
+    is_leaf=lambda x: hasattr(x, "unbox"),
+  )
   # Train the discriminator's params away from init a little: random logits
   # near zero make both hinge terms nearly linear, a weak test.
   params["discriminator"] = jax.tree.map(lambda p: p * 3.0, params["discriminator"])
@@ -61,8 +73,10 @@ def _max_rel_diff(a, b):
   """
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   tree_scale = max(float(jnp.max(jnp.abs(y))) for y in leaves_b)
-  return max(float(jnp.max(jnp.abs(x - y))) / max(float(jnp.max(jnp.abs(y))), 1e-3 * tree_scale)
-             for x, y in zip(leaves_a, leaves_b))
+  return max(
+    float(jnp.max(jnp.abs(x - y))) / max(float(jnp.max(jnp.abs(y))), 1e-3 * tree_scale)
+    for x, y in zip(leaves_a, leaves_b)
+  )
 
 
 def test_combined_loss_gradients_equal_those_of_the_separate_games(task_and_batch, loss_grad):
@@ -75,25 +89,38 @@ def test_combined_loss_gradients_equal_those_of_the_separate_games(task_and_batc
 
   def generator_loss(ae_params):  # rec + KL + weight * g_loss, discriminator a constant
     recs, posterior = task.model.apply({"params": ae_params}, images, rng, sample_posterior=True)
-    loss, _ = vae_loss(images, recs, posterior, kl_weight=task.config.loss.kl_weight,
-                       kind=task.config.loss.reconstruction)
+    loss, _ = vae_loss(
+      images,
+      recs,
+      posterior,
+      kl_weight=task.config.loss.kl_weight,
+      kind=task.config.loss.reconstruction,
+    )
     return loss + weight * disc_lib.hinge_generator_loss(disc(params["discriminator"], recs))
 
   def discriminator_loss(disc_params):  # hinge loss alone, on fixed reconstructions
-    recs, _ = task.model.apply({"params": params["autoencoder"]}, images, rng,
-                               sample_posterior=True)
+    recs, _ = task.model.apply(
+      {"params": params["autoencoder"]}, images, rng, sample_posterior=True
+    )
     return disc_lib.hinge_discriminator_loss(disc(disc_params, images), disc(disc_params, recs))
 
   def rec_and_kl_loss(ae_params):  # the generator's loss without the adversarial term
     recs, posterior = task.model.apply({"params": ae_params}, images, rng, sample_posterior=True)
-    return vae_loss(images, recs, posterior, kl_weight=task.config.loss.kl_weight,
-                    kind=task.config.loss.reconstruction)[0]
+    return vae_loss(
+      images,
+      recs,
+      posterior,
+      kl_weight=task.config.loss.kl_weight,
+      kind=task.config.loss.reconstruction,
+    )[0]
 
   @jax.jit  # one program for the three references: eager VJPs run op by op
   def reference_grads(params):
-    return (jax.grad(generator_loss)(params["autoencoder"]),
-            jax.grad(discriminator_loss)(params["discriminator"]),
-            jax.grad(rec_and_kl_loss)(params["autoencoder"]))
+    return (
+      jax.grad(generator_loss)(params["autoencoder"]),
+      jax.grad(discriminator_loss)(params["discriminator"]),
+      jax.grad(rec_and_kl_loss)(params["autoencoder"]),
+    )
 
   want_ae, want_disc, without_gan = reference_grads(params)
   assert _max_rel_diff(grads["autoencoder"], want_ae) < 1e-4
@@ -143,13 +170,15 @@ def test_task_without_discriminator_has_only_autoencoder_params():
 
 def test_patch_discriminator_matches_the_pytorch_layout():
   torch = pytest.importorskip("torch")
-  cfg = disc_lib.PatchDiscriminatorConfig(in_channels=3, channels=8, num_layers=2,
-                                          norm_num_groups=4)
+  cfg = disc_lib.PatchDiscriminatorConfig(
+    in_channels=3, channels=8, num_layers=2, norm_num_groups=4
+  )
   model = disc_lib.PatchDiscriminator(cfg)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(1), x)["params"]
-  params = jax.tree.map(lambda p: p.unbox() if hasattr(p, "unbox") else p, params,
-                        is_leaf=lambda p: hasattr(p, "unbox"))
+  params = jax.tree.map(
+    lambda p: p.unbox() if hasattr(p, "unbox") else p, params, is_leaf=lambda p: hasattr(p, "unbox")
+  )
   # pix2pix's NLayerDiscriminator with GroupNorm in place of BatchNorm.
   nn = torch.nn
   widths = cfg.layer_channels()

@@ -46,8 +46,22 @@ def check_table(rows, columns, num_rows, numeric):
 
 def test_train_step_throughput(capsys):
   bench = load_benchmark("train_step_throughput")
-  rows = bench.main(["--unet", "tiny", "--size", "8", "--batch", "2", "--context-length", "4",
-                     "--steps", "2", "--warmup", "1"])
+  rows = bench.main(
+    [
+      "--unet",
+      "tiny",
+      "--size",
+      "8",
+      "--batch",
+      "2",
+      "--context-length",
+      "4",
+      "--steps",
+      "2",
+      "--warmup",
+      "1",
+    ]
+  )
   check_table(rows, bench.COLUMNS, 2, numeric=[c for c in bench.COLUMNS if c != "framework"])
   assert [r["framework"] for r in rows] == [bench.TORCH, bench.JAX]
   # Same converted weights, same batch, same loss: the first losses agree.
@@ -58,8 +72,9 @@ def test_train_step_throughput(capsys):
 
 def test_ddim_sampling(capsys):
   bench = load_benchmark("ddim_sampling")
-  rows = bench.main(["--unet", "tiny", "--size", "8", "--steps", "3", "--context-length", "4",
-                     "--repeats", "1"])
+  rows = bench.main(
+    ["--unet", "tiny", "--size", "8", "--steps", "3", "--context-length", "4", "--repeats", "1"]
+  )
   timings = ["s/image (median)", "s/image (min)", "CPU s/image", "ms/step", "speed-up vs diffusers"]
   check_table(rows, bench.COLUMNS, 3, numeric=timings)
   assert [r["sampler"] for r in rows] == [bench.SCAN, bench.LOOP, bench.DIFFUSERS]
@@ -73,8 +88,12 @@ def test_memory_per_device_sd15_fsdp(capsys):
   bench = load_benchmark("memory_per_device")
   rows = bench.main([])  # SD 1.5 U-Net, shapes only, in an 8-device child process.
   text_columns = ("mesh (data,fsdp,tensor)", "sharded leaves")
-  check_table(rows, bench.COLUMNS, len(bench.MESHES),
-              numeric=[c for c in bench.COLUMNS if c not in text_columns])
+  check_table(
+    rows,
+    bench.COLUMNS,
+    len(bench.MESHES),
+    numeric=[c for c in bench.COLUMNS if c not in text_columns],
+  )
   by_mesh = {row["mesh (data,fsdp,tensor)"]: row for row in rows}
   assert list(by_mesh) == ["(8,1,1)", "(1,8,1)", "(2,4,1)", "(2,2,2)"]
   # 859,520,964 float32 params; AdamW keeps two more copies (plus scalar counters).
@@ -90,11 +109,21 @@ def test_memory_per_device_sd15_fsdp(capsys):
 
 def test_motion_length_buckets(capsys):
   bench = load_benchmark("motion_length_buckets")
-  tiny = ["data.max_examples=48", "mdm.latent_dim=16", "mdm.ff_size=32", "mdm.num_layers=1",
-          "mdm.num_heads=2", "text.width=16", "text.num_layers=1", "text.num_heads=2",
-          "train.batch_size=4", "data.length_buckets.frames=(96, 196)"]
-  rows = bench.main([arg for o in tiny for arg in ("--override", o)] + ["--steps", "2",
-                                                                       "--rounds", "1"])
+  tiny = [
+    "data.max_examples=48",
+    "mdm.latent_dim=16",
+    "mdm.ff_size=32",
+    "mdm.num_layers=1",
+    "mdm.num_heads=2",
+    "text.width=16",
+    "text.num_layers=1",
+    "text.num_heads=2",
+    "train.batch_size=4",
+    "data.length_buckets.frames=(96, 196)",
+  ]
+  rows = bench.main(
+    [arg for o in tiny for arg in ("--override", o)] + ["--steps", "2", "--rounds", "1"]
+  )
   check_table(rows, bench.COLUMNS, 2, numeric=[c for c in bench.COLUMNS if c != "batches"])
   padded, bucketed = rows
   assert (padded["batches"], bucketed["batches"]) == (bench.PADDED, bench.BUCKETED)

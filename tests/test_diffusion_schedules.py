@@ -178,8 +178,9 @@ def test_sample_timesteps_cover_the_range():
 
 def test_logit_normal_timesteps_follow_the_sigmoid_of_a_normal():
   mean, std = 0.5, 1.0
-  t = np.asarray(gaussian.sample_timesteps(jax.random.key(0), 20000, 1000, "logit_normal",
-                                           mean, std))
+  t = np.asarray(
+    gaussian.sample_timesteps(jax.random.key(0), 20000, 1000, "logit_normal", mean, std)
+  )
   assert t.dtype == np.int32 and 0 <= t.min() and t.max() <= 999
   # Median sigmoid(mean) * T; quartiles sigmoid(mean -/+ 0.674 std) * T.
   sigmoid = lambda v: 1 / (1 + np.exp(-v))

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from jaxgen.configs import t2m_gpt_synthetic
-from jaxgen.models.gpt import GPTConfig, MotionGPT, init_cache, sample_codes, sinusoidal_positions
+from jaxgen.models.gpt import GPTConfig, MotionGPT, init_cache, sample_codes
+from jaxgen.nn.embeddings import sinusoidal_positions
 from jaxgen.nn.partitioning import unannotated_params
 
-TINY = GPTConfig(num_codes=10, embed_dim=16, cond_dim=6, block_size=8, num_layers=1, num_heads=2,
-                 dropout=0.1)
+TINY = GPTConfig(
+  num_codes=10, embed_dim=16, cond_dim=6, block_size=8, num_layers=1, num_heads=2, dropout=0.1
+)
 
 
 def count_params(tree) -> int:
@@ -54,8 +56,15 @@ def test_kv_cache_matches_full_recompute_at_temperature_zero(tiny):
   steps = TINY.block_size - 1
   batch = cond.shape[0]
   # Let the model run to the end of the block: End is never masked ...
-  codes, _ = sample_codes(model, variables, cond, jax.random.PRNGKey(2), temperature=0.0,
-                          min_codes=np.zeros(batch), max_codes=np.full(batch, steps))
+  codes, _ = sample_codes(
+    model,
+    variables,
+    cond,
+    jax.random.PRNGKey(2),
+    temperature=0.0,
+    min_codes=np.zeros(batch),
+    max_codes=np.full(batch, steps),
+  )
   reference = greedy_full_recompute(model, variables, cond, steps)
   # ... so up to each row's first End the tokens must agree exactly.
   codes = np.asarray(codes)
@@ -85,8 +94,9 @@ def test_sampler_is_one_scan_and_respects_lengths(tiny):
   model, variables, cond = tiny
 
   def sample(cond, rng, min_codes, max_codes):
-    return sample_codes(model, variables, cond, rng, min_codes=min_codes, max_codes=max_codes,
-                        temperature=1.0)
+    return sample_codes(
+      model, variables, cond, rng, min_codes=min_codes, max_codes=max_codes, temperature=1.0
+    )
 
   lengths = np.array([1, 4, 7])
   jaxpr = jax.make_jaxpr(sample)(cond, jax.random.PRNGKey(0), lengths, lengths)
@@ -98,13 +108,20 @@ def test_sampler_is_one_scan_and_respects_lengths(tiny):
   for row, n in enumerate(lengths):
     assert (codes[row, :n] < TINY.num_codes).all()
     assert codes[row, n] == TINY.end_id
-    assert (codes[row, n + 1:] == TINY.pad_id).all()
+    assert (codes[row, n + 1 :] == TINY.pad_id).all()
 
 
 def test_end_token_mode_lets_the_model_stop(tiny):
   model, variables, cond = tiny
-  codes, lengths = sample_codes(model, variables, cond, jax.random.PRNGKey(5), temperature=0.0,
-                                min_codes=1, max_codes=TINY.block_size - 1)
+  codes, lengths = sample_codes(
+    model,
+    variables,
+    cond,
+    jax.random.PRNGKey(5),
+    temperature=0.0,
+    min_codes=1,
+    max_codes=TINY.block_size - 1,
+  )
   codes, lengths = np.asarray(codes), np.asarray(lengths)
   assert ((1 <= lengths) & (lengths <= TINY.block_size - 1)).all()
   np.testing.assert_array_equal(codes[np.arange(3), lengths], TINY.end_id)
@@ -113,8 +130,9 @@ def test_end_token_mode_lets_the_model_stop(tiny):
 def test_dropout_only_in_training(tiny):
   model, variables, cond = tiny
   tokens = jnp.ones((3, 4), jnp.int32)
-  train = jax.jit(lambda rng: model.apply(variables, tokens, cond, deterministic=False,
-                                          rngs={"dropout": rng}))
+  train = jax.jit(
+    lambda rng: model.apply(variables, tokens, cond, deterministic=False, rngs={"dropout": rng})
+  )
   assert not np.allclose(train(jax.random.PRNGKey(0)), train(jax.random.PRNGKey(1)))
   evaluate = jax.jit(lambda: model.apply(variables, tokens, cond))
   np.testing.assert_array_equal(evaluate(), evaluate())
@@ -127,8 +145,9 @@ def test_faithful_parameter_count():
   the frozen sinusoidal table (requires_grad=False) this model computes instead."""
   config = GPTConfig(**t2m_gpt_synthetic.gpt_faithful(), num_codes=512, cond_dim=512, block_size=51)
   model = MotionGPT(config)
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 50), jnp.int32),
-                          jnp.zeros((1, 512)))
+  shapes = jax.eval_shape(
+    model.init, jax.random.PRNGKey(0), jnp.zeros((1, 50), jnp.int32), jnp.zeros((1, 512))
+  )
   assert count_params(shapes) == 228_415_488 - 2 * 51 * 1024
   assert len([k for k in shapes["params"] if k.startswith("base_blocks_")]) == 9
   assert len([k for k in shapes["params"] if k.startswith("head_blocks_")]) == 9

@@ -13,21 +13,28 @@ from jaxgen.data.datasets import kit_ml
 
 # name -> (frames, [(caption, tokens, start, end)]) per split.
 _CLIPS = {
-    "train": {
-        "000001": (60, [("a man walks forward.", "a/DET man/NOUN walk/VERB",
-                         0.0, 0.0),
-                        ("someone strolls ahead", "someone/PRON stroll/VERB",
-                         0.0, 0.0)]),
-        "M000001": (199, [("a man walks forward.", "a/DET man/NOUN", 0.0, 0.0),
-                          ("he jumps", "he/PRON jump/VERB", 1.0, 3.5),
-                          ("too short span", "too/ADV", 1.0, 2.0)]),
-        "000002": (120, [("only a span", "only/ADV span/NOUN", 0.5, 4.0)]),
-        "000003": (30, [("too short clip", "too/ADV short/ADJ", 0.0, 0.0)]),
-        "000004": (250, [("too long clip", "too/ADV long/ADJ", 0.0, 0.0)]),
-    },
-    "val": {"000005": (80, [("a person waves", "a/DET person/NOUN", "nan",
-                             "nan")])},
-    "test": {"000006": (196, [("a person sits down", "sit/VERB", 0.0, 0.0)])},
+  "train": {
+    "000001": (
+      60,
+      [
+        ("a man walks forward.", "a/DET man/NOUN walk/VERB", 0.0, 0.0),
+        ("someone strolls ahead", "someone/PRON stroll/VERB", 0.0, 0.0),
+      ],
+    ),
+    "M000001": (
+      199,
+      [
+        ("a man walks forward.", "a/DET man/NOUN", 0.0, 0.0),
+        ("he jumps", "he/PRON jump/VERB", 1.0, 3.5),
+        ("too short span", "too/ADV", 1.0, 2.0),
+      ],
+    ),
+    "000002": (120, [("only a span", "only/ADV span/NOUN", 0.5, 4.0)]),
+    "000003": (30, [("too short clip", "too/ADV short/ADJ", 0.0, 0.0)]),
+    "000004": (250, [("too long clip", "too/ADV long/ADJ", 0.0, 0.0)]),
+  },
+  "val": {"000005": (80, [("a person waves", "a/DET person/NOUN", "nan", "nan")])},
+  "test": {"000006": (196, [("a person sits down", "sit/VERB", 0.0, 0.0)])},
 }
 
 
@@ -40,17 +47,13 @@ def _write_folder(root, fmt):
     with open(os.path.join(root, f"{split}.txt"), "w") as f:
       f.write("\n".join(clips) + "\n")
     for name, (frames, lines) in clips.items():
-      motions[name] = rng.normal(size=(frames, fmt.feature_dim)).astype(
-          np.float32)
-      np.save(os.path.join(root, "new_joint_vecs", f"{name}.npy"),
-              motions[name])
+      motions[name] = rng.normal(size=(frames, fmt.feature_dim)).astype(np.float32)
+      np.save(os.path.join(root, "new_joint_vecs", f"{name}.npy"), motions[name])
       with open(os.path.join(root, "texts", f"{name}.txt"), "w") as f:
         for caption, tokens, start, end in lines:
           f.write(f"{caption}#{tokens}#{start}#{end}\n")
-  np.save(os.path.join(root, "Mean.npy"),
-          np.arange(fmt.feature_dim, dtype=np.float32))
-  np.save(os.path.join(root, "Std.npy"),
-          np.full(fmt.feature_dim, 2.0, np.float32))
+  np.save(os.path.join(root, "Mean.npy"), np.arange(fmt.feature_dim, dtype=np.float32))
+  np.save(os.path.join(root, "Std.npy"), np.full(fmt.feature_dim, 2.0, np.float32))
   with open(os.path.join(root, "all.txt"), "w") as f:  # Extra files are fine.
     f.write("ignored\n")
   return motions
@@ -64,8 +67,7 @@ def _expected(fmt, motions):
     for name, (frames, lines) in clips.items():
       if not fmt.min_frames <= frames < 200:
         continue
-      whole = [l for l in lines if float(l[2]) in (0.0,) and float(l[3]) == 0
-               or str(l[2]) == "nan"]
+      whole = [l for l in lines if float(l[2]) in (0.0,) and float(l[3]) == 0 or str(l[2]) == "nan"]
       if whole:
         out[split][name] = (motions[name], whole)
       for i, line in enumerate(lines):
@@ -84,10 +86,8 @@ def test_builder_reads_every_caption_span_and_split(tmp_path, builder_cls):
   motions = _write_folder(manual, fmt)
   data_dir = tmp_path / "tfds"
   builder = builder_cls(data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual))
-  np.testing.assert_array_equal(builder.info.metadata["mean"],
-                                np.arange(fmt.feature_dim))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  np.testing.assert_array_equal(builder.info.metadata["mean"], np.arange(fmt.feature_dim))
   np.testing.assert_array_equal(builder.info.metadata["std"], 2.0)
   expected = _expected(fmt, motions)
   assert set(builder.info.splits) == {"train", "val", "test"}
@@ -96,16 +96,13 @@ def test_builder_reads_every_caption_span_and_split(tmp_path, builder_cls):
     examples = [source[i] for i in range(len(source))]
     assert len(examples) == len(clips), split
     for example, (key, (features, lines)) in zip(examples, clips.items()):
-      name = example["name"].decode() if isinstance(
-          example["name"], bytes) else example["name"]
+      name = example["name"].decode() if isinstance(example["name"], bytes) else example["name"]
       assert name == key.split(":")[0]
       np.testing.assert_array_equal(example["motion"], features)
       assert example["length"] == len(features)
       assert example["end_frame"] - example["start_frame"] == len(features)
-      captions = [c.decode() if isinstance(c, bytes) else c
-                  for c in example["caption"]]
-      tokens = [c.decode() if isinstance(c, bytes) else c
-                for c in example["tokens"]]
+      captions = [c.decode() if isinstance(c, bytes) else c for c in example["caption"]]
+      tokens = [c.decode() if isinstance(c, bytes) else c for c in example["tokens"]]
       assert captions == [l[0] for l in lines]
       assert tokens == [l[1] for l in lines]
       starts = [0.0 if str(l[2]) == "nan" else float(l[2]) for l in lines]
@@ -118,8 +115,7 @@ def test_builder_reads_every_caption_span_and_split(tmp_path, builder_cls):
 
 def test_expected_grouping_matches_the_reference_rules():
   fmt = motion.HUMANML3D
-  keys = _expected(fmt, {n: np.zeros((c[0], 1)) for s in _CLIPS.values()
-                         for n, c in s.items()})
+  keys = _expected(fmt, {n: np.zeros((c[0], 1)) for s in _CLIPS.values() for n, c in s.items()})
   # Span 1.0-3.5 s = frames 20..70 kept; 1.0-2.0 s = 20 frames dropped;
   # a clip with only spans has no whole-clip example; 30 and 250 dropped.
   assert list(keys["train"]) == ["000001", "M000001", "M000001:1", "000002:0"]
@@ -131,15 +127,13 @@ def test_unknown_layout_and_bad_files_raise_named_errors(tmp_path):
   with pytest.raises(humanml3d.DatasetLayoutError, match="manual directory"):
     humanml3d.check_layout(None, fmt)
   (tmp_path / "motions").mkdir()
-  with pytest.raises(humanml3d.DatasetLayoutError,
-                     match=r"missing \['new_joint_vecs', 'texts'"):
+  with pytest.raises(humanml3d.DatasetLayoutError, match=r"missing \['new_joint_vecs', 'texts'"):
     humanml3d.check_layout(tmp_path, fmt)
   folder = tmp_path / "h"
   _write_folder(folder, fmt)
   builder = humanml3d.HumanML3D(data_dir=tmp_path / "out")
   with pytest.raises(humanml3d.DatasetLayoutError, match="released layout"):
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=tmp_path))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=tmp_path))
   # A KIT-ML folder read as HumanML3D: wrong width, named with its file.
   kit = tmp_path / "kit"
   _write_folder(kit, motion.KIT_ML)
@@ -162,20 +156,26 @@ def test_load_split_pads_crops_and_expands_captions(tmp_path):
   motions = _write_folder(tmp_path, motion.HUMANML3D)
   train = humanml3d.load_split(tmp_path, "train")
   assert train["motion"].shape == (5, 196, 263)
-  assert train["caption"] == ["a man walks forward.", "someone strolls ahead",
-                              "a man walks forward.", "he jumps",
-                              "only a span"]
-  assert train["name"] == ["000001", "000001", "M000001", "M000001:1",
-                           "000002:0"]
+  assert train["caption"] == [
+    "a man walks forward.",
+    "someone strolls ahead",
+    "a man walks forward.",
+    "he jumps",
+    "only a span",
+  ]
+  assert train["name"] == ["000001", "000001", "M000001", "M000001:1", "000002:0"]
   # 199 frames -> 196; spans of 50 and 70 frames -> 48 and 68.
   np.testing.assert_array_equal(train["length"], [60, 60, 196, 48, 68])
   np.testing.assert_array_equal(train["motion"][2], motions["M000001"][:196])
-  np.testing.assert_array_equal(train["motion"][3, :48],
-                                motions["M000001"][20:68])
+  np.testing.assert_array_equal(train["motion"][3, :48], motions["M000001"][20:68])
   np.testing.assert_array_equal(train["motion"][0, 60:], 0.0)
   first = humanml3d.load_split(tmp_path, "train", all_captions=False)
-  assert first["caption"] == ["a man walks forward.", "a man walks forward.",
-                              "he jumps", "only a span"]
+  assert first["caption"] == [
+    "a man walks forward.",
+    "a man walks forward.",
+    "he jumps",
+    "only a span",
+  ]
   kit = tmp_path / "kit"
   _write_folder(kit, motion.KIT_ML)
   assert kit_ml.load_split(kit, "test")["motion"].shape == (1, 196, 251)

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.convert import keymap
+from jaxgen.convert import keymap, metric_networks
+from jaxgen.convert.torch_state_dict import MissingWeightsError
 from jaxgen.models import i3d, inception
 
 torch = pytest.importorskip("torch")
@@ -147,7 +148,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def variables(reference):
-  return i3d.variables_from_torch_state_dict(reference.state_dict())
+  return metric_networks.I3D.from_torch(reference.state_dict())
 
 
 # --- sizes --------------------------------------------------------------------
@@ -214,13 +215,13 @@ def test_key_map_matches_the_reference_state_dict(reference):
     for k, v in reference.state_dict().items()
     if not k.endswith("num_batches_tracked")
   }
-  assert {k: e.torch_shape for k, e in i3d.torch_key_map().items()} == expected
+  assert {k: e.torch_shape for k, e in metric_networks.I3D.key_map().items()} == expected
   assert "Conv3d_1a_7x7.conv3d.weight" in expected and "logits.conv3d.bias" in expected
   assert "Mixed_5c.b3b.bn.running_var" in expected
 
 
 def test_round_trip_is_bit_identical_and_loads_strictly(reference, variables):
-  state = i3d.torch_state_dict_from_variables(variables)
+  state = metric_networks.I3D.to_torch(variables)
   for key, value in reference.state_dict().items():
     if key.endswith("num_batches_tracked"):
       assert key not in state
@@ -239,7 +240,7 @@ def test_strict_check_lists_missing_unexpected_and_misshapen_keys(reference):
   state["Mixed_4c.b1b.conv.weight"] = np.zeros(1, np.float32)
   state["logits.conv3d.bias"] = np.zeros(157, np.float32)  # a Charades head
   with pytest.raises(keymap.ConversionError) as error:
-    i3d.variables_from_torch_state_dict(state)
+    metric_networks.I3D.from_torch(state)
   message = str(error.value)
   assert "missing keys (2)" in message and "Mixed_4c.b1b.conv3d.weight" in message
   assert "Conv3d_1a_7x7.bn.running_mean" in message
@@ -254,10 +255,10 @@ def test_weights_load_from_pt_and_safetensors_files(tmp_path, reference, variabl
   state = {k: v.numpy() for k, v in reference.state_dict().items() if "num_batches" not in k}
   save_file(state, str(tmp_path / "i3d.safetensors"))
   for name in ("rgb_imagenet.pt", "i3d.safetensors"):
-    loaded = i3d.load_i3d_variables(tmp_path / name)
+    loaded = metric_networks.I3D.load(tmp_path / name)
     jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)
-  with pytest.raises(i3d.MissingWeightsError, match="does not exist"):
-    i3d.load_i3d_variables(tmp_path / "absent.pt")
+  with pytest.raises(MissingWeightsError, match="does not exist"):
+    metric_networks.I3D.load(tmp_path / "absent.pt")
 
 
 # --- parity -------------------------------------------------------------------

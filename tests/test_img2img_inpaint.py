@@ -7,7 +7,7 @@ import pytest
 from test_latent_diffusion_training import fit, tiny_latent_task
 
 from jaxgen.diffusion import editing, samplers, schedules
-from jaxgen.render.grid import to_uint8
+from jaxgen.data.images import to_uint8
 
 SCHEDULE = schedules.make_schedule("squaredcos_cap_v2", 1000)
 PREDICTION = "v_prediction"
@@ -38,12 +38,13 @@ def test_img2img_matches_diffusers_img2img_loop(sampler):
   torch = pytest.importorskip("torch")
   diffusers = pytest.importorskip("diffusers")
   num_steps, strength = 10, 0.6
-  common = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                prediction_type=PREDICTION)
+  common = dict(
+    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=PREDICTION
+  )
   scheduler = {
-      "ddim": lambda: diffusers.DDIMScheduler(clip_sample=False, **common),
-      "dpm_solver_pp_2m": lambda: diffusers.DPMSolverMultistepScheduler(**common),
-      "euler": lambda: diffusers.EulerDiscreteScheduler(**common),
+    "ddim": lambda: diffusers.DDIMScheduler(clip_sample=False, **common),
+    "dpm_solver_pp_2m": lambda: diffusers.DPMSolverMultistepScheduler(**common),
+    "euler": lambda: diffusers.EulerDiscreteScheduler(**common),
   }[sampler]()
   x0, noise = _x0_and_noise()
   plan = samplers.make_plan(SCHEDULE, sampler, num_steps, prediction_type=PREDICTION)
@@ -52,7 +53,7 @@ def test_img2img_matches_diffusers_img2img_loop(sampler):
   # diffusers' StableDiffusionImg2ImgPipeline loop, NCHW.
   scheduler.set_timesteps(num_steps)
   t_start = num_steps - editing.num_edit_steps(num_steps, strength)
-  timesteps = scheduler.timesteps[t_start * scheduler.order:]
+  timesteps = scheduler.timesteps[t_start * scheduler.order :]
   if hasattr(scheduler, "set_begin_index"):  # as the pipeline does
     scheduler.set_begin_index(t_start * scheduler.order)
   to_torch = lambda a: torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy())
@@ -130,14 +131,21 @@ def test_plain_model_inpainting_keeps_the_unmasked_region(plain_task):
 
 def test_inpainting_channel_model_trains_and_keeps_the_unmasked_region():
   factor = tiny_latent_task()[0].autoencoder.config.scaling_factor  # measured once, reused
-  task, params, batch = tiny_latent_task("model.inpainting=True", "unet.in_channels=11",
-                                         f"autoencoder.scaling_factor={factor!r}")
+  task, params, batch = tiny_latent_task(
+    "model.inpainting=True", "unet.in_channels=11", f"autoencoder.scaling_factor={factor!r}"
+  )
   assert task.unet_input_channels == 9
   params, losses = fit(task, params, batch, 10)
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
   images = np.asarray(batch["image"][:2])
   mask = np.zeros(images.shape[:3], np.float32)
   mask[:, :4] = 1.0
-  out = task.edit(params, images, ["a large green triangle in the top right"] * 2,
-                  jax.random.PRNGKey(5), mask=mask, num_steps=3)
+  out = task.edit(
+    params,
+    images,
+    ["a large green triangle in the top right"] * 2,
+    jax.random.PRNGKey(5),
+    mask=mask,
+    num_steps=3,
+  )
   np.testing.assert_array_equal(out[mask == 0], images[mask == 0])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxgen.data import judge
-from jaxgen.data import shapes
+from jaxgen.data import judge, shapes
+from jaxgen.data.images import to_uint8
 
 _ACCURACIES = ("shape", "colour", "size", "position", "all")
 
@@ -95,8 +95,12 @@ def test_targets_as_specs_captions_or_labels_agree(data):
   by_specs = judge.judge_images(images, specs)
   by_captions = judge.judge_images(images, data["caption"][:20])
   for name in _ACCURACIES:
-    assert by_labels["accuracy"][name] == by_specs["accuracy"][name] == (
-        by_captions["accuracy"][name]) == 1.0
+    assert (
+      by_labels["accuracy"][name]
+      == by_specs["accuracy"][name]
+      == (by_captions["accuracy"][name])
+      == 1.0
+    )
   for name in shapes.ATTRIBUTES:
     np.testing.assert_array_equal(by_labels["predictions"][name], labels[name])
 
@@ -107,7 +111,7 @@ def test_float_images_need_their_value_range(data):
   symmetric = images.astype(np.float32) / 127.5 - 1
   unit = images.astype(np.float32) / 255
   for floats, value_range in ((symmetric, (-1, 1)), (unit, (0, 1))):
-    np.testing.assert_array_equal(judge.to_uint8(floats, value_range), images)
+    np.testing.assert_array_equal(to_uint8(floats, value_range), images)
     assert judge.judge_images(floats, labels, value_range)["accuracy"]["all"] == 1.0
   with pytest.raises(ValueError, match="value_range"):
     judge.judge_images(symmetric, labels)

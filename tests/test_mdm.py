@@ -9,17 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.models.motion_transformer import MDM, MDMConfig, count_params, sinusoidal_positions
+from jaxgen.models.motion_transformer import MDM, MDMConfig, count_params
+from jaxgen.nn.embeddings import sinusoidal_positions
 from jaxgen.nn import unannotated_params
 
-TINY = MDMConfig(feature_dim=11, latent_dim=16, ff_size=24, num_layers=2, num_heads=4,
-                 dropout=0.1, text_dim=8)
+TINY = MDMConfig(
+  feature_dim=11, latent_dim=16, ff_size=24, num_layers=2, num_heads=4, dropout=0.1, text_dim=8
+)
 
 
 def _init(config, batch=2, frames=7):
   x = jnp.zeros((batch, frames, config.feature_dim))
-  return MDM(config).init(jax.random.PRNGKey(0), x, jnp.zeros((batch,), jnp.int32),
-                          jnp.zeros((batch, config.text_dim)))
+  return MDM(config).init(
+    jax.random.PRNGKey(0), x, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, config.text_dim))
+  )
 
 
 def test_faithful_humanml3d_config_has_the_reference_parameter_count():
@@ -27,13 +30,22 @@ def test_faithful_humanml3d_config_has_the_reference_parameter_count():
   # parameters_wo_clip(): input 263*512+512, timestep MLP 2*(512^2+512), embed_text
   # 512^2+512, per layer 4*(512^2+512) + 512*1024+1024 + 1024*512+512 + 4*512, output 512*263+263.
   per_layer = 4 * (512 * 512 + 512) + (512 * 1024 + 1024) + (1024 * 512 + 512) + 4 * 512
-  expected = (263 * 512 + 512) + 2 * (512 * 512 + 512) + (512 * 512 + 512) + 8 * per_layer + (
-      512 * 263 + 263)
+  expected = (
+    (263 * 512 + 512)
+    + 2 * (512 * 512 + 512)
+    + (512 * 512 + 512)
+    + 8 * per_layer
+    + (512 * 263 + 263)
+  )
   assert expected == 17_880_327
   config = MDMConfig.humanml3d()
   abstract = jax.eval_shape(
-      MDM(config).init, jax.random.PRNGKey(0), jnp.zeros((2, 196, 263)),
-      jnp.zeros((2,), jnp.int32), jnp.zeros((2, 512)))
+    MDM(config).init,
+    jax.random.PRNGKey(0),
+    jnp.zeros((2, 196, 263)),
+    jnp.zeros((2,), jnp.int32),
+    jnp.zeros((2, 512)),
+  )
   assert count_params(abstract["params"]) == expected
   assert unannotated_params(abstract) == []
 
@@ -51,21 +63,26 @@ def _torch_mdm(params, config):
   """MDM's forward (trans_enc, no CLIP: the text embedding is an input) in PyTorch."""
   import torch_layers  # pylint: disable=g-import-not-at-top
   from torch_layers import linear, torch  # pylint: disable=g-import-not-at-top
+
   nn = torch.nn
   d = config.latent_dim
-  layers = [torch_layers.encoder_layer(params[f"layers_{i}"], d, config.num_heads, config.ff_size,
-                                       norm_first=config.norm_first)
-            for i in range(config.num_layers)]
+  layers = [
+    torch_layers.encoder_layer(
+      params[f"layers_{i}"], d, config.num_heads, config.ff_size, norm_first=config.norm_first
+    )
+    for i in range(config.num_layers)
+  ]
   pe = torch_layers.sinusoidal_table(5000, d)
-  time_mlp = nn.Sequential(linear(params["embed_timestep_linear_1"]), nn.SiLU(),
-                           linear(params["embed_timestep_linear_2"]))
+  time_mlp = nn.Sequential(
+    linear(params["embed_timestep_linear_1"]), nn.SiLU(), linear(params["embed_timestep_linear_2"])
+  )
   embed_text, pose_in = linear(params["embed_text"]), linear(params["input_process"])
   pose_out = linear(params["output_process"])
 
   def forward(x, t, text):  # x (B, T, D): MDM's (B, D, 1, T) layout is only a transpose
     emb = time_mlp(pe[t]) + embed_text(text)  # (B, d)
     seq = torch.cat([emb[None], pose_in(x.permute(1, 0, 2))], 0)  # (T+1, B, d)
-    seq = seq + pe[:seq.shape[0]][:, None]
+    seq = seq + pe[: seq.shape[0]][:, None]
     for layer in layers:
       seq = layer(seq)
     return pose_out(seq[1:]).permute(1, 0, 2)
@@ -118,11 +135,13 @@ def test_bad_inputs_raise_named_errors():
   variables = _init(TINY)
   model = MDM(TINY)
   with pytest.raises(ValueError, match="x: expected"):
-    model.apply(variables, jnp.zeros((2, 7, 5)), jnp.zeros((2,), jnp.int32),
-                jnp.zeros((2, TINY.text_dim)))
+    model.apply(
+      variables, jnp.zeros((2, 7, 5)), jnp.zeros((2,), jnp.int32), jnp.zeros((2, TINY.text_dim))
+    )
   with pytest.raises(ValueError, match="text_embedding"):
-    model.apply(variables, jnp.zeros((2, 7, TINY.feature_dim)), jnp.zeros((2,), jnp.int32),
-                jnp.zeros((2, 3)))
+    model.apply(
+      variables, jnp.zeros((2, 7, TINY.feature_dim)), jnp.zeros((2,), jnp.int32), jnp.zeros((2, 3))
+    )
   with pytest.raises(ValueError, match="latent_dim"):
     MDMConfig(latent_dim=30, num_heads=4)
   with pytest.raises(ValueError, match="activation"):
@@ -151,8 +170,9 @@ def test_text_tokens_join_the_sequence_and_a_false_mask_drops_them():
   x = rng.normal(size=(2, 7, 11)).astype(np.float32)
   t, pooled = np.array([3, 9]), rng.normal(size=(2, 8)).astype(np.float32)
   states = rng.normal(size=(2, 5, 6)).astype(np.float32)
-  variables = MDM(config).init(jax.random.PRNGKey(0), x, t, pooled, text_states=states,
-                               text_mask=np.ones((2, 5), bool))
+  variables = MDM(config).init(
+    jax.random.PRNGKey(0), x, t, pooled, text_states=states, text_mask=np.ones((2, 5), bool)
+  )
   assert variables["params"]["embed_text_tokens"]["kernel"].value.shape == (6, 16)
   apply = lambda s, m: MDM(config).apply(variables, x, t, pooled, text_states=s, text_mask=m)
   on = np.ones((2, 5), bool)

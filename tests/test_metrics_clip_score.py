@@ -31,7 +31,8 @@ import pytest
 from PIL import Image
 
 from jaxgen.metrics import clip_score as cs
-from jaxgen.metrics import eval_cli
+from jaxgen.cli import eval as eval_command
+from jaxgen.cli import eval_folders as eval_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -45,9 +46,9 @@ CAPTIONS = ("a red cat", "a dog on a mat", "an apple", "two dogs", "a cat and a 
 def _bytes_to_unicode() -> list[str]:
   """GPT-2 / CLIP's printable stand-ins for the 256 bytes, in byte order."""
   printable = (
-      list(range(ord("!"), ord("~") + 1))
-      + list(range(ord("¡"), ord("¬") + 1))
-      + list(range(ord("®"), ord("ÿ") + 1))
+    list(range(ord("!"), ord("~") + 1))
+    + list(range(ord("¡"), ord("¬") + 1))
+    + list(range(ord("®"), ord("ÿ") + 1))
   )
   chars, extra = {}, 0
   for b in range(256):
@@ -65,7 +66,9 @@ def _write_tokenizer(folder) -> "transformers.CLIPTokenizer":
   tokens += ["<|startoftext|>", "<|endoftext|>"]
   (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
   (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n")
-  return transformers.CLIPTokenizer.from_pretrained(folder, model_max_length=16, local_files_only=True)
+  return transformers.CLIPTokenizer.from_pretrained(
+    folder, model_max_length=16, local_files_only=True
+  )
 
 
 class _TensorFeatures(torch.nn.Module):
@@ -88,13 +91,23 @@ def clip_folder(tmp_path_factory):
   folder = tmp_path_factory.mktemp("clip")
   tokenizer = _write_tokenizer(folder)
   text = dict(
-      vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-      num_attention_heads=4, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
-      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    vocab_size=len(tokenizer),
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=16,
+    bos_token_id=tokenizer.bos_token_id,
+    eos_token_id=tokenizer.eos_token_id,
+    pad_token_id=tokenizer.pad_token_id,
   )
   vision = dict(
-      image_size=IMAGE_SIZE, patch_size=8, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-      num_attention_heads=4,
+    image_size=IMAGE_SIZE,
+    patch_size=8,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
   )
   config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
   torch.manual_seed(0)
@@ -105,9 +118,11 @@ def clip_folder(tmp_path_factory):
         p.mul_(4.0)
   model.save_pretrained(folder)
   image_processor = transformers.CLIPImageProcessor(
-      size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
   )
-  transformers.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+  transformers.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(
+    folder
+  )
   return folder
 
 
@@ -129,7 +144,9 @@ def _images(seed: int, sizes) -> list[np.ndarray]:
   out = []
   for height, width in sizes:
     y, x = np.mgrid[:height, :width]
-    base = 128 + 90 * np.sin(x[..., None] / rng.uniform(3, 9, 3) + y[..., None] / rng.uniform(3, 9, 3))
+    base = 128 + 90 * np.sin(
+      x[..., None] / rng.uniform(3, 9, 3) + y[..., None] / rng.uniform(3, 9, 3)
+    )
     out.append(np.clip(base + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8))
   return out
 
@@ -169,9 +186,15 @@ def test_preprocessor_config_json_takes_precedence(tmp_path, clip_folder):
   for name in ("processor_config.json",):
     shutil.copy(clip_folder / name, tmp_path / name)
   old_style = {  # transformers 4.x / hub files: int sizes, feature-extractor keys.
-      "crop_size": 24, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-      "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.5, 0.5, 0.5],
-      "image_std": [0.25, 0.25, 0.25], "resample": 2, "size": 28,
+    "crop_size": 24,
+    "do_center_crop": True,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "CLIPFeatureExtractor",
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.25, 0.25, 0.25],
+    "resample": 2,
+    "size": 28,
   }
   (tmp_path / "preprocessor_config.json").write_text(json.dumps(old_style))
   pre = cs.CLIPImagePreprocessing.from_folder(tmp_path)
@@ -213,13 +236,19 @@ def test_jax_preprocessing_is_within_pil_weight_rounding(size):
   levels = np.abs(exact - approx) * np.asarray(pre.image_std, np.float32) * 255
   assert levels.max() <= 2 + 1e-3
   assert (levels > 0.5).mean() < 0.01
-  unrounded = jax.image.resize(images.astype(np.float32), (2,) + cs.resized_shape(*size, 32) + (3,), "bicubic")
-  assert np.abs(np.asarray(unrounded) - np.round(np.asarray(unrounded))).max() > 0.01  # Not integers.
+  unrounded = jax.image.resize(
+    images.astype(np.float32), (2,) + cs.resized_shape(*size, 32) + (3,), "bicubic"
+  )
+  assert (
+    np.abs(np.asarray(unrounded) - np.round(np.asarray(unrounded))).max() > 0.01
+  )  # Not integers.
 
 
 def test_bad_images_are_named(scorer):
   with pytest.raises(ValueError, match=r"images\[1\]: expected uint8 pixels"):
-    cs.preprocess_images([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32)], scorer.preprocessing)
+    cs.preprocess_images(
+      [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32)], scorer.preprocessing
+    )
   with pytest.raises(ValueError, match=r"images\[0\]: expected an \(H, W, 3\) RGB image"):
     cs.preprocess_images([np.zeros((8, 8), np.uint8)], scorer.preprocessing)
   with pytest.raises(ValueError, match="one caption per image, found 2 images and 1 captions"):
@@ -243,7 +272,9 @@ def test_clip_score_matches_torchmetrics(scorer, reference):
 def test_clip_score_is_clipped_mean_not_mean_of_clipped(scorer):
   images = _images(4, [(32, 32)] * 6)
   scores = cs.image_text_scores(scorer, images, CAPTIONS)
-  assert cs.clip_score(scorer, images, CAPTIONS).value == pytest.approx(max(scores.mean(), 0.0), abs=1e-5)
+  assert cs.clip_score(scorer, images, CAPTIONS).value == pytest.approx(
+    max(scores.mean(), 0.0), abs=1e-5
+  )
   assert cs.clipped_mean(np.array([-30.0, 10.0])) == 0.0
   assert cs.clipped_mean(np.array([-5.0, 25.0])) == pytest.approx(10.0)
 
@@ -253,7 +284,9 @@ def test_embeddings_match_transformers(scorer, reference):
   images = _images(5, [(32, 32)] * 3)
   pixels = cs.preprocess_images(images, scorer.preprocessing)
   with torch.no_grad():
-    ref_image = model.get_image_features(torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())).numpy()
+    ref_image = model.get_image_features(
+      torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
+    ).numpy()
     tokens = processor.tokenizer(list(CAPTIONS[:3]), padding=True, return_tensors="pt")
     ref_text = model.get_text_features(tokens["input_ids"], tokens["attention_mask"]).numpy()
   np.testing.assert_allclose(cs.image_features(scorer, pixels), ref_image, atol=1e-4, rtol=0)
@@ -265,7 +298,9 @@ def test_clipsim_is_the_frame_average(scorer, reference):
   captions = ["a cat and a dog", "two dogs"]
   ours = cs.clipsim(scorer, videos, captions)
   frames = [frame for video in videos for frame in video]
-  value, per_frame = _torchmetrics_clip_score(reference, frames, [c for c in captions for _ in range(3)])
+  value, per_frame = _torchmetrics_clip_score(
+    reference, frames, [c for c in captions for _ in range(3)]
+  )
   assert abs(ours.value - value) < 1e-4
   np.testing.assert_allclose(ours.per_item, per_frame.reshape(2, 3).mean(1), atol=1e-4, rtol=0)
   single = cs.clipsim(scorer, videos[1], "two dogs")
@@ -282,7 +317,9 @@ def test_long_captions_keep_the_end_token(scorer):
 
 def test_scorer_rejects_a_processor_for_another_resolution(clip_folder):
   scorer = cs.load_clip_scorer(clip_folder)
-  with pytest.raises(ValueError, match=r"crop_size \(224, 224\) must equal the vision tower's image_size"):
+  with pytest.raises(
+    ValueError, match=r"crop_size \(224, 224\) must equal the vision tower's image_size"
+  ):
     cs.CLIPScorer(scorer.config, scorer.params, scorer.tokenizer, cs.CLIPImagePreprocessing())
 
 
@@ -292,7 +329,7 @@ def test_scorer_rejects_a_processor_for_another_resolution(clip_folder):
 
 def _args(**overrides):
   parser = argparse.ArgumentParser()
-  eval_cli.add_eval_arguments(parser)
+  eval_command.add_arguments(parser)
   argv = []
   for key, value in overrides.items():
     argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -317,8 +354,14 @@ def test_eval_cli_clip_score_with_captions_file(tmp_path, fake_folder, clip_fold
   (tmp_path / "captions.txt").write_text("\n".join(captions) + "\n")
   out = tmp_path / "result.json"
   result = eval_cli.run_eval(
-      _args(metric="clip-score", fake=folder, captions=tmp_path / "captions.txt",
-            clip_model=clip_folder, batch_size=4, out=out)
+    _args(
+      metric="clip-score",
+      fake=folder,
+      captions=tmp_path / "captions.txt",
+      clip_model=clip_folder,
+      batch_size=4,
+      out=out,
+    )
   )
   value, _ = _torchmetrics_clip_score(reference, images, captions)
   assert abs(result["value"] - value) < 1e-4
@@ -331,8 +374,13 @@ def test_eval_cli_clip_score_with_captions_json(tmp_path, fake_folder, clip_fold
   mapping = {name: CAPTIONS[i] for i, name in enumerate(reversed(names))}
   (tmp_path / "captions.json").write_text(json.dumps(mapping))
   result = eval_cli.run_eval(
-      _args(metric="clip-score", fake=folder, captions=tmp_path / "captions.json",
-            clip_model=clip_folder, batch_size=4)
+    _args(
+      metric="clip-score",
+      fake=folder,
+      captions=tmp_path / "captions.json",
+      clip_model=clip_folder,
+      batch_size=4,
+    )
   )
   value, _ = _torchmetrics_clip_score(reference, images, [mapping[n] for n in names])
   assert abs(result["value"] - value) < 1e-4
@@ -342,12 +390,18 @@ def test_eval_cli_clip_score_errors_are_named(tmp_path, fake_folder, clip_folder
   folder, _, names = fake_folder
   short = tmp_path / "short.txt"
   short.write_text("a cat\na dog\n")
-  with pytest.raises(ValueError, match=r"--captions .*short.txt' holds 2 captions, --fake holds 5 images"):
-    eval_cli.run_eval(_args(metric="clip-score", fake=folder, captions=short, clip_model=clip_folder))
+  with pytest.raises(
+    ValueError, match=r"--captions .*short.txt' holds 2 captions, --fake holds 5 images"
+  ):
+    eval_cli.run_eval(
+      _args(metric="clip-score", fake=folder, captions=short, clip_model=clip_folder)
+    )
   partial = tmp_path / "partial.json"
   partial.write_text(json.dumps({n: "x" for n in names[:-1]}))
   with pytest.raises(ValueError, match=r"no caption for \['e.png'\]"):
-    eval_cli.run_eval(_args(metric="clip-score", fake=folder, captions=partial, clip_model=clip_folder))
+    eval_cli.run_eval(
+      _args(metric="clip-score", fake=folder, captions=partial, clip_model=clip_folder)
+    )
   with pytest.raises(ValueError, match="--captions is required for --metric clip-score"):
     eval_cli.run_eval(_args(metric="clip-score", fake=folder, clip_model=clip_folder))
   captions = tmp_path / "ok.txt"

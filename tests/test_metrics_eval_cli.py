@@ -1,4 +1,4 @@
-"""`run_eval` on folders of small PNGs, with a random-weight InceptionV3 file."""
+"""`jaxgen eval` (`run_eval`) on folders of small PNGs, with a random-weight InceptionV3 file."""
 
 import argparse
 import json
@@ -6,12 +6,18 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.numpy import load_file as safe_load_file
 from safetensors.numpy import save_file
 
 import jax
 
-from jaxgen.metrics import eval_cli, frechet, image_folder, image_quality, inception_score, kid
+from jaxgen import cli
+from jaxgen.cli import eval as eval_command
+from jaxgen.cli import eval_folders as eval_cli
+from jaxgen.convert import metric_networks, torch_state_dict
+from jaxgen.metrics import frechet, image_folder, image_quality, inception_score, kid
 from jaxgen.metrics.frechet import TooFewSamplesError
+from test_readme import readme_argv
 from jaxgen.models import inception
 
 BATCH = 4  # with 32x32 images: the shape the Inception parity test compiles too
@@ -28,7 +34,7 @@ def _write_pngs(folder, images, names=None):
 def _random_weights(path, seed=0):
   rng = np.random.default_rng(seed)
   state = {}
-  for key, entry in inception.torch_key_map().items():
+  for key, entry in metric_networks.FID_INCEPTION.key_map().items():
     shape = entry.torch_shape
     if key.endswith("conv.weight"):
       value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
@@ -45,7 +51,7 @@ def _random_weights(path, seed=0):
 
 def _args(**overrides):
   parser = argparse.ArgumentParser()
-  eval_cli.add_eval_arguments(parser)
+  eval_command.add_arguments(parser)
   argv = []
   for key, value in overrides.items():
     argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -74,7 +80,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference_outputs(data):
   """Inception outputs computed directly, in BATCH-sized chunks, without the folder code."""
-  variables = inception.load_fid_inception_variables(data["weights"])
+  variables = metric_networks.FID_INCEPTION.load(data["weights"])
   outputs = {}
   for name in ("real", "fake"):
     images = data[f"{name}_images"].astype(np.float32) / 255.0
@@ -195,11 +201,11 @@ def test_named_errors(data, tmp_path):
     )
   with pytest.raises(TooFewSamplesError, match="--is-splits 10"):
     eval_cli.run_eval(_args(metric="is", fake=data["fake"], weights=data["weights"]))
-  with pytest.raises(inception.MissingWeightsError, match="missing.pth"):
+  with pytest.raises(torch_state_dict.MissingWeightsError, match="missing.pth"):
     eval_cli.run_eval(
       _args(metric="fid", real=data["real"], fake=data["fake"], weights=tmp_path / "missing.pth")
     )
-  with pytest.raises(inception.MissingWeightsError, match="--weights is required"):
+  with pytest.raises(torch_state_dict.MissingWeightsError, match="--weights is required"):
     eval_cli.run_eval(_args(metric="is", fake=data["fake"], is_splits=2))
   mixed = _write_pngs(
     tmp_path / "mixed",
@@ -214,7 +220,7 @@ def test_named_errors(data, tmp_path):
     image_folder.EmptyFolderError,
     eval_cli.UnknownMetricError,
     TooFewSamplesError,
-    inception.MissingWeightsError,
+    torch_state_dict.MissingWeightsError,
     image_folder.MixedImageSizesError,
   ):
     assert issubclass(error, ValueError)
@@ -232,3 +238,29 @@ def test_mixed_sizes_stream_through_inception(data, tmp_path):
   ]
   np.testing.assert_array_equal(batches[1][0][0], images[1])
   assert not batches[1][0][1:].any()
+
+
+def test_readme_eval_commands(data, tmp_path, monkeypatch, capsys):
+  """The README's fid and ssim commands, run as written on small PNG folders."""
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(2)
+  fake = data["fake_images"]
+  real = np.clip(fake.astype(int) + rng.integers(-40, 40, size=fake.shape), 0, 255).astype(np.uint8)
+  _write_pngs(tmp_path / "real", real)
+  _write_pngs(tmp_path / "samples", fake)
+  state = {k: torch.from_numpy(v) for k, v in safe_load_file(str(data["weights"])).items()}
+  torch.save(state, tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+  monkeypatch.chdir(tmp_path)
+  commands = readme_argv("jaxgen eval --metric fid") + readme_argv("jaxgen eval --metric ssim")
+  assert len(commands) == 2
+  for argv in commands:
+    # The batch the other tests compile Inception for; no progress bar in the log.
+    assert (
+      cli.main(
+        ["--compilation-cache", ""] + argv[1:] + ["--batch-size", str(BATCH), "--no-progress"]
+      )
+      == 0
+    ), argv
+    result = json.loads(capsys.readouterr().out)
+    assert result["metric"] == argv[3] and np.isfinite(result["value"])
+  assert json.loads((tmp_path / "fid.json").read_text())["num_real"] == 4

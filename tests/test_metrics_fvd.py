@@ -13,7 +13,11 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from jaxgen.metrics import eval_cli, frechet, fvd, video_folder
+from jaxgen.convert import metric_networks
+from jaxgen.convert.torch_state_dict import MissingWeightsError
+from jaxgen.cli import eval as eval_command
+from jaxgen.cli import eval_folders as eval_cli
+from jaxgen.metrics import frechet, fvd, video_folder
 from jaxgen.models import i3d
 
 SMALL = fvd.FVDConfig(clip_length=i3d.MIN_FRAMES, resolution=i3d.MIN_INPUT_SIZE)
@@ -33,7 +37,7 @@ def _clips(num, frames=9, height=20, width=24, seed=0):
 def _random_weights(path, seed=0):
   rng = np.random.default_rng(seed)
   state = {}
-  for key, entry in i3d.torch_key_map().items():
+  for key, entry in metric_networks.I3D.key_map().items():
     shape = entry.torch_shape
     if key.endswith("conv3d.weight"):
       value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
@@ -48,7 +52,7 @@ def _random_weights(path, seed=0):
 
 def _args(**overrides):
   parser = argparse.ArgumentParser()
-  eval_cli.add_eval_arguments(parser)
+  eval_command.add_arguments(parser)
   argv = ["--metric", "fvd"]
   for key, value in overrides.items():
     argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -212,9 +216,9 @@ def test_cli_checks_folders_and_weights_before_any_network(tmp_path):
     np.save(fake / f"{k}.npy", clip[:12])
   with pytest.raises(video_folder.TooFewFramesError, match="--fake: every video needs at least 16"):
     eval_cli.run_eval(_args(real=real, fake=fake))
-  with pytest.raises(i3d.MissingWeightsError, match="--weights is required for --metric fvd"):
+  with pytest.raises(MissingWeightsError, match="--weights is required for --metric fvd"):
     eval_cli.run_eval(_args(real=real, fake=real))
-  with pytest.raises(i3d.MissingWeightsError, match="does not exist"):
+  with pytest.raises(MissingWeightsError, match="does not exist"):
     eval_cli.run_eval(_args(real=real, fake=real, weights=tmp_path / "rgb_imagenet.pt"))
   (fake / "1.npy").unlink()
   with pytest.raises(frechet.TooFewSamplesError, match="at least 2 videos, --fake holds 1"):

@@ -10,14 +10,15 @@ count_include_pad=False, FIDInceptionE_2 max-pools, 1008-way fc, no aux
 head, bilinear resize to 299 with align_corners=False, then 2x - 1).
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import jax
-import jax.numpy as jnp
-
+from jaxgen.convert import metric_networks
+from jaxgen.convert.torch_state_dict import MissingWeightsError, StateDictMismatchError
 from jaxgen.models import inception
 
 # --- the reference architecture: name -> (in, out, kernel, stride, padding) ----
@@ -277,12 +278,12 @@ def state_dict():
 
 @pytest.fixture(scope="module")
 def variables(state_dict):
-  return inception.variables_from_torch_state_dict(state_dict)
+  return metric_networks.FID_INCEPTION.from_torch(state_dict)
 
 
 def test_key_map_matches_reference_state_dict():
   expected = {k: v for k, v in reference_shapes().items() if not k.endswith("num_batches_tracked")}
-  found = {k: entry.torch_shape for k, entry in inception.torch_key_map().items()}
+  found = {k: entry.torch_shape for k, entry in metric_networks.FID_INCEPTION.key_map().items()}
   assert found == expected
 
 
@@ -303,7 +304,7 @@ def test_parameter_count_matches_torchvision_derivation():
 
 
 def test_import_export_round_trip_is_bit_identical(state_dict, variables):
-  exported = inception.torch_state_dict_from_variables(variables)
+  exported = metric_networks.FID_INCEPTION.to_torch(variables)
   originals = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   assert exported.keys() == originals.keys()
   for key, value in originals.items():
@@ -314,14 +315,14 @@ def test_import_export_round_trip_is_bit_identical(state_dict, variables):
 def test_strict_key_and_shape_errors(state_dict):
   missing = dict(state_dict)
   del missing["Mixed_6b.branch7x7_2.conv.weight"]
-  with pytest.raises(inception.StateDictMismatchError, match="Mixed_6b.branch7x7_2.conv.weight"):
-    inception.variables_from_torch_state_dict(missing)
+  with pytest.raises(StateDictMismatchError, match="Mixed_6b.branch7x7_2.conv.weight"):
+    metric_networks.FID_INCEPTION.from_torch(missing)
   extra = {**state_dict, "AuxLogits.fc.weight": np.zeros((1000, 768), np.float32)}
-  with pytest.raises(inception.StateDictMismatchError, match="AuxLogits.fc.weight"):
-    inception.variables_from_torch_state_dict(extra)
+  with pytest.raises(StateDictMismatchError, match="AuxLogits.fc.weight"):
+    metric_networks.FID_INCEPTION.from_torch(extra)
   wrong = {**state_dict, "fc.weight": np.zeros((1000, 2048), np.float32)}
-  with pytest.raises(inception.StateDictMismatchError, match=r"fc.weight.*\(1008, 2048\)"):
-    inception.variables_from_torch_state_dict(wrong)
+  with pytest.raises(StateDictMismatchError, match=r"fc.weight.*\(1008, 2048\)"):
+    metric_networks.FID_INCEPTION.from_torch(wrong)
 
 
 def test_weight_files_safetensors_and_torch_pickle(tmp_path, state_dict, variables):
@@ -332,10 +333,10 @@ def test_weight_files_safetensors_and_torch_pickle(tmp_path, state_dict, variabl
     {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, tmp_path / "w.pth"
   )
   for name in ("w.safetensors", "w.pth"):
-    loaded = inception.load_fid_inception_variables(tmp_path / name)
+    loaded = metric_networks.FID_INCEPTION.load(tmp_path / name)
     jax.tree.map(np.testing.assert_array_equal, loaded, variables)
-  with pytest.raises(inception.MissingWeightsError, match="nope.pth"):
-    inception.load_fid_inception_variables(tmp_path / "nope.pth")
+  with pytest.raises(MissingWeightsError, match="nope.pth"):
+    metric_networks.FID_INCEPTION.load(tmp_path / "nope.pth")
 
 
 @pytest.mark.parametrize("size", [(32, 40), (400, 333)])

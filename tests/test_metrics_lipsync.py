@@ -5,9 +5,9 @@ import pytest
 import python_speech_features
 import torch
 
+from jaxgen.convert import metric_networks
 from jaxgen.metrics import lipsync
 from jaxgen.metrics.frechet import TooFewSamplesError
-from jaxgen.models import syncnet
 
 
 def _speech_like(num_samples, seed=0):
@@ -113,7 +113,7 @@ def _random_syncnet_variables(seed=0):
   """Random weights through the importer (no init compile); He-scaled so activations stay O(1)."""
   rng = np.random.default_rng(seed)
   state = {}
-  for key, entry in syncnet.torch_key_map().items():
+  for key, entry in metric_networks.SYNCNET.key_map().items():
     shape = entry.torch_shape
     if key.endswith("running_var") or (len(shape) == 1 and key.endswith("weight")):
       state[key] = rng.uniform(0.5, 1.5, shape)
@@ -121,7 +121,7 @@ def _random_syncnet_variables(seed=0):
       state[key] = rng.normal(0, 0.1, shape)
     else:
       state[key] = rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), shape)
-  return syncnet.variables_from_torch_state_dict(state)
+  return metric_networks.SYNCNET.from_torch(state)
 
 
 def test_end_to_end_scores_with_random_weights():

@@ -13,8 +13,7 @@ FMT = motion.HUMANML3D
 
 @pytest.fixture(scope="module")
 def clips():
-  return synthetic_motion.make_split("test", num_examples=120,
-                                     return_joints=True)
+  return synthetic_motion.make_split("test", num_examples=120, return_joints=True)
 
 
 def _round_trip(features: np.ndarray, fmt=FMT) -> np.ndarray:
@@ -29,16 +28,13 @@ def _yaw(angle):
 
 
 def test_formats_layout():
-  for fmt, dim, joints in ((motion.HUMANML3D, 263, 22),
-                           (motion.KIT_ML, 251, 21)):
+  for fmt, dim, joints in ((motion.HUMANML3D, 263, 22), (motion.KIT_ML, 251, 21)):
     assert fmt.feature_dim == dim and fmt.num_joints == joints
     slices = fmt.slices
     assert slices["foot_contact"].stop == dim
     widths = [s.stop - s.start for s in slices.values()]
-    assert widths == [1, 2, 1, 3 * (joints - 1), 6 * (joints - 1),
-                      3 * joints, 4]
-    assert fmt.parents[0] == -1 and all(
-        p < j for j, p in enumerate(fmt.parents) if j)
+    assert widths == [1, 2, 1, 3 * (joints - 1), 6 * (joints - 1), 3 * joints, 4]
+    assert fmt.parents[0] == -1 and all(p < j for j, p in enumerate(fmt.parents) if j)
   assert motion.HUMANML3D.fps == 20 and motion.KIT_ML.fps == 12.5
   assert motion.HUMANML3D.contact_threshold == 0.002
   assert motion.KIT_ML.contact_threshold == 0.05
@@ -74,22 +70,21 @@ def test_features_are_invariant_to_placement_and_heading(clips):
   joints = clips["joints"][0]
   features = motion.joints_to_features(joints)
   moved = joints @ _yaw(1.3).T + np.array([3.0, 0.4, -2.0])
-  np.testing.assert_allclose(motion.joints_to_features(moved), features,
-                             atol=1e-9)
+  np.testing.assert_allclose(motion.joints_to_features(moved), features, atol=1e-9)
 
 
 def test_recovered_joints_are_a_rigid_yaw_of_the_input(clips):
   joints = clips["joints"][1]
   recovered = motion.features_to_joints(motion.joints_to_features(joints))
   original = joints[:-1]
+
   # Same pairwise distances in every frame and same heights above the floor.
   def distances(x):
     return np.linalg.norm(x[:, :, None] - x[:, None, :], axis=-1)
-  np.testing.assert_allclose(distances(recovered), distances(original),
-                             atol=1e-9)
+
+  np.testing.assert_allclose(distances(recovered), distances(original), atol=1e-9)
   floor = joints[..., 1].min()
-  np.testing.assert_allclose(recovered[..., 1], original[..., 1] - floor,
-                             atol=1e-9)
+  np.testing.assert_allclose(recovered[..., 1], original[..., 1] - floor, atol=1e-9)
   np.testing.assert_allclose(recovered[0, 0, [0, 2]], 0.0, atol=1e-12)
 
 
@@ -113,9 +108,9 @@ def test_known_motion_values():
   speed = 1.2 / FMT.fps  # Metres per frame, walking along the facing (+Z).
   walk = still + np.arange(frames)[:, None, None] * np.array([0, 0, speed])
   f = motion.joints_to_features(walk @ _yaw(0.7).T)
-  np.testing.assert_allclose(f[:, s["root_linear_velocity"]],
-                             np.tile([0.0, speed], (frames - 1, 1)),
-                             atol=1e-9)
+  np.testing.assert_allclose(
+    f[:, s["root_linear_velocity"]], np.tile([0.0, speed], (frames - 1, 1)), atol=1e-9
+  )
   np.testing.assert_array_equal(f[:, s["foot_contact"]], 0.0)  # Sliding.
 
   step = 0.05  # Radians of yaw per frame; the feature is the half angle.
@@ -134,8 +129,7 @@ def test_features_to_joints_jax_matches_numpy_and_jits(clips):
   got = fn(jnp.asarray(features))
   assert isinstance(got, jax.Array) and got.shape == (2, length, 22, 3)
   np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4)
-  grads = jax.grad(lambda x: motion.features_to_joints(x).sum())(
-      jnp.asarray(features[0]))
+  grads = jax.grad(lambda x: motion.features_to_joints(x).sum())(jnp.asarray(features[0]))
   assert np.isfinite(np.asarray(grads)).all()
 
 
@@ -145,11 +139,9 @@ def test_kit_ml_round_trip():
   rng = np.random.default_rng(0)
   rest = np.zeros((21, 3))
   for j in range(1, 21):
-    rest[j] = rest[fmt.parents[j]] + np.asarray(
-        fmt.raw_offsets[j]) * rng.uniform(100, 400)
+    rest[j] = rest[fmt.parents[j]] + np.asarray(fmt.raw_offsets[j]) * rng.uniform(100, 400)
   t = np.arange(80)[:, None, None] / fmt.fps
-  wobble = 30 * np.sin(2 * np.pi * (0.5 + rng.random((1, 21, 3))) * t
-                       + rng.random((1, 21, 3)) * 6)
+  wobble = 30 * np.sin(2 * np.pi * (0.5 + rng.random((1, 21, 3))) * t + rng.random((1, 21, 3)) * 6)
   joints = rest[None] + wobble + t * np.array([400.0, 0.0, 250.0])
   joints = np.concatenate([joints, joints[-1:]])  # Held last frame.
   features = motion.joints_to_features(joints, fmt)
@@ -159,12 +151,15 @@ def test_kit_ml_round_trip():
   assert set(np.unique(features[:, -4:])) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("bad, message", [
+@pytest.mark.parametrize(
+  "bad, message",
+  [
     (np.zeros((10, 251)), "263 features per frame"),
     (np.zeros((0, 263)), "at least one frame"),
     (np.zeros((197, 263)), "at most 196 frames"),
     (np.zeros(263), "shape"),
-])
+  ],
+)
 def test_check_motion_rejects_bad_shapes(bad, message):
   with pytest.raises(motion.InvalidMotionError, match=message):
     motion.check_motion(bad, FMT, name="motion")
@@ -202,8 +197,7 @@ def test_normalizer(clips, tmp_path):
   frames = clips["motion"][mask].astype(np.float64)
   np.testing.assert_allclose(norm.mean, frames.mean(0), rtol=1e-6, atol=1e-7)
   x = clips["motion"][:3]
-  np.testing.assert_allclose(norm.denormalize(norm.normalize(x)), x,
-                             atol=1e-5)
+  np.testing.assert_allclose(norm.denormalize(norm.normalize(x)), x, atol=1e-5)
   y = norm.normalize(jnp.asarray(x))
   assert isinstance(y, jax.Array)
   biased = motion.fit_normalizer(clips["motion"], mask, feat_bias=5.0)

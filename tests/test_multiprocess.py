@@ -17,34 +17,60 @@ import numpy as np
 import pytest
 
 from jaxgen.tasks.registry import get_task
-from jaxgen.training.checkpoint import Checkpointer, checkpoint_dir
-from jaxgen.training.inference import abstract_train_state
-from jaxgen.training.trainer import load_config
+from jaxgen.training.checkpoint import Checkpointer, checkpoint_dir, load_run_config
+from jaxgen.training.trainer import abstract_train_state
 from tiny_configs import CONFIGS, TINY_TEXT_TO_IMAGE
 
 CONFIG = os.path.join(CONFIGS, "text_to_image_shapes.py")
-TEN_STEPS = TINY_TEXT_TO_IMAGE + ["train.num_steps=10", "train.log_every=5",
-                                  "checkpoint.save_every=5"]
+TEN_STEPS = TINY_TEXT_TO_IMAGE + [
+  "train.num_steps=10",
+  "train.log_every=5",
+  "checkpoint.save_every=5",
+]
 
 
 def _env(num_devices: int) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",
+  )
   env["PYTHONPATH"] = os.pathsep.join(
-      [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-      + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+  )
   return env
 
 
 def _command(workdir: str, cache: str, overrides, *flags: str) -> list[str]:
-  return ([sys.executable, "-m", "jaxgen.cli", "--log-level", "warning",
-           "--compilation-cache", cache, "train", "--config", CONFIG, "--workdir", workdir]
-          + list(flags) + list(overrides))
+  return (
+    [
+      sys.executable,
+      "-m",
+      "jaxgen.cli",
+      "--log-level",
+      "warning",
+      "--compilation-cache",
+      cache,
+      "train",
+      "--config",
+      CONFIG,
+      "--workdir",
+      workdir,
+    ]
+    + list(flags)
+    + list(overrides)
+  )
 
 
 def _run(workdir, cache, overrides, num_devices=8):
-  result = subprocess.run(_command(workdir, cache, overrides), env=_env(num_devices),
-                          capture_output=True, text=True, timeout=600)
+  result = subprocess.run(
+    _command(workdir, cache, overrides),
+    env=_env(num_devices),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -56,20 +82,23 @@ def _free_port() -> int:
 
 def _final_state(workdir: str):
   """The newest checkpoint's state, restored onto this (single-device) process."""
-  config = load_config(workdir)
+  config = load_run_config(workdir)
   task = get_task(config)
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
-    state, _, step = checkpointer.restore(abstract_train_state(task, config,
-                                                               task.abstract_batch(1)))
+    state, _, step = checkpointer.restore(
+      abstract_train_state(task, config, task.abstract_batch(1))
+    )
   finally:
     checkpointer.close()
   return step, jax.device_get(state)
 
 
 def _max_difference(a, b) -> float:
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max(
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +119,25 @@ def test_two_processes_match_one_process(reference, tmp_path, cache):
   port = _free_port()
   overrides = TEN_STEPS + ["mesh_shape=(2, 4, 1)"]
   processes = [
-      subprocess.Popen(
-          _command(workdir, cache, overrides, "--coordinator", f"127.0.0.1:{port}",
-                   "--num-processes", "2", "--process-id", str(i)),
-          env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+    subprocess.Popen(
+      _command(
+        workdir,
+        cache,
+        overrides,
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+        "--process-id",
+        str(i),
+      ),
+      env=_env(4),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   for p in processes:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
@@ -119,14 +162,22 @@ def test_resume_onto_another_mesh_shape(reference, tmp_path, cache):
 
 def test_sigkill_then_rerun_is_bit_identical(tmp_path, cache):
   # Long enough that the kill lands mid-run: checkpoints every 20 steps.
-  overrides = TINY_TEXT_TO_IMAGE + ["train.num_steps=200", "train.log_every=100",
-                                    "checkpoint.save_every=20", "checkpoint.keep=2"]
+  overrides = TINY_TEXT_TO_IMAGE + [
+    "train.num_steps=200",
+    "train.log_every=100",
+    "checkpoint.save_every=20",
+    "checkpoint.keep=2",
+  ]
   uninterrupted = str(tmp_path / "uninterrupted")
   _run(uninterrupted, cache, overrides, 1)
 
   killed = str(tmp_path / "killed")
-  process = subprocess.Popen(_command(killed, cache, overrides), env=_env(1),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+    _command(killed, cache, overrides),
+    env=_env(1),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.monotonic() + 300
   while time.monotonic() < deadline and process.poll() is None:
     steps = os.listdir(checkpoint_dir(killed)) if os.path.isdir(checkpoint_dir(killed)) else []

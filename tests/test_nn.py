@@ -8,14 +8,14 @@ import pytest
 
 from jaxgen.convert.keymap import KeyMap, from_torch
 from jaxgen.nn import (
-    Attention,
-    BasicTransformerBlock,
-    Downsample2D,
-    ResnetBlock2D,
-    Transformer2DModel,
-    Upsample2D,
-    timestep_embedding,
-    unannotated_params,
+  Attention,
+  BasicTransformerBlock,
+  Downsample2D,
+  ResnetBlock2D,
+  Transformer2DModel,
+  Upsample2D,
+  timestep_embedding,
+  unannotated_params,
 )
 
 torch = pytest.importorskip("torch")
@@ -75,7 +75,9 @@ def test_timestep_embedding_rejects_2d():
 def test_cross_attention_with_mask_matches_diffusers():
   from diffusers.models.attention_processor import Attention as TorchAttention
 
-  ref_module = randomize_(TorchAttention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8, bias=True), 0)
+  ref_module = randomize_(
+    TorchAttention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8, bias=True), 0
+  )
   rng = np.random.default_rng(0)
   x = rng.standard_normal((2, 5, 16)).astype(np.float32)
   ctx = rng.standard_normal((2, 6, 12)).astype(np.float32)
@@ -86,7 +88,9 @@ def test_cross_attention_with_mask_matches_diffusers():
   apply = jax.jit(model.apply)
   out = apply(params, x, ctx, mask)
   with torch.no_grad():
-    ref = ref_module(torch.from_numpy(x), torch.from_numpy(ctx), attention_mask=mask_bias(mask)).numpy()
+    ref = ref_module(
+      torch.from_numpy(x), torch.from_numpy(ctx), attention_mask=mask_bias(mask)
+    ).numpy()
   np.testing.assert_allclose(out, ref, atol=ATOL)
   # The mask matters: attending to every key changes the output.
   assert np.abs(apply(params, x, ctx, np.ones_like(mask)) - out).max() > 1e-3
@@ -109,9 +113,15 @@ def test_resnet_block_matches_diffusers(in_channels, out_channels, use_temb):
 
   temb_channels = 24 if use_temb else None
   ref_module = randomize_(
-      TorchResnet(in_channels=in_channels, out_channels=out_channels, temb_channels=temb_channels,
-                  groups=8, eps=1e-5, output_scale_factor=2.0),
-      1,
+    TorchResnet(
+      in_channels=in_channels,
+      out_channels=out_channels,
+      temb_channels=temb_channels,
+      groups=8,
+      eps=1e-5,
+      output_scale_factor=2.0,
+    ),
+    1,
   )
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, 8, 8, in_channels)).astype(np.float32)
@@ -131,23 +141,41 @@ def test_transformer2d_matches_diffusers(use_linear_projection):
   from diffusers.models.transformers.transformer_2d import Transformer2DModel as TorchTransformer2D
 
   ref_module = randomize_(
-      TorchTransformer2D(num_attention_heads=2, attention_head_dim=8, in_channels=32, num_layers=2,
-                         cross_attention_dim=12, norm_num_groups=8,
-                         use_linear_projection=use_linear_projection),
-      2,
+    TorchTransformer2D(
+      num_attention_heads=2,
+      attention_head_dim=8,
+      in_channels=32,
+      num_layers=2,
+      cross_attention_dim=12,
+      norm_num_groups=8,
+      use_linear_projection=use_linear_projection,
+    ),
+    2,
   )
   rng = np.random.default_rng(2)
   x = rng.standard_normal((2, 4, 4, 32)).astype(np.float32)
   ctx = rng.standard_normal((2, 6, 12)).astype(np.float32)
   mask = np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], np.int32)
 
-  model = Transformer2DModel(heads=2, dim_head=8, num_layers=2, cross_attention_dim=12, norm_num_groups=8,
-                             use_linear_projection=use_linear_projection)
+  model = Transformer2DModel(
+    heads=2,
+    dim_head=8,
+    num_layers=2,
+    cross_attention_dim=12,
+    norm_num_groups=8,
+    use_linear_projection=use_linear_projection,
+  )
   params = convert(model, ref_module, x, ctx, mask)
   out = jax.jit(model.apply)(params, x, ctx, mask)
   with torch.no_grad():
-    ref = to_nhwc(ref_module(nchw(x), encoder_hidden_states=torch.from_numpy(ctx),
-                             encoder_attention_mask=torch.from_numpy(mask), return_dict=False)[0])
+    ref = to_nhwc(
+      ref_module(
+        nchw(x),
+        encoder_hidden_states=torch.from_numpy(ctx),
+        encoder_attention_mask=torch.from_numpy(mask),
+        return_dict=False,
+      )[0]
+    )
   np.testing.assert_allclose(out, ref, atol=ATOL)
 
 
@@ -181,7 +209,9 @@ def test_basic_transformer_block_checks_context_width():
 def test_downsample_matches_diffusers(padding):
   from diffusers.models.downsampling import Downsample2D as TorchDownsample
 
-  ref_module = randomize_(TorchDownsample(8, use_conv=True, out_channels=16, padding=padding, name="op"), 4)
+  ref_module = randomize_(
+    TorchDownsample(8, use_conv=True, out_channels=16, padding=padding, name="op"), 4
+  )
   x = np.random.default_rng(4).standard_normal((1, 8, 8, 8)).astype(np.float32)
   model = Downsample2D(16, padding=padding)
   params = convert(model, ref_module, x)
@@ -205,10 +235,11 @@ def test_upsample_matches_diffusers():
 
 
 def test_params_carry_known_logical_names():
-  model = Transformer2DModel(heads=2, dim_head=8, cross_attention_dim=12, norm_num_groups=8,
-                             use_linear_projection=True)
+  model = Transformer2DModel(
+    heads=2, dim_head=8, cross_attention_dim=12, norm_num_groups=8, use_linear_projection=True
+  )
   variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 2, 16)), jnp.zeros((1, 3, 12)))
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 2, 16)), jnp.zeros((1, 3, 12)))
   )
   specs = nn.get_partition_spec(variables)["params"]
   block = specs["transformer_blocks_0"]

@@ -52,12 +52,15 @@ def test_processes_together_hold_the_single_process_batch_in_order():
     np.testing.assert_array_equal(np.concatenate([xa, xb]), xw)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(arrays={}, batch_size=2), "at least one array"),
     (dict(arrays=dict(x=np.zeros(3), y=np.zeros(4)), batch_size=2), "same length"),
     (dict(arrays=dict(x=np.zeros(3)), batch_size=4), "exceeds"),
     (dict(arrays=dict(x=np.zeros(8)), batch_size=3, process_count=2), "multiple"),
-])
+  ],
+)
 def test_bad_arguments_are_named(kwargs, match):
   with pytest.raises(ValueError, match=match):
     ArrayIterator(**kwargs)
@@ -123,13 +126,16 @@ def test_bucketed_processes_together_hold_the_single_process_batch():
     np.testing.assert_array_equal(np.concatenate([xa["id"], xb["id"]]), xw["id"])
 
 
-@pytest.mark.parametrize("bounds, keys, match", [
+@pytest.mark.parametrize(
+  "bounds, keys, match",
+  [
     ((8, 4, 12), ("seq",), "ascending"),
     ((4, 8), ("seq",), "hold every example"),
     ((4, 16), ("seq",), "at most"),
     ((4, 12), ("tokens",), "keys"),
     ((4, 12), ("id",), "length axis"),
-])
+  ],
+)
 def test_bad_buckets_are_named(bounds, keys, match):
   arrays, lengths = _padded()
   with pytest.raises(ValueError, match=match):

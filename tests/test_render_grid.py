@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxgen.render.grid import make_grid, save_png, to_uint8
+from jaxgen.data.images import to_uint8
+from jaxgen.render.grid import make_grid, save_png
 
 
 def test_to_uint8_maps_the_value_range():
@@ -18,7 +19,7 @@ def test_grid_places_each_tile_scaled_and_in_order():
   assert grid.shape == (2 * (8 + 1) + 1, 3 * (8 + 1) + 1, 3)
   for i in range(5):
     r, c = divmod(i, 3)
-    tile = grid[1 + r * 9:1 + r * 9 + 8, 1 + c * 9:1 + c * 9 + 8]
+    tile = grid[1 + r * 9 : 1 + r * 9 + 8, 1 + c * 9 : 1 + c * 9 + 8]
     assert (tile == 40 * i).all()
 
 
@@ -27,7 +28,7 @@ def test_captions_add_text_below_tiles(tmp_path):
   plain = make_grid(images, scale=4)
   captioned = make_grid(images, ["a small red circle in the top left", "x"], scale=4)
   assert captioned.shape[0] > plain.shape[0]
-  text_band = captioned[2 + 32:, :]
+  text_band = captioned[2 + 32 :, :]
   assert (text_band < 128).any()  # dark text on the white band
   path = save_png(str(tmp_path / "sub" / "g.png"), captioned)
   assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -14,15 +14,15 @@ from jaxgen.render import motion as render
 @pytest.fixture(scope="module")
 def samples():
   data = synthetic_motion.make_split("test", num_examples=3)
-  joints = [motion.features_to_joints(data["motion"][i, :n])[:n]
-            for i, n in enumerate(data["length"])]
-  return [j[:12 + 4 * i] for i, j in enumerate(joints)], data["caption"]
+  joints = [
+    motion.features_to_joints(data["motion"][i, :n])[:n] for i, n in enumerate(data["length"])
+  ]
+  return [j[: 12 + 4 * i] for i, j in enumerate(joints)], data["caption"]
 
 
 def test_gif_has_one_frame_per_pose_of_the_longest_sample(samples, tmp_path):
   joints, captions = samples
-  path = render.render_motion(joints, captions, str(tmp_path / "a.gif"),
-                              dpi=40)
+  path = render.render_motion(joints, captions, str(tmp_path / "a.gif"), dpi=40)
   with Image.open(path) as gif:
     assert gif.n_frames == max(len(j) for j in joints)
     assert gif.info["duration"] == 50  # 20 fps.
@@ -47,26 +47,29 @@ def test_frames_draw_figure_and_grid(samples):
 def test_mp4_is_written_with_ffmpeg(samples, tmp_path):
   ffmpeg = render.find_ffmpeg()
   joints, captions = samples
-  path = render.render_motion(joints[0], captions[0], str(tmp_path / "a.mp4"),
-                              dpi=40)
-  probe = subprocess.run([ffmpeg, "-i", path, "-map", "0:v:0", "-c", "copy",
-                          "-f", "null", "-"], capture_output=True, text=True)
+  path = render.render_motion(joints[0], captions[0], str(tmp_path / "a.mp4"), dpi=40)
+  probe = subprocess.run(
+    [ffmpeg, "-i", path, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+    capture_output=True,
+    text=True,
+  )
   assert "Video: h264" in probe.stderr
-  assert f"frame={len(joints[0]):5d}" in probe.stderr or \
-         f"frame= {len(joints[0])}" in probe.stderr
+  assert f"frame={len(joints[0]):5d}" in probe.stderr or f"frame= {len(joints[0])}" in probe.stderr
 
 
 def test_missing_ffmpeg_raises_named_error(monkeypatch, samples, tmp_path):
   import builtins
+
   real_import = builtins.__import__
+
   def no_imageio_ffmpeg(name, *args, **kwargs):
     if name == "imageio_ffmpeg":
       raise ImportError(name)
     return real_import(name, *args, **kwargs)
+
   monkeypatch.setattr(builtins, "__import__", no_imageio_ffmpeg)
   monkeypatch.setattr(render.shutil, "which", lambda name: None)
-  with pytest.raises(render.FfmpegNotFoundError, match="pip install "
-                     "imageio-ffmpeg"):
+  with pytest.raises(render.FfmpegNotFoundError, match="pip install imageio-ffmpeg"):
     render.render_motion(samples[0][0], None, str(tmp_path / "a.mp4"))
   assert not (tmp_path / "a.mp4").exists()
 
@@ -87,7 +90,6 @@ def test_bad_inputs(samples, tmp_path):
     render.render_motion(bad, None, str(tmp_path / "a.gif"))
   # KIT-ML skeleton renders with its own chains.
   kit = np.random.default_rng(0).normal(size=(3, 21, 3))
-  path = render.render_motion(kit, "kit", str(tmp_path / "k.gif"),
-                              fmt=motion.KIT_ML, dpi=30)
+  path = render.render_motion(kit, "kit", str(tmp_path / "k.gif"), fmt=motion.KIT_ML, dpi=30)
   with Image.open(path) as gif:
     assert gif.n_frames == 3

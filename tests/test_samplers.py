@@ -368,6 +368,24 @@ def test_stochastic_samplers_depend_only_on_rng():
   assert not np.allclose(run(jax.random.key(0)), run(jax.random.key(1)))
 
 
+@pytest.mark.parametrize(
+  "named, sampler, num_steps",
+  [
+    (samplers.ddpm_sample, "ddpm", 50),
+    (samplers.ddim_sample, "ddim", 50),
+    (samplers.dpm_solver_pp_2m_sample, "dpm_solver_pp_2m", 20),
+    (samplers.euler_sample, "euler", 50),
+  ],
+)
+def test_named_samplers_are_sample_with_the_sampler_bound(named, sampler, num_steps):
+  schedule = make_schedule("linear")
+  x_T, rng = jnp.asarray(initial_noise()), jax.random.key(3)
+  _, trajectory = named(jax_model, schedule, x_T, rng, return_trajectory=True)
+  assert trajectory.shape == (num_steps,) + SHAPE
+  expected = samplers.sample(jax_model, schedule, x_T, rng, sampler=sampler, num_steps=3)
+  np.testing.assert_array_equal(named(jax_model, schedule, x_T, rng, num_steps=3), expected)
+
+
 # ---------------------------------------------------------------------------
 # Argument validation happens before anything is traced.
 # ---------------------------------------------------------------------------

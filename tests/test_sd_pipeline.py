@@ -19,10 +19,11 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
-from jaxgen.convert import cli_convert, diffusers_pipeline
+from jaxgen.cli import convert as cli_convert
+from jaxgen.convert import diffusers_pipeline
 from jaxgen.convert.keymap import ConversionError
-from jaxgen.models.diffusers_config import UnsupportedConfigError
-from jaxgen.tasks.image import latent_diffusion
+from jaxgen.errors import UnsupportedConfigError
+from jaxgen.pipelines import stable_diffusion, stable_diffusion_checkpoint
 
 PROMPTS = ["a cat", "dog on a mat"]
 NUM_STEPS = 5
@@ -167,7 +168,7 @@ def _check_strict_reload(folder: str) -> None:
 def test_text_to_image_matches_diffusers_and_round_trips(tiny_folder, latents, tmp_path):
   reference = _diffusers_images(tiny_folder, latents)
   sd = diffusers_pipeline.load_stable_diffusion(tiny_folder)
-  assert sd.scheduler == latent_diffusion.SchedulerConfig(
+  assert sd.scheduler == stable_diffusion.SchedulerConfig(
     sampler="ddim",
     beta_schedule="scaled_linear",
     beta_start=0.00085,
@@ -177,7 +178,7 @@ def test_text_to_image_matches_diffusers_and_round_trips(tiny_folder, latents, t
     clip_sample=False,
   )
   images = np.asarray(
-    latent_diffusion.sample(sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=GUIDANCE)
+    stable_diffusion.sample(sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=GUIDANCE)
   )
   assert images.shape == reference.shape == (2, HEIGHT, WIDTH, 3)
   assert (
@@ -186,7 +187,7 @@ def test_text_to_image_matches_diffusers_and_round_trips(tiny_folder, latents, t
   np.testing.assert_allclose(images, reference, atol=1e-4)
   # Guidance matters: the conditional model alone gives another image.
   unguided = np.asarray(
-    latent_diffusion.sample(sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=1.0)
+    stable_diffusion.sample(sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=1.0)
   )
   assert np.abs(unguided - images).max() > 1e-3
 
@@ -205,7 +206,7 @@ def test_text_to_image_matches_diffusers_and_round_trips(tiny_folder, latents, t
 def test_other_samplers_match_diffusers_schedulers(tiny_folder, latents, sampler, scheduler):
   # Euler starts from latents * init_noise_sigma (sqrt(sigma_max^2 + 1), 'leading'), in both.
   sd = diffusers_pipeline.load_stable_diffusion(tiny_folder)
-  images = latent_diffusion.sample(
+  images = stable_diffusion.sample(
     sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=GUIDANCE, sampler=sampler
   )
   np.testing.assert_allclose(
@@ -215,7 +216,7 @@ def test_other_samplers_match_diffusers_schedulers(tiny_folder, latents, sampler
 
 def test_convert_cli_round_trip_is_bit_identical(tiny_folder, tmp_path):
   parser = argparse.ArgumentParser()
-  cli_convert.add_convert_arguments(parser)
+  cli_convert.add_arguments(parser)
   ckpt, back = str(tmp_path / "ckpt"), str(tmp_path / "back")
   cli_convert.run_convert(parser.parse_args(["--from", "diffusers", tiny_folder, "--to", ckpt]))
   cli_convert.run_convert(parser.parse_args(["--from", "jaxgen", ckpt, "--to", "diffusers", back]))
@@ -238,7 +239,7 @@ def test_convert_cli_round_trip_is_bit_identical(tiny_folder, tmp_path):
     assert sorted(original) == sorted(written), sub
     for key in original:
       np.testing.assert_array_equal(original[key], written[key], err_msg=key)
-  sd = latent_diffusion.load_checkpoint(ckpt)
+  sd = stable_diffusion_checkpoint.load_checkpoint(ckpt)
   assert (
     sd.tokenizer("a cat")["input_ids"]
     == diffusers_pipeline.load_stable_diffusion(back).tokenizer("a cat")["input_ids"]
@@ -308,8 +309,8 @@ def test_released_scheduler_configs():
       "prediction_type": "v_prediction",
     }
   )
-  assert sd15 == latent_diffusion.SchedulerConfig()  # jaxgen's default is SD 1.x with DDIM.
-  assert sd21 == latent_diffusion.SchedulerConfig(prediction_type="v_prediction")
+  assert sd15 == stable_diffusion.SchedulerConfig()  # jaxgen's default is SD 1.x with DDIM.
+  assert sd21 == stable_diffusion.SchedulerConfig(prediction_type="v_prediction")
 
 
 def test_named_errors(tiny_folder, tmp_path):
@@ -321,7 +322,7 @@ def test_named_errors(tiny_folder, tmp_path):
     diffusers_pipeline.scheduler_from_diffusers({"_class_name": "LMSDiscreteScheduler"})
   with pytest.raises(cli_convert.ConvertUsageError, match="--to"):
     parser = argparse.ArgumentParser()
-    cli_convert.add_convert_arguments(parser)
+    cli_convert.add_arguments(parser)
     cli_convert.run_convert(
       parser.parse_args(["--from", "diffusers", tiny_folder, "--to", "diffusers", str(tmp_path)])
     )
@@ -347,6 +348,6 @@ def test_named_errors(tiny_folder, tmp_path):
     diffusers_pipeline.load_stable_diffusion(broken)
   sd = diffusers_pipeline.load_stable_diffusion(tiny_folder)
   with pytest.raises(ValueError, match="latents"):
-    latent_diffusion.sample(sd, PROMPTS, np.zeros((1, 8, 8, 4), np.float32))
+    stable_diffusion.sample(sd, PROMPTS, np.zeros((1, 8, 8, 4), np.float32))
   with pytest.raises(ValueError, match="negative_prompts"):
-    latent_diffusion.sample(sd, PROMPTS, rng=jax.random.key(0), negative_prompts=["x"])
+    stable_diffusion.sample(sd, PROMPTS, rng=jax.random.key(0), negative_prompts=["x"])

@@ -40,16 +40,16 @@ def test_held_out_combinations_are_disjoint_and_train_covers_every_value():
   assert len(shapes.all_combinations()) == 3 * 6 * 2 * 9
   assert 0.08 <= len(test) / (len(train) + len(test)) <= 0.12
   for name in shapes.ATTRIBUTES:
-    assert {getattr(s, name) for s in train} == set(
-        shapes.ATTRIBUTE_VALUES[name]), name
+    assert {getattr(s, name) for s in train} == set(shapes.ATTRIBUTE_VALUES[name]), name
 
 
 def test_splits_draw_only_their_combinations_equally_often():
   for split in shapes.SPLITS:
     combos = shapes.split_combinations(split)
     data = shapes.make_split(split, 2 * len(combos))
-    drawn = [shapes.ShapeSpec.from_labels(*labels) for labels in zip(
-        *(data[k] for k in shapes.ATTRIBUTES))]
+    drawn = [
+      shapes.ShapeSpec.from_labels(*labels) for labels in zip(*(data[k] for k in shapes.ATTRIBUTES))
+    ]
     counts = {c: drawn.count(c) for c in set(drawn)}
     assert set(counts) == set(combos)
     assert set(counts.values()) == {2}
@@ -60,7 +60,8 @@ def test_captions_parse_back_to_their_specs():
     assert shapes.parse_caption(spec.caption) == spec
     assert shapes.ShapeSpec.from_labels(*spec.labels) == spec
   assert shapes.parse_caption("A  Small RED circle ON the LEFT") == (
-      shapes.ShapeSpec("circle", "red", "small", "left"))
+    shapes.ShapeSpec("circle", "red", "small", "left")
+  )
   data = shapes.make_split("train", 50)
   for i, caption in enumerate(data["caption"]):
     spec = shapes.parse_caption(caption)
@@ -88,21 +89,21 @@ def test_coverage_matches_analytic_area_and_centre():
   centres = np.full((3, 2), 0.5) + [0.003, -0.002]
   alpha = shapes.coverage(np.arange(3), centres, np.full(3, half), resolution)
   areas = alpha.sum(axis=(1, 2)) / resolution**2
-  np.testing.assert_allclose(areas, np.asarray([np.pi, 4, 2]) * half**2,
-                             rtol=0.03)
+  np.testing.assert_allclose(areas, np.asarray([np.pi, 4, 2]) * half**2, rtol=0.03)
   grid = (np.arange(resolution) + 0.5) / resolution
   subpixel = 1 / (shapes.SUPERSAMPLE * resolution)
   centroid_x = (alpha.sum(axis=1) @ grid) / alpha.sum(axis=(1, 2))
   centroid_y = (alpha.sum(axis=2) @ grid) / alpha.sum(axis=(1, 2))
   np.testing.assert_allclose(centroid_x, centres[:, 0], atol=subpixel)
   # The triangle's centroid sits a third of the half size below its box centre.
-  np.testing.assert_allclose(centroid_y, centres[:, 1] + [0, 0, half / 3],
-                             atol=subpixel)
+  np.testing.assert_allclose(centroid_y, centres[:, 1] + [0, 0, half / 3], atol=subpixel)
 
 
 def test_render_colours_background_and_antialiasing():
-  specs = [shapes.ShapeSpec(s, c, "large", "center")
-           for s, c in zip(shapes.SHAPES, ("red", "cyan", "magenta"))]
+  specs = [
+    shapes.ShapeSpec(s, c, "large", "center")
+    for s, c in zip(shapes.SHAPES, ("red", "cyan", "magenta"))
+  ]
   images = shapes.render_specs(specs, resolution=32)
   for spec, image in zip(specs, images):
     np.testing.assert_array_equal(image[16, 16], shapes.PALETTE[spec.colour])
@@ -116,11 +117,9 @@ def test_largest_shapes_stay_inside_the_image_in_corners():
   low = shapes.CELL_CENTRES[0] - shapes.CENTRE_JITTER
   high = shapes.CELL_CENTRES[-1] + shapes.CENTRE_JITTER
   centres = np.asarray([[low, low]] * 3 + [[high, high]] * 3)
-  alpha = shapes.coverage(np.tile(np.arange(3), 2), centres, np.full(6, half),
-                          resolution=64)
+  alpha = shapes.coverage(np.tile(np.arange(3), 2), centres, np.full(6, half), resolution=64)
   unclipped = np.tile([np.pi, 4, 2], 2) * half**2
-  np.testing.assert_allclose(alpha.sum(axis=(1, 2)) / 64**2, unclipped,
-                             rtol=0.03)
+  np.testing.assert_allclose(alpha.sum(axis=(1, 2)) / 64**2, unclipped, rtol=0.03)
 
 
 def test_caption_vocabulary_is_small_and_sorted():
@@ -132,14 +131,14 @@ def test_caption_vocabulary_is_small_and_sorted():
 
 # TFDS builder.
 
-_TINY = dict(name="tiny16", description="Test size.", resolution=16,
-             num_train=24, num_test=8)
+_TINY = dict(name="tiny16", description="Test size.", resolution=16, num_train=24, num_test=8)
 
 
 def _prepare_tiny(data_dir, **builder_kwargs):
   config = captioned_shapes.CaptionedShapesConfig(**_TINY)
-  builder = tfds.builder("captioned_shapes", config=config,
-                         data_dir=str(data_dir), **builder_kwargs)
+  builder = tfds.builder(
+    "captioned_shapes", config=config, data_dir=str(data_dir), **builder_kwargs
+  )
   builder.download_and_prepare()
   return builder
 
@@ -147,25 +146,22 @@ def _prepare_tiny(data_dir, **builder_kwargs):
 def _assert_equal_to_make_split(examples, split, num_examples):
   expected = shapes.make_split(split, num_examples, resolution=16)
   assert len(examples) == num_examples
-  np.testing.assert_array_equal(np.stack([e["image"] for e in examples]),
-                                expected["image"])
+  np.testing.assert_array_equal(np.stack([e["image"] for e in examples]), expected["image"])
   assert [e["caption"].decode() for e in examples] == expected["caption"].tolist()
   for name in shapes.ATTRIBUTES:
     np.testing.assert_array_equal([e[name] for e in examples], expected[name])
 
 
-def test_tfds_builder_prepares_array_record_and_data_source_reads_it_back(
-    tmp_path):
+def test_tfds_builder_prepares_array_record_and_data_source_reads_it_back(tmp_path):
   builder = _prepare_tiny(tmp_path)
   assert builder.info.file_format.value == "array_record"
   assert builder.info.features["image"].shape == (16, 16, 3)
   assert builder.info.features["position"].names == list(shapes.POSITIONS)
-  for split, size in (("train", _TINY["num_train"]),
-                      ("test", _TINY["num_test"])):
-    source = tfds.data_source(f"captioned_shapes/{_TINY['name']}",
-                              split=split, data_dir=str(tmp_path))
-    _assert_equal_to_make_split([source[i] for i in range(len(source))],
-                                split, size)
+  for split, size in (("train", _TINY["num_train"]), ("test", _TINY["num_test"])):
+    source = tfds.data_source(
+      f"captioned_shapes/{_TINY['name']}", split=split, data_dir=str(tmp_path)
+    )
+    _assert_equal_to_make_split([source[i] for i in range(len(source))], split, size)
 
 
 def test_tfds_registered_configs(tmp_path):
@@ -182,7 +178,7 @@ def test_tfds_load_reads_a_tfrecord_copy(tmp_path):
   """`tfds.load` needs TensorFlow and TFRecord files (not ArrayRecord)."""
   pytest.importorskip("tensorflow")
   _prepare_tiny(tmp_path, file_format="tfrecord")
-  dataset = tfds.load(f"captioned_shapes/{_TINY['name']}", split="test",
-                      data_dir=str(tmp_path), download=False)
-  _assert_equal_to_make_split(list(tfds.as_numpy(dataset)), "test",
-                              _TINY["num_test"])
+  dataset = tfds.load(
+    f"captioned_shapes/{_TINY['name']}", split="test", data_dir=str(tmp_path), download=False
+  )
+  _assert_equal_to_make_split(list(tfds.as_numpy(dataset)), "test", _TINY["num_test"])

@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn as tnn
 
+from jaxgen.convert import metric_networks
+from jaxgen.convert.torch_state_dict import MissingWeightsError, StateDictMismatchError
 from jaxgen.models import syncnet
 
 
@@ -108,12 +110,12 @@ def state_dict(reference):
 
 @pytest.fixture(scope="module")
 def variables(state_dict):
-  return syncnet.variables_from_torch_state_dict(state_dict)
+  return metric_networks.SYNCNET.from_torch(state_dict)
 
 
 def test_key_map_matches_reference_state_dict(state_dict):
   expected = {k: v.shape for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
-  found = {k: entry.torch_shape for k, entry in syncnet.torch_key_map().items()}
+  found = {k: entry.torch_shape for k, entry in metric_networks.SYNCNET.key_map().items()}
   assert found == expected
 
 
@@ -140,7 +142,7 @@ def test_parameter_count_matches_reference(reference):
 
 
 def test_import_export_round_trip_is_bit_identical(state_dict, variables):
-  exported = syncnet.torch_state_dict_from_variables(variables)
+  exported = metric_networks.SYNCNET.to_torch(variables)
   originals = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   assert exported.keys() == originals.keys()
   for key, value in originals.items():
@@ -150,14 +152,14 @@ def test_import_export_round_trip_is_bit_identical(state_dict, variables):
 def test_strict_key_and_shape_errors(state_dict):
   missing = dict(state_dict)
   del missing["netcnnlip.4.weight"]
-  with pytest.raises(syncnet.StateDictMismatchError, match=r"netcnnlip\.4\.weight"):
-    syncnet.variables_from_torch_state_dict(missing)
+  with pytest.raises(StateDictMismatchError, match=r"netcnnlip\.4\.weight"):
+    metric_networks.SYNCNET.from_torch(missing)
   extra = {**state_dict, "netcnnaud.21.weight": np.zeros(3, np.float32)}
-  with pytest.raises(syncnet.StateDictMismatchError, match=r"netcnnaud\.21\.weight"):
-    syncnet.variables_from_torch_state_dict(extra)
+  with pytest.raises(StateDictMismatchError, match=r"netcnnaud\.21\.weight"):
+    metric_networks.SYNCNET.from_torch(extra)
   wrong = {**state_dict, "netfcaud.3.weight": np.zeros((512, 512), np.float32)}
-  with pytest.raises(syncnet.StateDictMismatchError, match=r"netfcaud\.3\.weight.*\(1024, 512\)"):
-    syncnet.variables_from_torch_state_dict(wrong)
+  with pytest.raises(StateDictMismatchError, match=r"netfcaud\.3\.weight.*\(1024, 512\)"):
+    metric_networks.SYNCNET.from_torch(wrong)
 
 
 def test_weight_files_safetensors_and_torch_pickle(tmp_path, reference, state_dict, variables):
@@ -168,10 +170,10 @@ def test_weight_files_safetensors_and_torch_pickle(tmp_path, reference, state_di
   )
   torch.save(reference.state_dict(), tmp_path / "syncnet_v2.model")
   for name in ("w.safetensors", "syncnet_v2.model"):
-    loaded = syncnet.load_syncnet_variables(tmp_path / name)
+    loaded = metric_networks.SYNCNET.load(tmp_path / name)
     jax.tree.map(np.testing.assert_array_equal, loaded, variables)
-  with pytest.raises(syncnet.MissingWeightsError, match="nope.model"):
-    syncnet.load_syncnet_variables(tmp_path / "nope.model")
+  with pytest.raises(MissingWeightsError, match="nope.model"):
+    metric_networks.SYNCNET.load(tmp_path / "nope.model")
 
 
 def _close(got, want):

@@ -37,7 +37,7 @@ def test_shapes_lengths_and_padding(data):
   assert np.isfinite(data["motion"]).all()
   assert not data["motion"][~mask].any()
   for i in range(5):
-    motion.check_motion(data["motion"][i, :lengths[i]])
+    motion.check_motion(data["motion"][i, : lengths[i]])
   assert set(data["action"]) == set(range(len(sm.ACTIONS)))
   assert (data["second_action"] != data["action"]).all()
   pairs = data["second_action"] >= 0
@@ -51,8 +51,7 @@ def test_captions_use_only_the_vocabulary(data):
   assert not (ids[mask] == tok.unk_id).any()
   assert mask.sum(1).max() < 32  # Nothing truncated.
   assert len(set(data["caption"])) > 0.5 * len(data["caption"])
-  for caption, action, second in zip(data["caption"], data["action"],
-                                     data["second_action"]):
+  for caption, action, second in zip(data["caption"], data["action"], data["second_action"]):
     words = caption.split()
     if "wave" in sm.ACTIONS[action] and second < 0:
       assert sm.ACTIONS[action].split("_")[1] in words
@@ -70,14 +69,14 @@ def _summary(joints: np.ndarray) -> dict[str, float]:
   across = joints[:, 2] - joints[:, 1]  # Right hip - left hip.
   heading = np.unwrap(np.arctan2(across[:, 2], -across[:, 0]))
   return {
-      "speed": travel / seconds,
-      "rise": root[:, 1].max() - standing,
-      "drop": standing - root[:, 1].min(),
-      "left_hand": (joints[:, 20, 1] - head).max(),
-      "right_hand": (joints[:, 21, 1] - head).max(),
-      "turn": heading[-1] - heading[0],
-      "left_foot": joints[:, 10, 1].max(),
-      "right_foot": joints[:, 11, 1].max(),
+    "speed": travel / seconds,
+    "rise": root[:, 1].max() - standing,
+    "drop": standing - root[:, 1].min(),
+    "left_hand": (joints[:, 20, 1] - head).max(),
+    "right_hand": (joints[:, 21, 1] - head).max(),
+    "turn": heading[-1] - heading[0],
+    "left_foot": joints[:, 10, 1].max(),
+    "right_foot": joints[:, 11, 1].max(),
   }
 
 
@@ -86,10 +85,11 @@ def test_single_actions_are_visually_distinct(data):
   single = np.nonzero(data["second_action"] < 0)[0]
   by_action = {a: [] for a in sm.ACTIONS}
   for i in single:
-    by_action[sm.ACTIONS[data["action"][i]]].append(
-        _summary(data["joints"][i]))
+    by_action[sm.ACTIONS[data["action"][i]]].append(_summary(data["joints"][i]))
+
   def stat(action, key):
     return np.array([s[key] for s in by_action[action]])
+
   for action in sm.ACTIONS:
     assert len(by_action[action]) >= 5, action
   assert (stat("run", "speed") > 0.5).all()
@@ -111,10 +111,8 @@ def test_single_actions_are_visually_distinct(data):
 
 def test_contacts_mark_planted_feet(data):
   """Walking clips have both planted and swinging feet."""
-  walks = np.nonzero((data["action"] == sm.ACTIONS.index("walk"))
-                     & (data["second_action"] < 0))[0]
-  contacts = np.concatenate([data["motion"][i, :data["length"][i], -4:]
-                             for i in walks])
+  walks = np.nonzero((data["action"] == sm.ACTIONS.index("walk")) & (data["second_action"] < 0))[0]
+  contacts = np.concatenate([data["motion"][i, : data["length"][i], -4:] for i in walks])
   assert 0.2 < contacts.mean() < 0.95
 
 
@@ -130,21 +128,19 @@ def test_bad_arguments():
 def test_tfds_builder_matches_make_split(tmp_path):
   import tensorflow_datasets as tfds
   from jaxgen.data.datasets import synthetic_motion as builder_lib
-  config = builder_lib.SyntheticMotionConfig(name="tiny", num_train=12,
-                                             num_test=5, seed=3)
+
+  config = builder_lib.SyntheticMotionConfig(name="tiny", num_train=12, num_test=5, seed=3)
   builder = builder_lib.SyntheticMotion(config=config, data_dir=tmp_path)
   builder.download_and_prepare()
   assert len(builder.info.metadata["mean"]) == 263
   for split, n in (("train", 12), ("test", 5)):
     data = sm.make_split(split, seed=3, num_examples=n)
-    source = tfds.data_source("synthetic_motion/tiny", split=split,
-                              data_dir=tmp_path)
+    source = tfds.data_source("synthetic_motion/tiny", split=split, data_dir=tmp_path)
     assert len(source) == n
     for i in (0, n - 1):
       example = source[i]
       length = data["length"][i]
-      np.testing.assert_array_equal(example["motion"],
-                                    data["motion"][i, :length])
+      np.testing.assert_array_equal(example["motion"], data["motion"][i, :length])
       caption = example["caption"]
       caption = caption.decode() if isinstance(caption, bytes) else caption
       assert caption == data["caption"][i]

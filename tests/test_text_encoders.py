@@ -13,23 +13,23 @@ import pytest
 from jaxgen.configs.arch import clip_vit_l14_text
 from jaxgen.convert.keymap import ConversionError
 from jaxgen.convert.transformers_text import (
-    clip_text_from_transformers,
-    clip_text_to_transformers,
-    load_clip_text_model,
-    load_t5_encoder,
-    save_clip_text_folder,
-    save_t5_encoder_folder,
-    t5_encoder_from_transformers,
-    t5_encoder_to_transformers,
+  clip_text_from_transformers,
+  clip_text_to_transformers,
+  load_clip_text_model,
+  load_t5_encoder,
+  save_clip_text_folder,
+  save_t5_encoder_folder,
+  t5_encoder_from_transformers,
+  t5_encoder_to_transformers,
 )
+from jaxgen.errors import UnsupportedConfigError
 from jaxgen.models.text_encoders import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    T5EncoderConfig,
-    T5EncoderModel,
-    UnsupportedConfigError,
-    abstract_variables,
-    relative_position_buckets,
+  CLIPTextConfig,
+  CLIPTextModel,
+  T5EncoderConfig,
+  T5EncoderModel,
+  abstract_variables,
+  relative_position_buckets,
 )
 from jaxgen.nn.partitioning import unannotated_params
 
@@ -37,20 +37,34 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 CLIP_CASES = {
-    # Current ids: pooled at the first eos; padding with the eos id itself (as Stable Diffusion pads).
-    "quick_gelu_first_eos": dict(hidden_act="quick_gelu", pad_token_id=40, bos_token_id=38, eos_token_id=40),
-    # Legacy ids (eos_token_id=2): pooled at the largest id; exact GELU.
-    "gelu_legacy_eos": dict(hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2),
+  # Current ids: pooled at the first eos; padding with the eos id itself (as Stable Diffusion pads).
+  "quick_gelu_first_eos": dict(
+    hidden_act="quick_gelu", pad_token_id=40, bos_token_id=38, eos_token_id=40
+  ),
+  # Legacy ids (eos_token_id=2): pooled at the largest id; exact GELU.
+  "gelu_legacy_eos": dict(hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2),
 }
 CLIP_SIZE = dict(
-    vocab_size=41, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-    max_position_embeddings=12, layer_norm_eps=1e-5,
+  vocab_size=41,
+  hidden_size=32,
+  intermediate_size=48,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  max_position_embeddings=12,
+  layer_norm_eps=1e-5,
 )
 T5_CASES = ("relu", "gated-gelu")
 # 8 buckets over max distance 12 with 14 tokens: exact, logarithmic and clipped buckets all occur.
 T5_SIZE = dict(
-    vocab_size=50, d_model=16, d_kv=4, d_ff=24, num_layers=3, num_heads=3, relative_attention_num_buckets=8,
-    relative_attention_max_distance=12, layer_norm_epsilon=1e-6,
+  vocab_size=50,
+  d_model=16,
+  d_kv=4,
+  d_ff=24,
+  num_layers=3,
+  num_heads=3,
+  relative_attention_num_buckets=8,
+  relative_attention_max_distance=12,
+  layer_norm_epsilon=1e-6,
 )
 
 
@@ -67,9 +81,9 @@ def clip_inputs(cfg: CLIPTextConfig):
   """Right-padded batch: bos, words, eos, then pad ids with a 0 mask; one row has no padding."""
   bos, eos, pad = cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id
   rows = [
-      [bos, 5, 9, 17, 3, 30, 21, 8, 11, 6, 33, eos],
-      [bos, 7, 25, eos] + [pad] * 8,
-      [bos, 14, 36, 4, 12, 19, eos] + [pad] * 5,
+    [bos, 5, 9, 17, 3, 30, 21, 8, 11, 6, 33, eos],
+    [bos, 7, 25, eos] + [pad] * 8,
+    [bos, 14, 36, 4, 12, 19, eos] + [pad] * 5,
   ]
   input_ids = np.array(rows, np.int64)
   lengths = [12, 4, 7]
@@ -89,7 +103,9 @@ def t5_inputs():
 @pytest.fixture(scope="module", params=list(CLIP_CASES))
 def clip_case(request):
   cfg = CLIPTextConfig(**CLIP_SIZE, **CLIP_CASES[request.param])
-  torch_model = transformers.CLIPTextModel(transformers.CLIPTextConfig(**CLIP_SIZE, **CLIP_CASES[request.param]))
+  torch_model = transformers.CLIPTextModel(
+    transformers.CLIPTextConfig(**CLIP_SIZE, **CLIP_CASES[request.param])
+  )
   return cfg, randomize_(torch_model, seed=len(request.param))
 
 
@@ -120,14 +136,20 @@ def test_t5_v1_1_xxl_parameter_count_matches_transformers():
   """The T5 v1.1 XXL encoder (SD3 / Flux / PixArt text encoder), counted by both without memory."""
   sizes = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
   cfg = T5EncoderConfig(**sizes, feed_forward_proj="gated-gelu")
-  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(abstract_variables(cfg))))
+  count = sum(
+    int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(abstract_variables(cfg)))
+  )
   with torch.device("meta"):
-    reference = transformers.T5EncoderModel(transformers.T5Config(**sizes, feed_forward_proj="gated-gelu"))
+    reference = transformers.T5EncoderModel(
+      transformers.T5Config(**sizes, feed_forward_proj="gated-gelu")
+    )
   assert count == sum(p.numel() for p in reference.parameters()) == 4_762_310_656
 
 
 def test_t5_params_are_annotated():
-  assert not unannotated_params(abstract_variables(T5EncoderConfig(**T5_SIZE, feed_forward_proj="gated-gelu")))
+  assert not unannotated_params(
+    abstract_variables(T5EncoderConfig(**T5_SIZE, feed_forward_proj="gated-gelu"))
+  )
 
 
 def test_relative_position_buckets_match_transformers():
@@ -158,10 +180,12 @@ def test_clip_output_parity(clip_case):
   out = apply(params, jnp_int(input_ids), jnp_int(mask))
   with torch.no_grad():
     ref = torch_model(
-        torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True
+      torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True
     )
   assert np.abs(ref.last_hidden_state.numpy()).max() > 0.1
-  np.testing.assert_allclose(out.last_hidden_state, ref.last_hidden_state.numpy(), atol=1e-4, rtol=0)
+  np.testing.assert_allclose(
+    out.last_hidden_state, ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
+  )
   np.testing.assert_allclose(out.pooler_output, ref.pooler_output.numpy(), atol=1e-4, rtol=0)
   assert len(out.hidden_states) == len(ref.hidden_states) == cfg.num_hidden_layers + 1
   for ours, theirs in zip(out.hidden_states, ref.hidden_states):
@@ -222,7 +246,9 @@ def test_t5_state_dict_round_trip_is_bit_identical(t5_case):
   state = torch_model.state_dict()
   back = t5_encoder_to_transformers(t5_encoder_from_transformers(state, cfg))
   assert sorted(back) == sorted(state)
-  fresh = transformers.T5EncoderModel(transformers.T5Config(**T5_SIZE, feed_forward_proj=cfg.feed_forward_proj))
+  fresh = transformers.T5EncoderModel(
+    transformers.T5Config(**T5_SIZE, feed_forward_proj=cfg.feed_forward_proj)
+  )
   result = fresh.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
   assert not result.missing_keys and not result.unexpected_keys
   for key, tensor in state.items():
@@ -231,7 +257,9 @@ def test_t5_state_dict_round_trip_is_bit_identical(t5_case):
 
 def _from_pretrained_strict(cls, folder):
   model, info = cls.from_pretrained(folder, output_loading_info=True)
-  assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+  assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], (
+    info
+  )
   return model.eval()
 
 
@@ -242,7 +270,10 @@ def test_clip_folder_round_trip(clip_case, tmp_path):
   assert loaded_cfg == cfg
   save_clip_text_folder(params, loaded_cfg, tmp_path / "jaxgen")
   reloaded = _from_pretrained_strict(transformers.CLIPTextModel, tmp_path / "jaxgen")
-  assert reloaded.config.eos_token_id == cfg.eos_token_id and reloaded.config.hidden_act == cfg.hidden_act
+  assert (
+    reloaded.config.eos_token_id == cfg.eos_token_id
+    and reloaded.config.hidden_act == cfg.hidden_act
+  )
   input_ids, mask = clip_inputs(cfg)
   with torch.no_grad():
     ids, m = torch.from_numpy(input_ids), torch.from_numpy(mask)
@@ -276,11 +307,18 @@ def test_legacy_clip_file_layout_and_bfloat16_folder(tmp_path):
   state["text_model.embeddings.position_ids"] = torch.arange(cfg.max_position_embeddings)[None]
   (tmp_path / "legacy").mkdir()
   save_file(state, tmp_path / "legacy" / "model.safetensors", metadata={"format": "pt"})
-  config_json = {**cfg.to_transformers(), "projection_dim": 768, "dropout": 0.0, "transformers_version": "4.30.2"}
+  config_json = {
+    **cfg.to_transformers(),
+    "projection_dim": 768,
+    "dropout": 0.0,
+    "transformers_version": "4.30.2",
+  }
   (tmp_path / "legacy" / "config.json").write_text(json.dumps(config_json))
   loaded_cfg, params = load_clip_text_model(tmp_path / "legacy")
   assert loaded_cfg == cfg
-  expected = torch_model.state_dict()["embeddings.token_embedding.weight"].to(torch.bfloat16).float().numpy()
+  expected = (
+    torch_model.state_dict()["embeddings.token_embedding.weight"].to(torch.bfloat16).float().numpy()
+  )
   np.testing.assert_array_equal(params["embeddings"]["token_embedding"]["embedding"], expected)
   # The same weights load from an unprefixed, sharded float32 folder.
   sharded = tmp_path / "sharded"
@@ -316,7 +354,9 @@ def test_clip_missing_unexpected_and_misshaped_keys_are_named(clip_numpy_state):
   assert "final_layer_norm.weight: expected (32,)" in message and "found (31,)" in message
   # A config that disagrees with the weights is caught the same way.
   wider = CLIPTextConfig(**{**CLIP_SIZE, "intermediate_size": 64})
-  with pytest.raises(ConversionError, match=r"encoder.layers.0.mlp.fc1.weight: expected \(64, 32\)"):
+  with pytest.raises(
+    ConversionError, match=r"encoder.layers.0.mlp.fc1.weight: expected \(64, 32\)"
+  ):
     clip_text_from_transformers(state, wider)
   bad_ids = {**state, "embeddings.position_ids": np.arange(12)[None, ::-1].copy()}
   with pytest.raises(ConversionError, match="embeddings.position_ids"):
@@ -330,13 +370,17 @@ def test_t5_strict_keys_and_tied_embeddings():
   state = t5_encoder_to_transformers(params)
   # Either tied key alone is enough.
   only_tied = {k: v for k, v in state.items() if k != "shared.weight"}
-  np.testing.assert_array_equal(t5_encoder_from_transformers(only_tied, cfg)["shared"]["embedding"],
-                                state["shared.weight"])
+  np.testing.assert_array_equal(
+    t5_encoder_from_transformers(only_tied, cfg)["shared"]["embedding"], state["shared.weight"]
+  )
   untied = {**state, "encoder.embed_tokens.weight": state["shared.weight"] + 1}
   with pytest.raises(ConversionError, match="must be equal"):
     t5_encoder_from_transformers(untied, cfg)
   # Only the first block owns the relative position table; relu weights do not fit a gated config.
-  extra = {**state, "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight": np.zeros((8, 3))}
+  extra = {
+    **state,
+    "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight": np.zeros((8, 3)),
+  }
   with pytest.raises(ConversionError, match=r"unexpected torch keys \(1\)"):
     t5_encoder_from_transformers(extra, cfg)
   relu_state = {k: v for k, v in state.items() if "wi_" not in k}
@@ -355,7 +399,9 @@ def test_unsupported_configs_are_rejected():
   with pytest.raises(UnsupportedConfigError, match="feed_forward_proj"):
     T5EncoderConfig(**T5_SIZE, feed_forward_proj="gated-silu")
   with pytest.raises(UnsupportedConfigError, match="dense_act_fn"):
-    T5EncoderConfig.from_transformers({**T5_SIZE, "feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu"})
+    T5EncoderConfig.from_transformers(
+      {**T5_SIZE, "feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu"}
+    )
   with pytest.raises(UnsupportedConfigError, match="is_decoder"):
     T5EncoderConfig.from_transformers({**T5_SIZE, "is_decoder": True})
 
@@ -365,7 +411,9 @@ def test_bad_inputs_raise_before_compiling():
   model = CLIPTextModel(cfg)
   params = abstract_variables(cfg)
   too_long = jnp.zeros((1, 13), jnp.int32)
-  with pytest.raises(ValueError, match=r"input_ids: expected length <= max_position_embeddings=12, found 13"):
+  with pytest.raises(
+    ValueError, match=r"input_ids: expected length <= max_position_embeddings=12, found 13"
+  ):
     jax.eval_shape(lambda: model.apply(params, too_long))
   with pytest.raises(ValueError, match=r"attention_mask: expected the shape of input_ids \(2, 5\)"):
     jax.eval_shape(lambda: model.apply(params, jnp.zeros((2, 5), jnp.int32), jnp.ones((2, 4))))
@@ -376,8 +424,8 @@ def test_bad_inputs_raise_before_compiling():
 
 def test_conversion_does_not_import_torch():
   code = (
-      "import sys\n"
-      "import jaxgen.convert.transformers_text, jaxgen.models.text_encoders\n"
-      "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    "import sys\n"
+    "import jaxgen.convert.transformers_text, jaxgen.models.text_encoders\n"
+    "assert 'torch' not in sys.modules, 'torch was imported'\n"
   )
   subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,8 +15,7 @@ def tok():
 
 def test_vocabulary_layout(tok):
   vocab = tok.tokenizer.get_vocab()
-  assert tok.vocab_size == len(tokenizer_lib.SPECIAL_TOKENS) + len(
-      shapes.caption_vocabulary())
+  assert tok.vocab_size == len(tokenizer_lib.SPECIAL_TOKENS) + len(shapes.caption_vocabulary())
   assert [vocab[t] for t in ("[PAD]", "[UNK]", "[BOS]", "[EOS]")] == [0, 1, 2, 3]
   assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
   assert sorted(vocab.values()) == list(range(tok.vocab_size))
@@ -44,18 +43,19 @@ def test_normalisation_and_unknown_words(tok):
   shouted, _ = tok.encode(["  A Small RED circle\ton THE left "], 12)
   np.testing.assert_array_equal(shouted, reference)
   ids, mask = tok.encode(["a purple circle, please"], 12)
-  words = ids[0, 1:mask[0].sum() - 1]
+  words = ids[0, 1 : mask[0].sum() - 1]
   vocab = tok.tokenizer.get_vocab()
   np.testing.assert_array_equal(
-      words, [vocab["a"], tok.unk_id, vocab["circle"], tok.unk_id, tok.unk_id])
+    words, [vocab["a"], tok.unk_id, vocab["circle"], tok.unk_id, tok.unk_id]
+  )
 
 
 def test_long_captions_are_truncated_but_keep_eos(tok):
   ids, mask = tok.encode(["a large blue triangle in the bottom right"], 5)
   vocab = tok.tokenizer.get_vocab()
   np.testing.assert_array_equal(
-      ids[0], [tok.bos_id, vocab["a"], vocab["large"], vocab["blue"],
-               tok.eos_id])
+    ids[0], [tok.bos_id, vocab["a"], vocab["large"], vocab["blue"], tok.eos_id]
+  )
   assert mask.all()
 
 
@@ -94,8 +94,9 @@ def test_save_and_load_round_trip(tok, tmp_path):
 def test_load_rejects_missing_file_and_wrong_special_ids(tmp_path):
   with pytest.raises(FileNotFoundError):
     tokenizer_lib.CaptionTokenizer.load(tmp_path / "missing.json")
-  other = tokenizers.Tokenizer(tokenizers.models.WordLevel(
-      {"[UNK]": 0, "[PAD]": 1}, unk_token="[UNK]"))
+  other = tokenizers.Tokenizer(
+    tokenizers.models.WordLevel({"[UNK]": 0, "[PAD]": 1}, unk_token="[UNK]")
+  )
   other.save(str(tmp_path / "other.json"))
   with pytest.raises(ValueError, match=r"\[PAD\] to id 0"):
     tokenizer_lib.CaptionTokenizer.load(tmp_path / "other.json")

@@ -6,15 +6,21 @@ import subprocess
 
 import pytest
 
+from test_readme import readme_argv
+
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tpu_scripts")
 WHERE = ["--name", "pod", "--zone", "us-central2-b", "--project", "proj"]
 
 
 def dry_run(script: str, *args: str) -> list[list[str]]:
   """The commands `script --dry-run` prints, each split back into its arguments."""
-  result = subprocess.run(["bash", os.path.join(SCRIPTS, script), *WHERE, "--dry-run", *args],
-                          capture_output=True, text=True, timeout=30,
-                          env=dict(os.environ, PATH="/usr/bin:/bin"))  # no gcloud needed
+  result = subprocess.run(
+    ["bash", os.path.join(SCRIPTS, script), *WHERE, "--dry-run", *args],
+    capture_output=True,
+    text=True,
+    timeout=30,
+    env=dict(os.environ, PATH="/usr/bin:/bin"),
+  )  # no gcloud needed
   assert result.returncode == 0, result.stderr
   return [shlex.split(line) for line in result.stdout.splitlines()]
 
@@ -43,13 +49,30 @@ def test_install_copies_the_committed_tree_to_every_worker():
 
 
 def test_launch_runs_the_same_train_command_on_all_workers():
-  [ssh] = dry_run("launch.sh", "--config", "configs/arch/sd15_unet.py", "--workdir", "gs://b/run",
-                  "--", "train.batch_size=256", "mesh_shape=(1, 32, 1)")
+  [ssh] = dry_run(
+    "launch.sh",
+    "--config",
+    "configs/t2m_mdm_humanml3d.py",
+    "--workdir",
+    "gs://b/run",
+    "--",
+    "train.batch_size=256",
+    "mesh_shape=(1, 32, 1)",
+  )
   assert "--worker=all" in ssh
   remote = shlex.split(ssh_command(ssh))
-  train = remote[remote.index("jaxgen"):remote.index(">")]
-  assert train == ["jaxgen", "train", "--distributed", "--config", "configs/arch/sd15_unet.py",
-                   "--workdir", "gs://b/run", "train.batch_size=256", "mesh_shape=(1, 32, 1)"]
+  train = remote[remote.index("jaxgen") : remote.index(">")]
+  assert train == [
+    "jaxgen",
+    "train",
+    "--distributed",
+    "--config",
+    "configs/t2m_mdm_humanml3d.py",
+    "--workdir",
+    "gs://b/run",
+    "train.batch_size=256",
+    "mesh_shape=(1, 32, 1)",
+  ]
 
 
 def test_tail_stop_and_copy():
@@ -61,16 +84,23 @@ def test_tail_stop_and_copy():
   assert sync == ["gcloud", "storage", "rsync", "--recursive", "gs://b/run", "/tmp/run"]
 
 
-@pytest.mark.parametrize("script, args, message", [
+@pytest.mark.parametrize(
+  "script, args, message",
+  [
     ("create.sh", ["--zone", "z"], "--name is required"),
     ("create.sh", ["--name", "n", "--zone", "z", "--bogus"], "unknown argument --bogus"),
     ("install.sh", ["--name", "n", "--zone", "z"], "give --source DIR or --git URL"),
     ("launch.sh", ["--name", "n", "--zone", "z", "--workdir", "gs://b"], "--config is required"),
     ("tail.sh", ["--name", "n", "--zone", "z", "--worker", "x"], "--worker must be"),
-])
+  ],
+)
 def test_bad_arguments_print_usage_and_fail(script, args, message):
-  result = subprocess.run(["bash", os.path.join(SCRIPTS, script), *args, "--dry-run"],
-                          capture_output=True, text=True, timeout=30)
+  result = subprocess.run(
+    ["bash", os.path.join(SCRIPTS, script), *args, "--dry-run"],
+    capture_output=True,
+    text=True,
+    timeout=30,
+  )
   assert result.returncode == 2
   assert message in result.stderr and "usage:" in result.stderr
 
@@ -85,3 +115,20 @@ def test_scripts_are_strict_executable_and_documented():
     assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text, name
     assert "usage()" in text, name
     assert subprocess.run(["bash", "-n", path]).returncode == 0, name
+
+
+def test_readme_commands_dry_run():
+  """Each tpu_scripts command of the README, as written, with --dry-run: the gcloud it would run."""
+  commands = readme_argv("tpu_scripts/")
+  assert len(commands) == 6
+  for script, *args in commands:
+    result = subprocess.run(
+      ["bash", os.path.join(os.path.dirname(SCRIPTS), script), *args, "--dry-run"],
+      capture_output=True,
+      text=True,
+      timeout=30,
+      env=dict(os.environ, PATH="/usr/bin:/bin"),
+    )
+    assert result.returncode == 0, (script, result.stderr)
+    printed = result.stdout.splitlines()
+    assert printed and all(shlex.split(line)[0] in ("gcloud", "git") for line in printed), printed

@@ -10,11 +10,20 @@ import pytest
 
 from jaxgen.configs import t2m_vq_synthetic
 from jaxgen.models import vq
-from jaxgen.tasks.motion import t2m_tokens
+from jaxgen.tasks.motion import t2m_vq
+from jaxgen.training.task import STATE_UPDATES_KEY
 from jaxgen.training.train_state import replace_leaves
 
-TINY = vq.VQVAEConfig(input_dim=263, width=16, output_emb_width=8, down_t=2, depth=2,
-                      dilation_growth_rate=3, num_codes=6, mu=0.9)
+TINY = vq.VQVAEConfig(
+  input_dim=263,
+  width=16,
+  output_emb_width=8,
+  down_t=2,
+  depth=2,
+  dilation_growth_rate=3,
+  num_codes=6,
+  mu=0.9,
+)
 
 
 def count_params(tree) -> int:
@@ -24,7 +33,9 @@ def count_params(tree) -> int:
 @pytest.fixture(scope="module")
 def tiny_model():
   model = vq.MotionVQVAE(TINY)
-  params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, 16, 263))))["params"]
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, 16, 263))))[
+    "params"
+  ]
   return model, params
 
 
@@ -56,13 +67,19 @@ def test_quantize_picks_nearest_row():
   codebook = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
   z = jnp.array([[0.9, 0.1], [0.1, 1.5], [-0.2, 0.1]])
   np.testing.assert_array_equal(vq.quantize(z, codebook), [1, 2, 0])
-  np.testing.assert_array_equal(vq.dequantize(jnp.array([2, 0]), codebook), codebook[jnp.array([2, 0])])
+  np.testing.assert_array_equal(
+    vq.dequantize(jnp.array([2, 0]), codebook), codebook[jnp.array([2, 0])]
+  )
 
 
 def test_ema_update_math():
   mu = 0.9
-  state = vq.QuantizerState(codebook=jnp.zeros((3, 2)), code_sum=jnp.array([[2.0, 2.0], [4.0, 0.0], [1.0, 1.0]]),
-                            code_count=jnp.array([2.0, 4.0, 1.5]), initialized=jnp.ones(()))
+  state = vq.QuantizerState(
+    codebook=jnp.zeros((3, 2)),
+    code_sum=jnp.array([[2.0, 2.0], [4.0, 0.0], [1.0, 1.0]]),
+    code_count=jnp.array([2.0, 4.0, 1.5]),
+    initialized=jnp.ones(()),
+  )
   x = jnp.array([[1.0, 3.0], [3.0, 1.0], [0.0, 0.0], [5.0, 5.0]])
   codes = jnp.array([0, 0, 1, 2])
   new = vq.ema_reset_update(state, x, codes, jax.random.PRNGKey(0), mu)
@@ -77,8 +94,12 @@ def test_ema_update_math():
 
 
 def test_dead_codes_are_reset_to_batch_vectors():
-  state = vq.QuantizerState(codebook=jnp.full((3, 2), 7.0), code_sum=jnp.ones((3, 2)),
-                            code_count=jnp.array([5.0, 1.05, 1.05]), initialized=jnp.ones(()))
+  state = vq.QuantizerState(
+    codebook=jnp.full((3, 2), 7.0),
+    code_sum=jnp.ones((3, 2)),
+    code_count=jnp.array([5.0, 1.05, 1.05]),
+    initialized=jnp.ones(()),
+  )
   x = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.5, 8.5]])
   codes = jnp.zeros((4,), jnp.int32)  # codes 1 and 2 unused: counts fall to 0.945 < 1
   new = vq.ema_reset_update(state, x, codes, jax.random.PRNGKey(1), 0.9)
@@ -98,7 +119,9 @@ def test_first_batch_initialises_the_codebook():
   # 4 vectors tiled to 6 rows with N(0, (0.01/sqrt(2))^2) noise: each row is near a batch vector.
   distance = np.abs(np.asarray(init.codebook)[:, None] - np.asarray(x)[None]).max(-1).min(-1)
   assert distance.max() < 0.05
-  again = vq.initialized_codebook(init._replace(codebook=init.codebook + 1), x, jax.random.PRNGKey(4))
+  again = vq.initialized_codebook(
+    init._replace(codebook=init.codebook + 1), x, jax.random.PRNGKey(4)
+  )
   np.testing.assert_array_equal(again.codebook, init.codebook + 1)  # only once
 
 
@@ -112,7 +135,9 @@ def test_faithful_parameter_count():
   dilation_growth_rate=3): 9,587,200 + 9,849,607 parameters; the 512×512 codebook is a
   buffer there (here a params leaf with its EMA statistics)."""
   config = vq.VQVAEConfig(input_dim=263, **t2m_vq_synthetic.vq_faithful())
-  shapes = jax.eval_shape(vq.MotionVQVAE(config).init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 263)))
+  shapes = jax.eval_shape(
+    vq.MotionVQVAE(config).init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 263))
+  )
   params = nn.meta.unbox(shapes)["params"]
   assert count_params(params["encoder"]) == 9_587_200
   assert count_params(params["decoder"]) == 9_849_607
@@ -121,8 +146,9 @@ def test_faithful_parameter_count():
 
 def _tiny_task_config(codebook_update: str) -> ml_collections.ConfigDict:
   config = t2m_vq_synthetic.get_config()
-  config.vq = dict(width=16, output_emb_width=8, down_t=2, depth=1, dilation_growth_rate=3,
-                   num_codes=6, mu=0.9)
+  config.vq = dict(
+    width=16, output_emb_width=8, down_t=2, depth=1, dilation_growth_rate=3, num_codes=6, mu=0.9
+  )
   config.loss.window = 16
   config.quantizer.codebook_update = codebook_update
   return config
@@ -133,13 +159,16 @@ def _random_batch(batch=4, frames=48):
   rng = np.random.default_rng(0)
   lengths = np.array([48, 16, 24, 40][:batch])
   mask = np.arange(frames)[None] < lengths[:, None]
-  return dict(motion=jnp.asarray(rng.normal(size=(batch, frames, 263)).astype(np.float32) * mask[..., None]),
-              motion_mask=jnp.asarray(mask), text_tokens=jnp.zeros((batch, 24), jnp.int32),
-              text_mask=jnp.ones((batch, 24), bool))
+  return dict(
+    motion=jnp.asarray(rng.normal(size=(batch, frames, 263)).astype(np.float32) * mask[..., None]),
+    motion_mask=jnp.asarray(mask),
+    text_tokens=jnp.zeros((batch, 24), jnp.int32),
+    text_mask=jnp.ones((batch, 24), bool),
+  )
 
 
 def test_ema_task_returns_state_updates_the_trainer_applies():
-  task = t2m_tokens.MotionVQTask(_tiny_task_config("ema_reset"))
+  task = t2m_vq.MotionVQTask(_tiny_task_config("ema_reset"))
   batch = _random_batch()
   params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), batch))
   tx = optax.adam(1e-3)
@@ -148,7 +177,7 @@ def test_ema_task_returns_state_updates_the_trainer_applies():
   @jax.jit
   def step(params, opt_state, rng):
     (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
-    updates = metrics.pop(t2m_tokens.STATE_UPDATES_KEY)
+    updates = metrics.pop(STATE_UPDATES_KEY)
     changes, opt_state = tx.update(grads, opt_state)
     new_params = optax.apply_updates(params, changes)
     return replace_leaves(new_params, updates), opt_state, loss, metrics, grads
@@ -166,19 +195,20 @@ def test_ema_task_returns_state_updates_the_trainer_applies():
 
 
 def test_codebook_loss_option_trains_the_codebook_by_gradient():
-  task = t2m_tokens.MotionVQTask(_tiny_task_config("codebook_loss"))
+  task = t2m_vq.MotionVQTask(_tiny_task_config("codebook_loss"))
   batch = _random_batch()
   params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), batch))
   assert set(params["quantizer"]) == {"codebook"}
   (_, metrics), grads = jax.jit(jax.value_and_grad(task.loss, has_aux=True))(
-      params, batch, jax.random.PRNGKey(1))
+    params, batch, jax.random.PRNGKey(1)
+  )
   assert float(jnp.abs(grads["quantizer"]["codebook"]).max()) > 0
-  assert "codebook" in metrics and t2m_tokens.STATE_UPDATES_KEY not in metrics
+  assert "codebook" in metrics and STATE_UPDATES_KEY not in metrics
 
 
 def test_random_windows_stay_inside_each_clip():
   motion = jnp.broadcast_to(jnp.arange(40, dtype=jnp.float32)[None, :, None], (3, 40, 1))
-  windows = t2m_tokens.random_windows(jax.random.PRNGKey(0), motion, jnp.array([40, 20, 8]), 8)
+  windows = t2m_vq.random_windows(jax.random.PRNGKey(0), motion, jnp.array([40, 20, 8]), 8)
   starts = np.asarray(windows[:, 0, 0])
   assert starts[0] <= 32 and starts[1] <= 12 and starts[2] == 0
   np.testing.assert_array_equal(np.diff(np.asarray(windows[..., 0]), axis=1), 1.0)
@@ -188,10 +218,10 @@ def test_named_errors():
   config = _tiny_task_config("codebook_loss")
   config.quantizer.codebook_update = "kmeans"
   with pytest.raises(ValueError, match="quantizer.codebook_update: expected one of"):
-    t2m_tokens.MotionVQTask(config)
+    t2m_vq.MotionVQTask(config)
   config = _tiny_task_config("codebook_loss")
   config.loss.window = 18
   with pytest.raises(ValueError, match="loss.window: expected a multiple of 4"):
-    t2m_tokens.MotionVQTask(config)
+    t2m_vq.MotionVQTask(config)
   with pytest.raises(ValueError, match="state update names no parameter 'b'"):
     replace_leaves({"a": 1}, {"b": 2})

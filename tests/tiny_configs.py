@@ -1,4 +1,9 @@
-"""Tiny configs of the real experiments, small enough for 2 CPU cores."""
+"""Tiny configs of the real experiments, small enough for 2 CPU cores.
+
+`TINY[name]` shrinks `configs/<name>` to a few thousand parameters and a few
+steps; tests/test_cli.py trains every experiment with it, so a new config
+file needs an entry here.
+"""
 
 import os
 
@@ -6,20 +11,116 @@ from jaxgen.configuration import apply_overrides, load_config_file
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
-TINY_TEXT_TO_IMAGE = [
-    "data.resolution=16", "data.num_train_examples=64",
-    "unet.sample_size=16", "unet.block_out_channels=(8, 16)",
-    "unet.down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D')",
-    "unet.up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D')",
-    "unet.attention_head_dim=2", "unet.cross_attention_dim=16", "unet.norm_num_groups=4",
-    "text.width=16", "text.num_layers=1", "text.num_heads=2",
-    "train.batch_size=8", "train.num_steps=4", "train.log_every=2", "train.sample_every=0",
-    "checkpoint.save_every=2", "checkpoint.keep=3", "optim.warmup_steps=1",
-    "sample.num_steps=3", "eval.num_examples=8",
+# Two steps, a checkpoint at the end, no previews.
+_RUN = [
+  "train.batch_size=8",
+  "train.num_steps=2",
+  "train.log_every=1",
+  "optim.warmup_steps=1",
+  "checkpoint.save_every=2",
+  "train.max_minutes=None",
 ]
+_TEXT = ["text.width=16", "text.num_layers=1", "text.num_heads=2"]
+# 32: `jaxgen eval-motion` scores at least one R-precision batch of 32 test captions.
+_MOTION_DATA = ["data.max_examples=32"]
+
+TINY_TEXT_TO_IMAGE = [
+  "data.resolution=16",
+  "data.num_train_examples=64",
+  "unet.sample_size=16",
+  "unet.block_out_channels=(8, 16)",
+  "unet.down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D')",
+  "unet.up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D')",
+  "unet.attention_head_dim=2",
+  "unet.cross_attention_dim=16",
+  "unet.norm_num_groups=4",
+  "text.width=16",
+  "text.num_layers=1",
+  "text.num_heads=2",
+  "train.batch_size=8",
+  "train.num_steps=4",
+  "train.log_every=2",
+  "train.sample_every=0",
+  "checkpoint.save_every=2",
+  "checkpoint.keep=3",
+  "optim.warmup_steps=1",
+  "sample.num_steps=3",
+  "eval.num_examples=8",
+]
+
+TINY = {
+  "text_to_image_shapes.py": TINY_TEXT_TO_IMAGE,
+  "autoencoder_shapes.py": _RUN
+  + [
+    "data.resolution=8",
+    "vae.sample_size=8",
+    "data.num_train_examples=16",
+    "vae.block_out_channels=(8, 8)",
+    "vae.norm_num_groups=4",
+    "disc.channels=8",
+    "disc.num_layers=1",
+    "disc.norm_num_groups=4",
+    "train.sample_every=0",
+    "eval.num_examples=8",
+  ],
+  # autoencoder.workdir=<a run of the tiny autoencoder_shapes.py> comes with it.
+  "latent_diffusion_shapes.py": _RUN
+  + _TEXT
+  + [
+    "data.resolution=8",
+    "unet.sample_size=4",
+    "data.num_train_examples=16",
+    "autoencoder.num_stat_examples=16",
+    "unet.down_block_types=('CrossAttnDownBlock2D',)",
+    "unet.up_block_types=('CrossAttnUpBlock2D',)",
+    "unet.block_out_channels=(8,)",
+    "unet.attention_head_dim=2",
+    "unet.cross_attention_dim=16",
+    "unet.norm_num_groups=4",
+    "train.sample_every=0",
+    "sample.num_steps=3",
+    "eval.num_examples=8",
+  ],
+  "t2m_evaluator_synthetic.py": _RUN
+  + _MOTION_DATA
+  + [
+    "evaluator.dim_word=8",
+    "evaluator.dim_text_hidden=8",
+    "evaluator.dim_movement_enc_hidden=8",
+    "evaluator.dim_movement_latent=8",
+    "evaluator.dim_motion_hidden=8",
+    "evaluator.dim_coemb_hidden=16",
+  ],
+  "t2m_mdm_synthetic.py": _RUN
+  + _MOTION_DATA
+  + _TEXT
+  + [
+    "mdm.latent_dim=16",
+    "mdm.ff_size=32",
+    "mdm.num_layers=1",
+    "mdm.num_heads=2",
+    "sample.num_steps=3",
+  ],
+  "t2m_vq_synthetic.py": _RUN
+  + _MOTION_DATA
+  + ["vq.width=16", "vq.output_emb_width=8", "vq.depth=1", "vq.num_codes=16"],
+  # vq.workdir=<a run of the tiny t2m_vq_synthetic.py> comes with it.
+  "t2m_gpt_synthetic.py": _RUN
+  + _MOTION_DATA
+  + _TEXT
+  + ["gpt.embed_dim=16", "gpt.num_layers=1", "gpt.num_heads=2"],
+  "t2m_vae_synthetic.py": _RUN
+  + _MOTION_DATA
+  + _TEXT
+  + ["vae.latent_dim=16", "vae.ff_size=32", "vae.num_layers=1", "vae.num_heads=2"],
+}
+
+
+def tiny_config(name: str, *extra: str):
+  """configs/`name` shrunk by `TINY[name]`; `extra` overrides follow."""
+  return apply_overrides(load_config_file(os.path.join(CONFIGS, name)), TINY[name] + list(extra))
 
 
 def tiny_text_to_image_config(*extra: str):
   """The quickstart config shrunk to a few thousand parameters; `extra` overrides."""
-  return apply_overrides(load_config_file(os.path.join(CONFIGS, "text_to_image_shapes.py")),
-                         TINY_TEXT_TO_IMAGE + list(extra))
+  return tiny_config("text_to_image_shapes.py", *extra)

@@ -16,10 +16,12 @@ def linear(p) -> "torch.nn.Linear":
 
 
 def _load_attention(mha: "torch.nn.MultiheadAttention", p) -> None:
-  mha.in_proj_weight.data = torch.tensor(np.concatenate(
-      [np.asarray(p[k]["kernel"]).T for k in ("to_q", "to_k", "to_v")]))
-  mha.in_proj_bias.data = torch.tensor(np.concatenate(
-      [np.asarray(p[k]["bias"]) for k in ("to_q", "to_k", "to_v")]))
+  mha.in_proj_weight.data = torch.tensor(
+    np.concatenate([np.asarray(p[k]["kernel"]).T for k in ("to_q", "to_k", "to_v")])
+  )
+  mha.in_proj_bias.data = torch.tensor(
+    np.concatenate([np.asarray(p[k]["bias"]) for k in ("to_q", "to_k", "to_v")])
+  )
   out = linear(p["to_out_0"])
   mha.out_proj.weight.data, mha.out_proj.bias.data = out.weight.data, out.bias.data
 
@@ -30,22 +32,26 @@ def _load_norms(layer, p, names) -> None:
     getattr(layer, name).bias.data = torch.tensor(np.asarray(p[name]["bias"]).copy())
 
 
-def encoder_layer(p, width: int, heads: int, ff_size: int, *, activation: str = "gelu",
-                  norm_first: bool = False) -> "torch.nn.TransformerEncoderLayer":
+def encoder_layer(
+  p, width: int, heads: int, ff_size: int, *, activation: str = "gelu", norm_first: bool = False
+) -> "torch.nn.TransformerEncoderLayer":
   """`jaxgen.nn.sequence_layers.TransformerEncoderLayer` params in the PyTorch layer (eval)."""
-  layer = torch.nn.TransformerEncoderLayer(width, heads, ff_size, dropout=0.0,
-                                           activation=activation, norm_first=norm_first)
+  layer = torch.nn.TransformerEncoderLayer(
+    width, heads, ff_size, dropout=0.0, activation=activation, norm_first=norm_first
+  )
   _load_attention(layer.self_attn, p["self_attn"])
   layer.linear1, layer.linear2 = linear(p["linear1"]), linear(p["linear2"])
   _load_norms(layer, p, ("norm1", "norm2"))
   return layer.eval()
 
 
-def decoder_layer(p, width: int, heads: int, ff_size: int, *, activation: str = "gelu",
-                  norm_first: bool = False) -> "torch.nn.TransformerDecoderLayer":
+def decoder_layer(
+  p, width: int, heads: int, ff_size: int, *, activation: str = "gelu", norm_first: bool = False
+) -> "torch.nn.TransformerDecoderLayer":
   """`jaxgen.nn.sequence_layers.TransformerDecoderLayer` params in the PyTorch layer (eval)."""
-  layer = torch.nn.TransformerDecoderLayer(width, heads, ff_size, dropout=0.0,
-                                           activation=activation, norm_first=norm_first)
+  layer = torch.nn.TransformerDecoderLayer(
+    width, heads, ff_size, dropout=0.0, activation=activation, norm_first=norm_first
+  )
   _load_attention(layer.self_attn, p["self_attn"])
   _load_attention(layer.multihead_attn, p["cross_attn"])
   layer.linear1, layer.linear2 = linear(p["linear1"]), linear(p["linear2"])

@@ -20,18 +20,18 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.text_encoder = ml_collections.ConfigDict(
-      dict(
-          vocab_size=49408,
-          hidden_size=768,
-          intermediate_size=3072,
-          num_hidden_layers=12,
-          num_attention_heads=12,
-          max_position_embeddings=77,
-          hidden_act="quick_gelu",
-          layer_norm_eps=1e-5,
-          pad_token_id=1,
-          bos_token_id=0,
-          eos_token_id=2,
-      )
+    dict(
+      vocab_size=49408,
+      hidden_size=768,
+      intermediate_size=3072,
+      num_hidden_layers=12,
+      num_attention_heads=12,
+      max_position_embeddings=77,
+      hidden_act="quick_gelu",
+      layer_norm_eps=1e-5,
+      pad_token_id=1,
+      bos_token_id=0,
+      eos_token_id=2,
+    )
   )
   return config

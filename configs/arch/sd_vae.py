@@ -17,23 +17,23 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.vae = ml_collections.ConfigDict(
-      {
-          "in_channels": 3,
-          "out_channels": 3,
-          "down_block_types": ("DownEncoderBlock2D",) * 4,
-          "up_block_types": ("UpDecoderBlock2D",) * 4,
-          "block_out_channels": (128, 256, 512, 512),
-          "layers_per_block": 2,
-          "act_fn": "silu",
-          "latent_channels": 4,
-          "norm_num_groups": 32,
-          "sample_size": 512,
-          "scaling_factor": 0.18215,
-          "shift_factor": None,
-          "force_upcast": True,
-          "use_quant_conv": True,
-          "use_post_quant_conv": True,
-          "mid_block_add_attention": True,
-      }
+    {
+      "in_channels": 3,
+      "out_channels": 3,
+      "down_block_types": ("DownEncoderBlock2D",) * 4,
+      "up_block_types": ("UpDecoderBlock2D",) * 4,
+      "block_out_channels": (128, 256, 512, 512),
+      "layers_per_block": 2,
+      "act_fn": "silu",
+      "latent_channels": 4,
+      "norm_num_groups": 32,
+      "sample_size": 512,
+      "scaling_factor": 0.18215,
+      "shift_factor": None,
+      "force_upcast": True,
+      "use_quant_conv": True,
+      "use_post_quant_conv": True,
+      "mid_block_add_attention": True,
+    }
   )
   return config

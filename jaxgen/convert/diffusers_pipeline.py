@@ -31,9 +31,9 @@ them a no-op (e.g. thresholding=False); others raise `UnsupportedConfigError`.
 Keys that are not options of the named scheduler class are ignored with a
 warning, as diffusers ignores them.
 
-Example:
+Example (`stable_diffusion` is `jaxgen.pipelines.stable_diffusion`):
   sd = load_stable_diffusion("stable-diffusion-v1-5")
-  images = latent_diffusion.sample(sd, ["a photo of a cat"], rng=jax.random.key(0))
+  images = stable_diffusion.sample(sd, ["a photo of a cat"], rng=jax.random.key(0))
   save_stable_diffusion(sd, "exported")  # StableDiffusionPipeline.from_pretrained("exported", ...)
 """
 
@@ -49,10 +49,11 @@ from typing import Any
 from jaxgen.convert import transformers_text
 from jaxgen.convert.diffusers_unet import unet_from_diffusers, unet_to_diffusers
 from jaxgen.convert.diffusers_vae import vae_from_diffusers, vae_to_diffusers
+from jaxgen.errors import UnsupportedConfigError
 from jaxgen.models.autoencoder import AutoencoderKLConfig
-from jaxgen.models.diffusers_config import UnsupportedConfigError
-from jaxgen.models.unet import UNetConfig
-from jaxgen.tasks.image.latent_diffusion import SchedulerConfig, StableDiffusion, load_clip_tokenizer
+from jaxgen.models.unet_config import UNetConfig
+from jaxgen.pipelines.stable_diffusion import SchedulerConfig, StableDiffusion
+from jaxgen.pipelines.stable_diffusion_checkpoint import load_clip_tokenizer
 
 PathLike = str | os.PathLike
 
@@ -163,7 +164,8 @@ def scheduler_from_diffusers(config: Mapping[str, Any]) -> SchedulerConfig:
   class_name = config.get("_class_name")
   if class_name not in _SAMPLER_OF_SCHEDULER:
     raise UnsupportedConfigError(
-      f"scheduler _class_name: expected one of {sorted(_SAMPLER_OF_SCHEDULER)}, found {class_name!r}"
+      f"scheduler _class_name: expected one of {sorted(_SAMPLER_OF_SCHEDULER)}, "
+      f"found {class_name!r}"
     )
   mapped, fixed, ignored = (
     _SCHEDULER_KEYS[class_name],
@@ -251,7 +253,8 @@ def _check_model_index(folder: str) -> dict[str, Any]:
   )
   if index.get("_class_name") not in PIPELINE_CLASSES:
     raise PipelineFolderError(
-      f"{MODEL_INDEX_NAME}: expected _class_name in {PIPELINE_CLASSES}, found {index.get('_class_name')!r}"
+      f"{MODEL_INDEX_NAME}: expected _class_name in {PIPELINE_CLASSES}, "
+      f"found {index.get('_class_name')!r}"
     )
   for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
     entry = index.get(component)
@@ -325,7 +328,7 @@ def _write_diffusers_model(
 
 
 def save_stable_diffusion(sd: StableDiffusion, folder: PathLike) -> None:
-  """Writes `sd` as a diffusers folder that `StableDiffusionPipeline.from_pretrained` loads strictly.
+  """Writes `sd` as a diffusers folder: `StableDiffusionPipeline.from_pretrained` loads it strictly.
 
   Load it with `from_pretrained(folder, safety_checker=None, requires_safety_checker=False)`;
   the scheduler is the diffusers class of `sd.scheduler.sampler`.

@@ -23,19 +23,19 @@ from jaxgen.convert.keymap import KeyMap, from_torch, to_torch
 from jaxgen.models.unet import UNetConfig, abstract_variables
 
 UNET_KEYMAP = KeyMap(
-    list_modules=frozenset(
-        {
-            "down_blocks",
-            "up_blocks",
-            "resnets",
-            "attentions",
-            "transformer_blocks",
-            "downsamplers",
-            "upsamplers",
-            "to_out",  # Attention: to_out.0 is the output Linear, to_out.1 a Dropout
-            "net",  # FeedForward: net.0 GEGLU/GELU, net.1 Dropout, net.2 Linear
-        }
-    )
+  list_modules=frozenset(
+    {
+      "down_blocks",
+      "up_blocks",
+      "resnets",
+      "attentions",
+      "transformer_blocks",
+      "downsamplers",
+      "upsamplers",
+      "to_out",  # Attention: to_out.0 is the output Linear, to_out.1 a Dropout
+      "net",  # FeedForward: net.0 GEGLU/GELU, net.1 Dropout, net.2 Linear
+    }
+  )
 )
 
 

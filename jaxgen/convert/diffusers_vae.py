@@ -28,28 +28,30 @@ from jaxgen.convert.keymap import ConversionError, KeyMap, from_torch, to_torch
 from jaxgen.models.autoencoder import AutoencoderKLConfig, abstract_variables
 
 VAE_KEYMAP = KeyMap(
-    list_modules=frozenset(
-        {
-            "down_blocks",
-            "up_blocks",
-            "resnets",
-            "attentions",
-            "downsamplers",
-            "upsamplers",
-            "to_out",  # Attention: to_out.0 is the output Linear, to_out.1 a Dropout
-        }
-    )
+  list_modules=frozenset(
+    {
+      "down_blocks",
+      "up_blocks",
+      "resnets",
+      "attentions",
+      "downsamplers",
+      "upsamplers",
+      "to_out",  # Attention: to_out.0 is the output Linear, to_out.1 a Dropout
+    }
+  )
 )
 
 # Deprecated diffusers attention-block names -> current `Attention` names.
 LEGACY_ATTENTION_NAMES: Mapping[str, str] = {
-    "query": "to_q",
-    "key": "to_k",
-    "value": "to_v",
-    "proj_attn": "to_out.0",
+  "query": "to_q",
+  "key": "to_k",
+  "value": "to_v",
+  "proj_attn": "to_out.0",
 }
 _LEGACY_ATTENTION_KEY = re.compile(
-    r"^(?P<block>.+\.attentions\.\d+)\.(?P<name>" + "|".join(LEGACY_ATTENTION_NAMES) + r")\.(?P<leaf>weight|bias)$"
+  r"^(?P<block>.+\.attentions\.\d+)\.(?P<name>"
+  + "|".join(LEGACY_ATTENTION_NAMES)
+  + r")\.(?P<leaf>weight|bias)$"
 )
 
 
@@ -69,7 +71,9 @@ def upgrade_legacy_attention_names(state_dict: Mapping[str, Any]) -> dict[str, A
   return upgraded
 
 
-def vae_from_diffusers(state_dict: Mapping[str, Any], config: AutoencoderKLConfig) -> dict[str, Any]:
+def vae_from_diffusers(
+  state_dict: Mapping[str, Any], config: AutoencoderKLConfig
+) -> dict[str, Any]:
   """diffusers `AutoencoderKL` state dict (numpy arrays or torch tensors) -> jaxgen params.
 
   Returns the *unboxed* "params" collection as host numpy float32 arrays (use

@@ -113,25 +113,37 @@ def _identity(x: np.ndarray) -> np.ndarray:
 
 
 DENSE = LeafRule(
-    "kernel", 2, "weight", lambda k: k.T, lambda w: w.T, lambda s: s[::-1], "Dense (in, out) <-> Linear (out, in)"
+  "kernel",
+  2,
+  "weight",
+  lambda k: k.T,
+  lambda w: w.T,
+  lambda s: s[::-1],
+  "Dense (in, out) <-> Linear (out, in)",
 )
 CONV = LeafRule(
-    "kernel", 4, "weight",
-    lambda k: k.transpose(3, 2, 0, 1),
-    lambda w: w.transpose(2, 3, 1, 0),
-    lambda s: (s[3], s[2], s[0], s[1]),
-    "Conv HWIO <-> Conv2d OIHW",
+  "kernel",
+  4,
+  "weight",
+  lambda k: k.transpose(3, 2, 0, 1),
+  lambda w: w.transpose(2, 3, 1, 0),
+  lambda s: (s[3], s[2], s[0], s[1]),
+  "Conv HWIO <-> Conv2d OIHW",
 )
 DENSE_AS_CONV1X1 = LeafRule(
-    "kernel", 2, "weight",
-    lambda k: k.T[:, :, None, None],
-    lambda w: w[:, :, 0, 0].T,
-    lambda s: (s[1], s[0], 1, 1),
-    "Dense (in, out) <-> Conv2d 1x1 (out, in, 1, 1)",
+  "kernel",
+  2,
+  "weight",
+  lambda k: k.T[:, :, None, None],
+  lambda w: w[:, :, 0, 0].T,
+  lambda s: (s[1], s[0], 1, 1),
+  "Dense (in, out) <-> Conv2d 1x1 (out, in, 1, 1)",
 )
 SCALE = LeafRule("scale", 1, "weight", _identity, _identity, tuple, "norm scale <-> weight")
 BIAS = LeafRule("bias", 1, "bias", _identity, _identity, tuple, "bias <-> bias")
-EMBEDDING = LeafRule("embedding", 2, "weight", _identity, _identity, tuple, "Embed (num, dim) <-> Embedding weight")
+EMBEDDING = LeafRule(
+  "embedding", 2, "weight", _identity, _identity, tuple, "Embed (num, dim) <-> Embedding weight"
+)
 
 LEAF_RULES: tuple[LeafRule, ...] = (DENSE, CONV, SCALE, BIAS, EMBEDDING)
 
@@ -180,7 +192,9 @@ class KeyMap:
     for rule in LEAF_RULES:
       if rule.jax_leaf == leaf and rule.rank == rank:
         return rule
-    raise ConversionError(f"no conversion rule for jaxgen parameter {'/'.join(path)} of rank {rank}")
+    raise ConversionError(
+      f"no conversion rule for jaxgen parameter {'/'.join(path)} of rank {rank}"
+    )
 
   def torch_name(self, path: Path, rank: int) -> str:
     rule = self.rule(path, rank)
@@ -188,7 +202,8 @@ class KeyMap:
     return f"{module}.{rule.torch_leaf}" if module else rule.torch_leaf
 
 
-def _format_names(title: str, names: Iterable[str], limit: int = 40) -> str:
+def format_names(title: str, names: Iterable[str], limit: int = 40) -> str:
+  """`title (count):` then one indented name a line, the first `limit` of them, sorted."""
   names = sorted(names)
   lines = [f"{title} ({len(names)}):"] + [f"  {n}" for n in names[:limit]]
   if len(names) > limit:
@@ -212,10 +227,10 @@ def to_torch(params: Mapping[str, Any], keymap: KeyMap) -> dict[str, np.ndarray]
 
 
 def from_torch(
-    state_dict: Mapping[str, Any],
-    template: Mapping[str, Any],
-    keymap: KeyMap,
-    dtype: Any = np.float32,
+  state_dict: Mapping[str, Any],
+  template: Mapping[str, Any],
+  keymap: KeyMap,
+  dtype: Any = np.float32,
 ) -> dict[str, Any]:
   """Torch state dict -> jaxgen params shaped like `template` (unboxed numpy arrays of `dtype`).
 
@@ -240,15 +255,15 @@ def from_torch(
     want = tuple(rule.torch_shape(shape))
     if tuple(tensor.shape) != want:
       bad_shapes.append(
-          f"  {name}: expected {want} (jaxgen {'/'.join(path)} {shape}), found {tuple(tensor.shape)}"
+        f"  {name}: expected {want} (jaxgen {'/'.join(path)} {shape}), found {tuple(tensor.shape)}"
       )
       continue
     flat[path] = np.ascontiguousarray(rule.to_jax(tensor)).astype(dtype, copy=False)
   problems = []
   if missing:
-    problems.append(_format_names("missing torch keys", missing))
+    problems.append(format_names("missing torch keys", missing))
   if remaining:
-    problems.append(_format_names("unexpected torch keys", remaining))
+    problems.append(format_names("unexpected torch keys", remaining))
   if bad_shapes:
     problems.append(f"shape mismatches ({len(bad_shapes)}):\n" + "\n".join(bad_shapes))
   if problems:

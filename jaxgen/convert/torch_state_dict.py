@@ -16,19 +16,34 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.convert import keymap
+
 LeafMap = Mapping[tuple[str, str, int], tuple[str, tuple[int, ...] | None]]
+
+# The leaves of convolutional networks with inference BatchNorm, by
+# (collection, flax leaf, rank) -> (torch leaf, transpose flax -> torch).
+CONV_BATCH_NORM_LEAVES: LeafMap = {
+  ("params", "kernel", 5): ("weight", (4, 3, 0, 1, 2)),  # Conv THWIO -> Conv3d OITHW
+  ("params", "kernel", 4): ("weight", (3, 2, 0, 1)),  # Conv HWIO -> Conv2d OIHW
+  ("params", "kernel", 2): ("weight", (1, 0)),  # Dense (in, out) -> Linear (out, in)
+  ("params", "bias", 1): ("bias", None),
+  ("params", "scale", 1): ("weight", None),
+  ("batch_stats", "mean", 1): ("running_mean", None),
+  ("batch_stats", "var", 1): ("running_var", None),
+}
 
 # BatchNorm's step counter: carried by some checkpoints, meaningless at inference.
 IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
 
 
-class StateDictMismatchError(ValueError):
+class StateDictMismatchError(keymap.ConversionError):
   """A PyTorch state dict does not fit the model (keys or shapes)."""
 
 
@@ -52,9 +67,11 @@ class TorchEntry:
     return tuple(self.flax_shape[axis] for axis in self.transpose)
 
 
-def torch_key_map(abstract_variables: Mapping[str, Any], leaf_map: LeafMap,
-                  module_key: Callable[[tuple[str, ...]], str] = ".".join
-                  ) -> dict[str, TorchEntry]:
+def torch_key_map(
+  abstract_variables: Mapping[str, Any],
+  leaf_map: LeafMap = CONV_BATCH_NORM_LEAVES,
+  module_key: Callable[[tuple[str, ...]], str] = ".".join,
+) -> dict[str, TorchEntry]:
   """Every state-dict key of a model -> its flax entry.
 
   `module_key` turns the flax module path (without collection and leaf) into
@@ -66,47 +83,52 @@ def torch_key_map(abstract_variables: Mapping[str, Any], leaf_map: LeafMap,
     collection, modules, leaf_name = names[0], names[1:-1], names[-1]
     torch_leaf, transpose = leaf_map[(collection, leaf_name, len(leaf.shape))]
     entries[f"{module_key(modules)}.{torch_leaf}"] = TorchEntry(
-        collection, names[1:], tuple(leaf.shape), transpose)
+      collection, names[1:], tuple(leaf.shape), transpose
+    )
   return entries
 
 
-def to_numpy(value: Any) -> np.ndarray:
-  if hasattr(value, "detach"):  # a torch tensor; avoid importing torch here
-    value = value.detach().cpu().numpy()
-  return np.asarray(value)
+def variables_from_state_dict(
+  state_dict: Mapping[str, Any], key_map: Mapping[str, TorchEntry], model: str
+) -> dict[str, Any]:
+  """Flax variables (float32) from a state dict of numpy arrays or torch tensors.
 
-
-def _listed(keys: list[str]) -> str:
-  return f"{len(keys)} {keys[:8]}{'...' if len(keys) > 8 else ''}"
-
-
-def variables_from_state_dict(state_dict: Mapping[str, Any], key_map: Mapping[str, TorchEntry],
-                              model: str) -> dict[str, Any]:
-  """Flax variables (float32) from a state dict of numpy arrays or torch tensors (strict)."""
+  Strict: one `StateDictMismatchError` lists every missing, unexpected and
+  wrong-shaped key of the state dict (`model` names the network).
+  """
   given = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_TORCH_SUFFIX)}
   missing = sorted(set(key_map) - set(given))
   unexpected = sorted(set(given) - set(key_map))
-  if missing or unexpected:
-    raise StateDictMismatchError(
-        f"state_dict does not match {model}: missing keys {_listed(missing)}, "
-        f"unexpected keys {_listed(unexpected)}")
   variables: dict[str, Any] = {}
+  bad_shapes = []
   for torch_key, entry in key_map.items():
-    value = to_numpy(given[torch_key])
+    if torch_key not in given:
+      continue
+    value = keymap.to_numpy(given[torch_key])
     if value.shape != entry.torch_shape:
-      raise StateDictMismatchError(
-          f"state_dict[{torch_key!r}] must have shape {entry.torch_shape}, got {value.shape}")
+      bad_shapes.append(f"  {torch_key}: expected {entry.torch_shape}, found {value.shape}")
+      continue
     if entry.transpose is not None:
       value = value.transpose(np.argsort(entry.transpose))
     node = variables.setdefault(entry.collection, {})
     for name in entry.path[:-1]:
       node = node.setdefault(name, {})
     node[entry.path[-1]] = jnp.asarray(value, dtype=jnp.float32)
+  problems = [
+    keymap.format_names(title, names)
+    for title, names in (("missing keys", missing), ("unexpected keys", unexpected))
+    if names
+  ]
+  if bad_shapes:
+    problems.append(f"shape mismatches ({len(bad_shapes)}):\n" + "\n".join(bad_shapes))
+  if problems:
+    raise StateDictMismatchError(f"state dict does not match {model}:\n" + "\n".join(problems))
   return variables
 
 
-def state_dict_from_variables(variables: Mapping[str, Any],
-                              key_map: Mapping[str, TorchEntry]) -> dict[str, np.ndarray]:
+def state_dict_from_variables(
+  variables: Mapping[str, Any], key_map: Mapping[str, TorchEntry]
+) -> dict[str, np.ndarray]:
   """Inverse of `variables_from_state_dict` (float32 numpy arrays, torch layout)."""
   state_dict = {}
   for torch_key, entry in key_map.items():
@@ -116,8 +138,9 @@ def state_dict_from_variables(variables: Mapping[str, Any],
     value = np.asarray(node, dtype=np.float32)
     if value.shape != entry.flax_shape:
       raise StateDictMismatchError(
-          f"variables[{entry.collection!r}]{list(entry.path)} must have shape "
-          f"{entry.flax_shape}, got {value.shape}")
+        f"variables[{entry.collection!r}]{list(entry.path)} must have shape "
+        f"{entry.flax_shape}, got {value.shape}"
+      )
     if entry.transpose is not None:
       value = value.transpose(entry.transpose)
     state_dict[torch_key] = np.ascontiguousarray(value)
@@ -136,14 +159,19 @@ def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, np.ndar
     raise MissingWeightsError(f"weights file {path!r} does not exist; pass {expected}")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
     return load_file(path)
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as error:
-    raise ImportError(f"reading the torch checkpoint {path!r} needs torch; install "
-                      "jaxgen[torch] or convert the file to .safetensors") from error
+    raise ImportError(
+      f"reading the torch checkpoint {path!r} needs torch; install "
+      "jaxgen[torch] or convert the file to .safetensors"
+    ) from error
   state_dict = torch.load(path, map_location="cpu", weights_only=True)
   if not isinstance(state_dict, Mapping):
-    raise StateDictMismatchError(f"{path!r} must hold a state dict (a mapping of names to "
-                                 f"tensors), found {type(state_dict).__name__}")
-  return {key: to_numpy(value) for key, value in state_dict.items()}
+    raise StateDictMismatchError(
+      f"{path!r} must hold a state dict (a mapping of names to "
+      f"tensors), found {type(state_dict).__name__}"
+    )
+  return {key: keymap.to_numpy(value) for key, value in state_dict.items()}

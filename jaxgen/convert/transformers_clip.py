@@ -26,19 +26,19 @@ from typing import Any
 import numpy as np
 
 from jaxgen.convert.keymap import (
-    ConversionError,
-    Path,
-    flatten,
-    from_torch,
-    to_numpy,
-    to_torch,
-    unflatten,
+  ConversionError,
+  Path,
+  flatten,
+  from_torch,
+  to_numpy,
+  to_torch,
+  unflatten,
 )
 from jaxgen.convert.transformers_text import (
-    CLIP_TEXT_KEYMAP,
-    read_config,
-    write_folder,
-    read_safetensors_folder,
+  CLIP_TEXT_KEYMAP,
+  read_config,
+  write_folder,
+  read_safetensors_folder,
 )
 from jaxgen.models.clip import CLIPConfig, abstract_variables
 
@@ -47,8 +47,8 @@ CLIP_KEYMAP = CLIP_TEXT_KEYMAP
 
 # Parameters that are not a module's kernel/scale/bias/embedding: stored as is.
 BARE_PARAMETERS: dict[Path, str] = {
-    ("vision_model", "embeddings", "class_embedding"): "vision_model.embeddings.class_embedding",
-    ("logit_scale",): "logit_scale",
+  ("vision_model", "embeddings", "class_embedding"): "vision_model.embeddings.class_embedding",
+  ("logit_scale",): "logit_scale",
 }
 
 PathLike = str | os.PathLike
@@ -57,8 +57,8 @@ PathLike = str | os.PathLike
 def _position_id_buffers(config: CLIPConfig) -> dict[str, int]:
   """Non-persistent buffers some files still hold -> the number of positions they must count."""
   return {
-      "text_model.embeddings.position_ids": config.text_config.max_position_embeddings,
-      "vision_model.embeddings.position_ids": config.vision_config.num_patches + 1,
+    "text_model.embeddings.position_ids": config.text_config.max_position_embeddings,
+    "vision_model.embeddings.position_ids": config.vision_config.num_patches + 1,
   }
 
 
@@ -75,7 +75,7 @@ def clip_from_transformers(state_dict: Mapping[str, Any], config: CLIPConfig) ->
       ids = to_numpy(state.pop(name))
       if not np.array_equal(ids, np.arange(length)[None]):
         problems.append(
-            f"  {name}: expected arange({length}) of shape (1, {length}), found shape {ids.shape}"
+          f"  {name}: expected arange({length}) of shape (1, {length}), found shape {ids.shape}"
         )
   template = flatten(abstract_variables(config)["params"])
   bare = {}
@@ -95,7 +95,9 @@ def clip_from_transformers(state_dict: Mapping[str, Any], config: CLIPConfig) ->
     problems.append(str(error))
     params = {}
   if problems:
-    raise ConversionError("CLIPModel state dict does not match the jaxgen model:\n" + "\n".join(problems))
+    raise ConversionError(
+      "CLIPModel state dict does not match the jaxgen model:\n" + "\n".join(problems)
+    )
   return unflatten({**params, **bare})
 
 
@@ -108,7 +110,9 @@ def clip_to_transformers(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   if set(params) == {"params"}:
     params = params["params"]
   flat = flatten(params)
-  bare = {BARE_PARAMETERS[path]: np.asarray(flat.pop(path)) for path in BARE_PARAMETERS if path in flat}
+  bare = {
+    BARE_PARAMETERS[path]: np.asarray(flat.pop(path)) for path in BARE_PARAMETERS if path in flat
+  }
   missing = [name for path, name in BARE_PARAMETERS.items() if name not in bare]
   if missing:
     raise ConversionError(f"params: expected a CLIPModel tree, found no {missing}")

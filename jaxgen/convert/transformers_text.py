@@ -39,8 +39,8 @@ from jaxgen.convert.keymap import ConversionError, KeyMap, from_torch, to_numpy,
 from jaxgen.models.text_encoders import CLIPTextConfig, T5EncoderConfig, abstract_variables
 
 CLIP_TEXT_KEYMAP = KeyMap(
-    list_modules=frozenset({"layers"}),
-    renames={"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out_0": "out_proj"},
+  list_modules=frozenset({"layers"}),
+  renames={"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out_0": "out_proj"},
 )
 T5_ENCODER_KEYMAP = KeyMap(list_modules=frozenset({"block", "layer"}))
 
@@ -61,7 +61,9 @@ _LOG = logging.getLogger(__name__)
 # State dicts.
 
 
-def clip_text_from_transformers(state_dict: Mapping[str, Any], config: CLIPTextConfig) -> dict[str, Any]:
+def clip_text_from_transformers(
+  state_dict: Mapping[str, Any], config: CLIPTextConfig
+) -> dict[str, Any]:
   """`CLIPTextModel` state dict (numpy arrays or torch tensors) -> jaxgen params.
 
   Keys may all carry the `text_model.` prefix of transformers 4.x files. An
@@ -71,14 +73,14 @@ def clip_text_from_transformers(state_dict: Mapping[str, Any], config: CLIPTextC
   """
   state = dict(state_dict)
   if state and all(key.startswith(_CLIP_PREFIX) for key in state):
-    state = {key[len(_CLIP_PREFIX):]: value for key, value in state.items()}
+    state = {key[len(_CLIP_PREFIX) :]: value for key, value in state.items()}
   if _CLIP_POSITION_IDS in state:
     position_ids = to_numpy(state.pop(_CLIP_POSITION_IDS))
     expected = np.arange(config.max_position_embeddings)[None]
     if position_ids.shape != expected.shape or not np.array_equal(position_ids, expected):
       raise ConversionError(
-          f"{_CLIP_POSITION_IDS}: expected arange({config.max_position_embeddings}) of shape {expected.shape}, "
-          f"found shape {position_ids.shape}"
+        f"{_CLIP_POSITION_IDS}: expected arange({config.max_position_embeddings}) of shape {expected.shape}, "
+        f"found shape {position_ids.shape}"
       )
   return from_torch(state, abstract_variables(config)["params"], CLIP_TEXT_KEYMAP)
 
@@ -91,7 +93,9 @@ def clip_text_to_transformers(params: Mapping[str, Any]) -> dict[str, np.ndarray
   return to_torch(params, CLIP_TEXT_KEYMAP)
 
 
-def t5_encoder_from_transformers(state_dict: Mapping[str, Any], config: T5EncoderConfig) -> dict[str, Any]:
+def t5_encoder_from_transformers(
+  state_dict: Mapping[str, Any], config: T5EncoderConfig
+) -> dict[str, Any]:
   """`T5EncoderModel` state dict (numpy arrays or torch tensors) -> jaxgen params.
 
   The tied embedding may be given as `shared.weight`, `encoder.embed_tokens.weight`
@@ -104,7 +108,7 @@ def t5_encoder_from_transformers(state_dict: Mapping[str, Any], config: T5Encode
       state[_T5_SHARED] = tied
     elif not np.array_equal(to_numpy(tied), to_numpy(state[_T5_SHARED])):
       raise ConversionError(
-          f"{_T5_TIED} differs from {_T5_SHARED}; T5EncoderModel ties them, so they must be equal"
+        f"{_T5_TIED} differs from {_T5_SHARED}; T5EncoderModel ties them, so they must be equal"
       )
   return from_torch(state, abstract_variables(config)["params"], T5_ENCODER_KEYMAP)
 
@@ -126,7 +130,9 @@ def t5_encoder_to_transformers(params: Mapping[str, Any]) -> dict[str, np.ndarra
 def read_config(folder: PathLike) -> dict[str, Any]:
   path = os.path.join(folder, _CONFIG_NAME)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"folder: expected a transformers model folder with {_CONFIG_NAME} in {folder}")
+    raise FileNotFoundError(
+      f"folder: expected a transformers model folder with {_CONFIG_NAME} in {folder}"
+    )
   with open(path) as f:
     return json.load(f)
 
@@ -141,8 +147,8 @@ def _weight_files(folder: PathLike) -> list[str]:
       shards = sorted(set(json.load(f)["weight_map"].values()))
     return [os.path.join(folder, shard) for shard in shards]
   raise FileNotFoundError(
-      f"folder: expected {_WEIGHTS_NAME} or {_WEIGHTS_INDEX_NAME} in {folder} "
-      "(pickled pytorch_model.bin files are not read; re-save with safetensors)"
+    f"folder: expected {_WEIGHTS_NAME} or {_WEIGHTS_INDEX_NAME} in {folder} "
+    "(pickled pytorch_model.bin files are not read; re-save with safetensors)"
   )
 
 
@@ -165,7 +171,9 @@ def read_safetensors_folder(folder: PathLike) -> dict[str, np.ndarray]:
   return state
 
 
-def write_folder(state: Mapping[str, np.ndarray], config_json: Mapping[str, Any], folder: PathLike) -> None:
+def write_folder(
+  state: Mapping[str, np.ndarray], config_json: Mapping[str, Any], folder: PathLike
+) -> None:
   from safetensors.numpy import save_file
 
   os.makedirs(folder, exist_ok=True)
@@ -181,7 +189,9 @@ def load_clip_text_model(folder: PathLike) -> tuple[CLIPTextConfig, dict[str, An
   return config, clip_text_from_transformers(read_safetensors_folder(folder), config)
 
 
-def save_clip_text_folder(params: Mapping[str, Any], config: CLIPTextConfig, folder: PathLike) -> None:
+def save_clip_text_folder(
+  params: Mapping[str, Any], config: CLIPTextConfig, folder: PathLike
+) -> None:
   """Writes a folder that `transformers.CLIPTextModel.from_pretrained(folder)` loads with no key mismatch."""
   write_folder(clip_text_to_transformers(params), config.to_transformers(), folder)
 
@@ -192,7 +202,9 @@ def load_t5_encoder(folder: PathLike) -> tuple[T5EncoderConfig, dict[str, Any]]:
   return config, t5_encoder_from_transformers(read_safetensors_folder(folder), config)
 
 
-def save_t5_encoder_folder(params: Mapping[str, Any], config: T5EncoderConfig, folder: PathLike) -> None:
+def save_t5_encoder_folder(
+  params: Mapping[str, Any], config: T5EncoderConfig, folder: PathLike
+) -> None:
   """Writes a folder that `transformers.T5EncoderModel.from_pretrained(folder)` loads with no key mismatch.
 
   Like transformers, the file stores the tied embedding once, as `shared.weight`.

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def map_padded_chunks(fn: Callable[..., Any], arrays: Sequence[np.ndarray],
-                      chunk_size: int) -> Any:
+def map_padded_chunks(fn: Callable[..., Any], arrays: Sequence[np.ndarray], chunk_size: int) -> Any:
   """fn(i, *chunk_i) over row chunks of `arrays`, results concatenated on axis 0.
 
   Every chunk has `chunk_size` rows (the last is padded by repeating its final
@@ -20,10 +19,10 @@ def map_padded_chunks(fn: Callable[..., Any], arrays: Sequence[np.ndarray],
   n = len(arrays[0])
   results = []
   for i, start in enumerate(range(0, n, chunk_size)):
-    parts = [a[start:start + chunk_size] for a in arrays]
+    parts = [a[start : start + chunk_size] for a in arrays]
     pad = chunk_size - len(parts[0])
     if pad:
       parts = [np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in parts]
     out = fn(i, *map(jnp.asarray, parts))
-    results.append(jax.tree.map(lambda x, pad=pad: np.asarray(x)[:chunk_size - pad], out))
+    results.append(jax.tree.map(lambda x, pad=pad: np.asarray(x)[: chunk_size - pad], out))
   return jax.tree.map(lambda *xs: np.concatenate(xs), *results)

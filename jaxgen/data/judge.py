@@ -32,14 +32,14 @@ import numpy as np
 from scipy import ndimage
 
 from jaxgen.data import shapes as shapes_lib
+from jaxgen.data.images import to_uint8
 
 # Foreground threshold, as a fraction of the palette's distance to background.
 _FOREGROUND_FRACTION = 0.5
 # Blobs smaller than this fraction of the nominal small shape's area are noise.
 _MIN_AREA_FRACTION = 0.1
 # Half size (fraction of the image side) between small and large.
-_SIZE_THRESHOLD = (shapes_lib.HALF_SIZES["small"]
-                   + shapes_lib.HALF_SIZES["large"]) / 2
+_SIZE_THRESHOLD = (shapes_lib.HALF_SIZES["small"] + shapes_lib.HALF_SIZES["large"]) / 2
 # Area of each shape in units of its squared half size (circle, square,
 # triangle), and its centroid's offset below the bounding-box centre.
 _UNIT_AREAS = np.asarray([np.pi, 4.0, 2.0])
@@ -49,22 +49,10 @@ _CENTROID_OFFSETS = np.asarray([0.0, 0.0, 1 / 3])
 _EDGE_PIXELS = 2
 # Gaussian blurs tried on the templates, in pixels at 32x32 resolution.
 _TEMPLATE_BLURS = (0.0, 0.5, 0.8, 1.1)
-_PALETTE = np.asarray([shapes_lib.PALETTE[c] for c in shapes_lib.COLOURS],
-                      np.float64)
+_PALETTE = np.asarray([shapes_lib.PALETTE[c] for c in shapes_lib.COLOURS], np.float64)
 _BACKGROUND = np.asarray(shapes_lib.BACKGROUND, np.float64)
 _FULL_SCALE = np.abs(_PALETTE - _BACKGROUND).max(axis=-1).min()
 _STRUCTURE = np.ones((3, 3), bool)  # 8-connectivity.
-
-
-def to_uint8(images: np.ndarray, value_range: tuple[float, float]
-             ) -> np.ndarray:
-  """Maps float images with values in `value_range` to uint8 (clipped)."""
-  low, high = (float(v) for v in value_range)
-  if not high > low:
-    raise ValueError(f"value_range must be (low, high) with high > low, got "
-                     f"{value_range}.")
-  scaled = (np.asarray(images, np.float64) - low) / (high - low) * 255
-  return np.round(np.clip(np.nan_to_num(scaled), 0, 255)).astype(np.uint8)
 
 
 def measure_blob(image: np.ndarray) -> dict | None:
@@ -98,8 +86,7 @@ def measure_blob(image: np.ndarray) -> dict | None:
   hue, chroma = _hue_and_chroma(pixels[blob])
   palette_hue, _ = _hue_and_chroma(_PALETTE)
   hue_gap = np.abs((hue[:, None] - palette_hue[None, :] + 180) % 360 - 180)
-  votes = np.bincount(np.argmin(hue_gap, axis=1), weights=chroma,
-                      minlength=len(_PALETTE))
+  votes = np.bincount(np.argmin(hue_gap, axis=1), weights=chroma, minlength=len(_PALETTE))
 
   # Soft coverage, scaled by the blob's own contrast so that a shape drawn
   # darker or brighter than the palette still covers its pixels fully.
@@ -109,16 +96,14 @@ def measure_blob(image: np.ndarray) -> dict | None:
   area = soft.sum()
   grid = np.arange(size) + 0.5
   return dict(
-      colour_votes=votes,
-      centroid=((soft.sum(axis=0) @ grid) / area / size,
-                (soft.sum(axis=1) @ grid) / area / size),
-      soft_area=area / size**2,
-      coverage=soft.astype(np.float32),
+    colour_votes=votes,
+    centroid=((soft.sum(axis=0) @ grid) / area / size, (soft.sum(axis=1) @ grid) / area / size),
+    soft_area=area / size**2,
+    coverage=soft.astype(np.float32),
   )
 
 
-def match_shapes(blobs: Sequence[dict], resolution: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def match_shapes(blobs: Sequence[dict], resolution: int) -> tuple[np.ndarray, np.ndarray]:
   """The shape template that best explains each of M blobs.
 
   For every shape the template has the blob's soft area and centroid; the
@@ -137,15 +122,18 @@ def match_shapes(blobs: Sequence[dict], resolution: int
   centres = np.repeat(centroid[:, None, :], num_shapes, axis=1)
   centres[..., 1] -= _CENTROID_OFFSETS * half
   templates = shapes_lib.coverage(
-      np.tile(np.arange(num_shapes), len(blobs)), centres.reshape(-1, 2),
-      half.reshape(-1), resolution).reshape(len(blobs), num_shapes,
-                                            resolution, resolution)
+    np.tile(np.arange(num_shapes), len(blobs)), centres.reshape(-1, 2), half.reshape(-1), resolution
+  ).reshape(len(blobs), num_shapes, resolution, resolution)
   observed = np.stack([b["coverage"] for b in blobs])[:, None]
   # Generated images are often a little blurry: each template may take the
   # blur (in pixels) that fits best.
-  errors = np.min([
+  errors = np.min(
+    [
       np.abs(_blur(templates, sigma * resolution / 32) - observed).sum(axis=(2, 3))
-      for sigma in _TEMPLATE_BLURS], axis=0)
+      for sigma in _TEMPLATE_BLURS
+    ],
+    axis=0,
+  )
   best = np.argmin(errors, axis=1)
   return best.astype(np.int32), half[np.arange(len(blobs)), best]
 
@@ -157,9 +145,9 @@ def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
   return ndimage.gaussian_filter(images, sigma, axes=(-2, -1), mode="constant")
 
 
-def predict_attributes(images: np.ndarray,
-                       value_range: tuple[float, float] | None = None
-                       ) -> dict[str, np.ndarray]:
+def predict_attributes(
+  images: np.ndarray, value_range: tuple[float, float] | None = None
+) -> dict[str, np.ndarray]:
   """Predicts attribute indices for square RGB images [N, S, S, 3].
 
   Args:
@@ -190,10 +178,9 @@ def predict_attributes(images: np.ndarray,
 
 
 def judge_images(
-    images: np.ndarray,
-    targets: (Sequence[shapes_lib.ShapeSpec] | Sequence[str]
-              | Mapping[str, np.ndarray]),
-    value_range: tuple[float, float] | None = None,
+  images: np.ndarray,
+  targets: (Sequence[shapes_lib.ShapeSpec] | Sequence[str] | Mapping[str, np.ndarray]),
+  value_range: tuple[float, float] | None = None,
 ) -> dict:
   """Scores images against what their captions asked for.
 
@@ -212,11 +199,11 @@ def judge_images(
   target_labels = _target_labels(targets)
   n = len(target_labels["shape"])
   if np.ndim(images) != 4 or len(images) != n:
-    raise ValueError(f"images must be [N, S, S, 3] with N = {n} targets, got "
-                     f"shape {np.shape(images)}.")
+    raise ValueError(
+      f"images must be [N, S, S, 3] with N = {n} targets, got shape {np.shape(images)}."
+    )
   predictions = predict_attributes(images, value_range)
-  correct = {k: predictions[k] == target_labels[k]
-             for k in shapes_lib.ATTRIBUTES}
+  correct = {k: predictions[k] == target_labels[k] for k in shapes_lib.ATTRIBUTES}
   correct["all"] = np.logical_and.reduce(list(correct.values()))
   accuracy = {k: float(np.mean(v)) for k, v in correct.items()}
   accuracy["found"] = float(np.mean(predictions["found"]))
@@ -235,23 +222,21 @@ def _hue_and_chroma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return hue, rgb.max(axis=-1) - rgb.min(axis=-1)
 
 
-def _as_uint8_images(images: np.ndarray,
-                     value_range: tuple[float, float] | None) -> np.ndarray:
+def _as_uint8_images(images: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
   images = np.asarray(images)
-  if (images.ndim != 4 or images.shape[-1] != 3
-      or images.shape[1] != images.shape[2]):
-    raise ValueError("images must be square RGB [N, S, S, 3], got shape "
-                     f"{images.shape}.")
+  if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+    raise ValueError(f"images must be square RGB [N, S, S, 3], got shape {images.shape}.")
   if images.shape[1] < 8:
     raise ValueError(f"images must be at least 8x8, got {images.shape[1:3]}.")
   if images.dtype == np.uint8:
     if value_range is not None:
-      raise ValueError("value_range must be None for uint8 images, got "
-                       f"{value_range}.")
+      raise ValueError(f"value_range must be None for uint8 images, got {value_range}.")
     return images
   if value_range is None:
-    raise ValueError(f"images of dtype {images.dtype} need value_range, e.g. "
-                     "(-1, 1) or (0, 1); only uint8 images imply (0, 255).")
+    raise ValueError(
+      f"images of dtype {images.dtype} need value_range, e.g. "
+      "(-1, 1) or (0, 1); only uint8 images imply (0, 255)."
+    )
   return to_uint8(images, value_range)
 
 
@@ -260,22 +245,22 @@ def _target_labels(targets) -> dict[str, np.ndarray]:
   if isinstance(targets, Mapping):
     missing = [k for k in shapes_lib.ATTRIBUTES if k not in targets]
     if missing:
-      raise ValueError(f"targets mapping must have keys "
-                       f"{shapes_lib.ATTRIBUTES}, missing {missing}.")
-    labels = {k: np.asarray(targets[k]).astype(np.int32).reshape(-1)
-              for k in shapes_lib.ATTRIBUTES}
+      raise ValueError(
+        f"targets mapping must have keys {shapes_lib.ATTRIBUTES}, missing {missing}."
+      )
+    labels = {k: np.asarray(targets[k]).astype(np.int32).reshape(-1) for k in shapes_lib.ATTRIBUTES}
     lengths = {k: len(v) for k, v in labels.items()}
     if len(set(lengths.values())) != 1:
-      raise ValueError(f"targets label arrays must have equal lengths, got "
-                       f"{lengths}.")
+      raise ValueError(f"targets label arrays must have equal lengths, got {lengths}.")
     return labels
   targets = list(targets)
   if not targets:
     raise ValueError("targets must be non-empty.")
-  specs = [shapes_lib.parse_caption(t) if isinstance(t, str) else t
-           for t in targets]
+  specs = [shapes_lib.parse_caption(t) if isinstance(t, str) else t for t in targets]
   if not all(isinstance(s, shapes_lib.ShapeSpec) for s in specs):
-    raise ValueError("targets must be ShapeSpecs, captions or a label mapping,"
-                     f" got items of type {type(targets[0]).__name__}.")
+    raise ValueError(
+      "targets must be ShapeSpecs, captions or a label mapping,"
+      f" got items of type {type(targets[0]).__name__}."
+    )
   columns = np.asarray([s.labels for s in specs], np.int32)
   return {k: columns[:, i] for i, k in enumerate(shapes_lib.ATTRIBUTES)}

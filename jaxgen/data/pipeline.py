@@ -32,26 +32,35 @@ class LengthBuckets:
     """Named errors for bounds that do not fit the arrays they crop."""
     bounds = np.asarray(self.bounds)
     if bounds.ndim != 1 or not len(bounds) or (bounds <= 0).any() or (np.diff(bounds) <= 0).any():
-      raise ValueError(f"{name}.bounds: expected positive lengths in ascending order, "
-                       f"found {self.bounds}")
+      raise ValueError(
+        f"{name}.bounds: expected positive lengths in ascending order, found {self.bounds}"
+      )
     for key in self.keys:
       if key not in arrays:
-        raise ValueError(f"{name}.keys: expected keys of the arrays {sorted(arrays)}, "
-                         f"found {key!r}")
+        raise ValueError(
+          f"{name}.keys: expected keys of the arrays {sorted(arrays)}, found {key!r}"
+        )
       shape = arrays[key].shape
       if len(shape) < 2:
-        raise ValueError(f"{name}.keys: expected arrays with a length axis (N, T, ...), "
-                         f"found {key!r} of shape {shape}")
+        raise ValueError(
+          f"{name}.keys: expected arrays with a length axis (N, T, ...), "
+          f"found {key!r} of shape {shape}"
+        )
       if shape[1] < bounds[-1]:
-        raise ValueError(f"{name}.bounds: expected at most the {shape[1]} positions of "
-                         f"{key!r}, found {self.bounds[-1]}")
+        raise ValueError(
+          f"{name}.bounds: expected at most the {shape[1]} positions of "
+          f"{key!r}, found {self.bounds[-1]}"
+        )
     num = len(next(iter(arrays.values())))
     if np.shape(self.lengths) != (num,):
-      raise ValueError(f"{name}.lengths: expected one length per example ({num},), "
-                       f"found {np.shape(self.lengths)}")
+      raise ValueError(
+        f"{name}.lengths: expected one length per example ({num},), found {np.shape(self.lengths)}"
+      )
     if np.max(self.lengths) > bounds[-1]:
-      raise ValueError(f"{name}.bounds: expected the largest bound to hold every example, "
-                       f"found a length {int(np.max(self.lengths))} > {self.bounds[-1]}")
+      raise ValueError(
+        f"{name}.bounds: expected the largest bound to hold every example, "
+        f"found a length {int(np.max(self.lengths))} > {self.bounds[-1]}"
+      )
 
   def assign(self) -> np.ndarray:
     """(N,) index of each example's bound."""
@@ -92,22 +101,26 @@ class ArrayIterator(Iterator[dict[str, np.ndarray]]):
       raise ValueError(f"arrays must all have the same length, got {sizes}")
     self.num_examples = next(iter(sizes.values()))
     if self.batch_size <= 0 or self.batch_size % self.process_count:
-      raise ValueError(f"batch_size must be a positive multiple of the process count "
-                       f"({self.process_count}), got {self.batch_size}")
+      raise ValueError(
+        f"batch_size must be a positive multiple of the process count "
+        f"({self.process_count}), got {self.batch_size}"
+      )
     if self.batch_size > self.num_examples:
-      raise ValueError(f"batch_size ({self.batch_size}) exceeds the number of examples "
-                       f"({self.num_examples})")
+      raise ValueError(
+        f"batch_size ({self.batch_size}) exceeds the number of examples ({self.num_examples})"
+      )
     for i, bucketing in enumerate(self.buckets):
       bucketing.check(self.arrays, name=f"buckets[{i}]")
     self._bound_index = [b.assign() for b in self.buckets]
     self._bucket = np.zeros(self.num_examples, np.int64)
     if self.buckets:
-      self._bucket = np.ravel_multi_index(self._bound_index,
-                                          [len(b.bounds) for b in self.buckets])
+      self._bucket = np.ravel_multi_index(self._bound_index, [len(b.bounds) for b in self.buckets])
     self._bucket_sizes = np.bincount(self._bucket)
     if not self.steps_per_epoch:
-      raise ValueError(f"batch_size ({self.batch_size}) exceeds the examples of every bucket "
-                       f"(sizes {self._bucket_sizes.tolist()})")
+      raise ValueError(
+        f"batch_size ({self.batch_size}) exceeds the examples of every bucket "
+        f"(sizes {self._bucket_sizes.tolist()})"
+      )
     self._plan_epoch, self._plan = None, None
 
   @property
@@ -120,7 +133,7 @@ class ArrayIterator(Iterator[dict[str, np.ndarray]]):
       rng = np.random.default_rng([self.seed, epoch])
       order = rng.permutation(self.num_examples)
       if not self.buckets:
-        plan = order[:self.steps_per_epoch * self.batch_size].reshape(-1, self.batch_size)
+        plan = order[: self.steps_per_epoch * self.batch_size].reshape(-1, self.batch_size)
       else:
         plan = []
         for bucket in np.unique(self._bucket):
@@ -146,7 +159,7 @@ class ArrayIterator(Iterator[dict[str, np.ndarray]]):
     # hold exactly the rows, in the order, that one process would.
     global_index = np.sort(self._batches(self.epoch)[self.position // self.batch_size])
     per_process = self.batch_size // self.process_count
-    index = global_index[self.process_index * per_process:(self.process_index + 1) * per_process]
+    index = global_index[self.process_index * per_process : (self.process_index + 1) * per_process]
     self.position += self.batch_size
     return self._crop({k: v[index] for k, v in self.arrays.items()}, global_index[0])
 

@@ -31,25 +31,34 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 # Saturated hues 60 degrees apart: equally far from each other and from the
 # dark background (Chebyshev distance 214 for every colour).
 PALETTE: Mapping[str, tuple[int, int, int]] = {
-    "red": (230, 40, 40),
-    "yellow": (230, 230, 40),
-    "green": (40, 230, 40),
-    "cyan": (40, 230, 230),
-    "blue": (40, 40, 230),
-    "magenta": (230, 40, 230),
+  "red": (230, 40, 40),
+  "yellow": (230, 230, 40),
+  "green": (40, 230, 40),
+  "cyan": (40, 230, 230),
+  "blue": (40, 40, 230),
+  "magenta": (230, 40, 230),
 }
 COLOURS: tuple[str, ...] = tuple(PALETTE)
 SIZES: tuple[str, ...] = ("small", "large")
 POSITIONS: tuple[str, ...] = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
+  "top left",
+  "top",
+  "top right",
+  "left",
+  "center",
+  "right",
+  "bottom left",
+  "bottom",
+  "bottom right",
 )  # Row-major over the 3x3 grid: index = 3 * row + column.
 BACKGROUND: tuple[int, int, int] = (16, 16, 16)
 
 ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "position")
 ATTRIBUTE_VALUES: Mapping[str, tuple[str, ...]] = {
-    "shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS,
+  "shape": SHAPES,
+  "colour": COLOURS,
+  "size": SIZES,
+  "position": POSITIONS,
 }
 SPLITS: tuple[str, ...] = ("train", "test")
 
@@ -63,14 +72,17 @@ SIZE_JITTER = 0.05  # Uniform +- relative change of the half size.
 SUPERSAMPLE = 4  # Sub-pixels per pixel along each axis for antialiasing.
 
 _POSITION_PHRASES: Mapping[str, str] = {
-    "top left": "in the top left", "top": "at the top",
-    "top right": "in the top right", "left": "on the left",
-    "center": "in the center", "right": "on the right",
-    "bottom left": "in the bottom left", "bottom": "at the bottom",
-    "bottom right": "in the bottom right",
+  "top left": "in the top left",
+  "top": "at the top",
+  "top right": "in the top right",
+  "left": "on the left",
+  "center": "in the center",
+  "right": "on the right",
+  "bottom left": "in the bottom left",
+  "bottom": "at the bottom",
+  "bottom right": "in the bottom right",
 }
-_CAPTION_RE = re.compile(
-    r"^a (?P<size>\w+) (?P<colour>\w+) (?P<shape>\w+) (?P<where>.+)$")
+_CAPTION_RE = re.compile(r"^a (?P<size>\w+) (?P<colour>\w+) (?P<shape>\w+) (?P<where>.+)$")
 _HELD_OUT_SEED = 20240611  # Fixes the held-out combinations forever.
 _HELD_OUT_FRACTION = 0.1
 CHANNELS = 3  # Images are RGB.
@@ -89,30 +101,25 @@ class ShapeSpec:
     for name in ATTRIBUTES:
       value, allowed = getattr(self, name), ATTRIBUTE_VALUES[name]
       if value not in allowed:
-        raise ValueError(f"ShapeSpec.{name} must be one of {allowed}, "
-                         f"got {value!r}.")
+        raise ValueError(f"ShapeSpec.{name} must be one of {allowed}, got {value!r}.")
 
   @property
   def caption(self) -> str:
-    return (f"a {self.size} {self.colour} {self.shape} "
-            f"{_POSITION_PHRASES[self.position]}")
+    return f"a {self.size} {self.colour} {self.shape} {_POSITION_PHRASES[self.position]}"
 
   @property
   def labels(self) -> tuple[int, int, int, int]:
     """Integer labels (shape, colour, size, position)."""
-    return tuple(ATTRIBUTE_VALUES[name].index(getattr(self, name))
-                 for name in ATTRIBUTES)
+    return tuple(ATTRIBUTE_VALUES[name].index(getattr(self, name)) for name in ATTRIBUTES)
 
   @classmethod
-  def from_labels(cls, shape: int, colour: int, size: int,
-                  position: int) -> ShapeSpec:
+  def from_labels(cls, shape: int, colour: int, size: int, position: int) -> ShapeSpec:
     labels = dict(shape=shape, colour=colour, size=size, position=position)
     values = {}
     for name, label in labels.items():
       allowed = ATTRIBUTE_VALUES[name]
       if not 0 <= int(label) < len(allowed):
-        raise ValueError(f"{name} label must be in [0, {len(allowed)}), "
-                         f"got {label}.")
+        raise ValueError(f"{name} label must be in [0, {len(allowed)}), got {label}.")
       values[name] = allowed[int(label)]
     return cls(**values)
 
@@ -124,16 +131,17 @@ def parse_caption(caption: str) -> ShapeSpec:
   match = _CAPTION_RE.match(" ".join(caption.lower().split()))
   where = {phrase: name for name, phrase in _POSITION_PHRASES.items()}
   if match is None or match["where"] not in where:
-    raise ValueError("caption must read 'a <size> <colour> <shape> "
-                     f"<position phrase>', got {caption!r}.")
-  return ShapeSpec(shape=match["shape"], colour=match["colour"],
-                   size=match["size"], position=where[match["where"]])
+    raise ValueError(
+      f"caption must read 'a <size> <colour> <shape> <position phrase>', got {caption!r}."
+    )
+  return ShapeSpec(
+    shape=match["shape"], colour=match["colour"], size=match["size"], position=where[match["where"]]
+  )
 
 
 def all_combinations() -> list[ShapeSpec]:
   """All 3 * 6 * 2 * 9 = 324 specs in a fixed order."""
-  return [ShapeSpec(*values) for values in itertools.product(
-      SHAPES, COLOURS, SIZES, POSITIONS)]
+  return [ShapeSpec(*values) for values in itertools.product(SHAPES, COLOURS, SIZES, POSITIONS)]
 
 
 def split_combinations(split: str) -> list[ShapeSpec]:
@@ -141,12 +149,16 @@ def split_combinations(split: str) -> list[ShapeSpec]:
   _check_split(split)
   combos = all_combinations()
   order = np.random.default_rng(_HELD_OUT_SEED).permutation(len(combos))
-  held_out = set(order[:round(_HELD_OUT_FRACTION * len(combos))].tolist())
+  held_out = set(order[: round(_HELD_OUT_FRACTION * len(combos))].tolist())
   return [c for i, c in enumerate(combos) if (i in held_out) == (split == "test")]
 
 
-def render(labels: Mapping[str, np.ndarray], centres: np.ndarray,
-           half_sizes: np.ndarray, resolution: int = 32) -> np.ndarray:
+def render(
+  labels: Mapping[str, np.ndarray],
+  centres: np.ndarray,
+  half_sizes: np.ndarray,
+  resolution: int = 32,
+) -> np.ndarray:
   """Renders shapes to uint8 RGB images.
 
   Args:
@@ -161,8 +173,7 @@ def render(labels: Mapping[str, np.ndarray], centres: np.ndarray,
   colour_ids = np.asarray(labels["colour"])
   alpha = coverage(labels["shape"], centres, half_sizes, resolution)
   if colour_ids.shape != alpha.shape[:1]:
-    raise ValueError(f"labels['colour'] must have shape {alpha.shape[:1]}, "
-                     f"got {colour_ids.shape}.")
+    raise ValueError(f"labels['colour'] must have shape {alpha.shape[:1]}, got {colour_ids.shape}.")
   palette = np.asarray([PALETTE[c] for c in COLOURS], np.float32)
   colour = palette[colour_ids][:, None, None, :]
   background = np.asarray(BACKGROUND, np.float32)
@@ -170,8 +181,9 @@ def render(labels: Mapping[str, np.ndarray], centres: np.ndarray,
   return np.round(image).astype(np.uint8)
 
 
-def coverage(shape_ids: np.ndarray, centres: np.ndarray,
-             half_sizes: np.ndarray, resolution: int) -> np.ndarray:
+def coverage(
+  shape_ids: np.ndarray, centres: np.ndarray, half_sizes: np.ndarray, resolution: int
+) -> np.ndarray:
   """Fraction of each pixel covered by its shape: float32 [N, res, res].
 
   Arguments as in `render`, with `shape_ids` int [N] indexing SHAPES.
@@ -182,13 +194,15 @@ def coverage(shape_ids: np.ndarray, centres: np.ndarray,
   n = shape_ids.shape[0] if shape_ids.ndim == 1 else -1
   if centres.shape != (n, 2) or half_sizes.shape != (n,):
     raise ValueError(
-        "shape ids must have shape [N], centres [N, 2] and half_sizes [N]; "
-        f"got {shape_ids.shape}, {centres.shape}, {half_sizes.shape}.")
+      "shape ids must have shape [N], centres [N, 2] and half_sizes [N]; "
+      f"got {shape_ids.shape}, {centres.shape}, {half_sizes.shape}."
+    )
   if resolution < 8:
     raise ValueError(f"resolution must be >= 8, got {resolution}.")
   if n and not (shape_ids.min() >= 0 and shape_ids.max() < len(SHAPES)):
-    raise ValueError(f"shape ids must be in [0, {len(SHAPES)}), got "
-                     f"[{shape_ids.min()}, {shape_ids.max()}].")
+    raise ValueError(
+      f"shape ids must be in [0, {len(SHAPES)}), got [{shape_ids.min()}, {shape_ids.max()}]."
+    )
   if not np.all(half_sizes > 0):
     raise ValueError(f"half_sizes must be > 0, got min {half_sizes.min()}.")
 
@@ -207,17 +221,15 @@ def coverage(shape_ids: np.ndarray, centres: np.ndarray,
     half_px = (half_sizes[sl] * resolution)[:, None]
     x = (origin[sl, 0, None] + sub - centre_px[sl, 0, None]) / half_px
     y = (origin[sl, 1, None] + sub - centre_px[sl, 1, None]) / half_px
-    inside = _inside(shape_ids[sl, None, None],
-                     x[:, None, :].astype(np.float32),
-                     y[:, :, None].astype(np.float32))
-    alpha[sl] = inside.reshape(
-        -1, window, SUPERSAMPLE, window, SUPERSAMPLE).mean(axis=(2, 4))
+    inside = _inside(
+      shape_ids[sl, None, None], x[:, None, :].astype(np.float32), y[:, :, None].astype(np.float32)
+    )
+    alpha[sl] = inside.reshape(-1, window, SUPERSAMPLE, window, SUPERSAMPLE).mean(axis=(2, 4))
 
-  canvas = np.zeros((n, resolution + 2 * window, resolution + 2 * window),
-                    np.float32)
+  canvas = np.zeros((n, resolution + 2 * window, resolution + 2 * window), np.float32)
   for i in range(n):  # Cheap: one small slice assignment per image.
     x0, y0 = origin[i] + window
-    canvas[i, y0:y0 + window, x0:x0 + window] = alpha[i]
+    canvas[i, y0 : y0 + window, x0 : x0 + window] = alpha[i]
   return canvas[:, window:-window, window:-window]
 
 
@@ -227,22 +239,22 @@ def _inside(shape_ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
   circle = x * x + y * y <= 1
   # Apex at (0, -1), base from (-1, 1) to (1, 1).
   triangle = in_box & (2 * np.abs(x) <= y + 1)
-  return np.where(shape_ids == 0, circle,
-                  np.where(shape_ids == 1, in_box, triangle))
+  return np.where(shape_ids == 0, circle, np.where(shape_ids == 1, in_box, triangle))
 
 
-def render_specs(specs: Sequence[ShapeSpec], resolution: int = 32
-                 ) -> np.ndarray:
+def render_specs(specs: Sequence[ShapeSpec], resolution: int = 32) -> np.ndarray:
   """Renders specs without jitter (centred in the cell, nominal size)."""
-  labels = {name: np.asarray([s.labels[i] for s in specs], np.int64)
-            for i, name in enumerate(ATTRIBUTES)}
+  labels = {
+    name: np.asarray([s.labels[i] for s in specs], np.int64) for i, name in enumerate(ATTRIBUTES)
+  }
   centres = _cell_centres(labels["position"])
   half = np.asarray([HALF_SIZES[s.size] for s in specs], np.float64)
   return render(labels, centres, half, resolution)
 
 
-def make_split(split: str, num_examples: int, resolution: int = 32,
-               seed: int = 0) -> dict[str, np.ndarray]:
+def make_split(
+  split: str, num_examples: int, resolution: int = 32, seed: int = 0
+) -> dict[str, np.ndarray]:
   """Generates `num_examples` captioned images of a split, deterministically.
 
   The split's combinations are used equally often (up to one), in a seeded
@@ -263,18 +275,20 @@ def make_split(split: str, num_examples: int, resolution: int = 32,
   order = np.concatenate([rng.permutation(len(combos)) for _ in range(reps)])
   specs = [combos[i] for i in order[:num_examples]]
 
-  labels = {name: np.asarray([s.labels[i] for s in specs], np.int32)
-            for i, name in enumerate(ATTRIBUTES)}
+  labels = {
+    name: np.asarray([s.labels[i] for s in specs], np.int32) for i, name in enumerate(ATTRIBUTES)
+  }
   centres = _cell_centres(labels["position"]) + rng.uniform(
-      -CENTRE_JITTER, CENTRE_JITTER, (num_examples, 2))
+    -CENTRE_JITTER, CENTRE_JITTER, (num_examples, 2)
+  )
   nominal = np.asarray([HALF_SIZES[s] for s in SIZES])[labels["size"]]
   half = nominal * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER, num_examples))
   return dict(
-      image=render(labels, centres, half, resolution),
-      caption=np.asarray([s.caption for s in specs], dtype=str),
-      **labels,
-      centre=centres.astype(np.float32),
-      half_size=half.astype(np.float32),
+    image=render(labels, centres, half, resolution),
+    caption=np.asarray([s.caption for s in specs], dtype=str),
+    **labels,
+    centre=centres.astype(np.float32),
+    half_size=half.astype(np.float32),
   )
 
 
@@ -298,5 +312,7 @@ def check_image_batch(image: np.ndarray, resolution: int) -> None:
   """Named error for a batch of images that is not [B, resolution, resolution, RGB]."""
   expected = (resolution, resolution, CHANNELS)
   if tuple(image.shape[1:]) != expected:
-    raise ValueError(f"batch['image'] must be [B, {expected[0]}, {expected[1]}, {expected[2]}] "
-                     f"for this config (data.resolution={resolution}), got {tuple(image.shape)}")
+    raise ValueError(
+      f"batch['image'] must be [B, {expected[0]}, {expected[1]}, {expected[2]}] "
+      f"for this config (data.resolution={resolution}), got {tuple(image.shape)}"
+    )

@@ -6,12 +6,13 @@ walk, run, jump, wave the left/right hand, turn left/right, sit down, kick
 with the left/right leg, with speeds (slowly / normally / quickly), travel
 directions (forward / backward / left / right), repetitions (once / twice /
 three times) and pairs ("a person walks forward then waves the right hand").
-Captions come from templates with synonyms. Actions are driven by joint-angle
-curves (gait cycles, keyframed jumps, kicks, waves, a seated end pose) and a
-root velocity / yaw-rate track; forward kinematics gives joint positions,
-every frame is grounded (lowest joint on the floor, plus flight height for
-jumps and runs), and `motion.joints_to_features` turns them into features by
-the same path as the real data.
+Captions come from templates with synonyms (`jaxgen.data.synthetic_captions`).
+Actions are driven by joint-angle curves (gait cycles, keyframed jumps, kicks,
+waves, a seated end pose) and a root velocity / yaw-rate track; forward
+kinematics gives joint positions, every frame is grounded (lowest joint on
+the floor, plus flight height for jumps and runs), and
+`motion.joints_to_features` turns them into features by the same path as the
+real data.
 
 Lengths are multiples of 4 in [40, 196] frames at 20 fps. The last joint frame
 repeats the one before it (the clip ends at rest), so recovering joints from
@@ -24,17 +25,29 @@ the recovered motion (one frame shorter) is processed again.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from jaxgen.data import motion as motion_lib
+from jaxgen.data import synthetic_captions
+
+# The caption vocabulary is part of this dataset's public API (tokenizers are built from it).
+CAPTION_WORDS = synthetic_captions.CAPTION_WORDS
 
 ACTIONS: tuple[str, ...] = (
-    "walk", "run", "jump", "wave_left_hand", "wave_right_hand", "turn_left",
-    "turn_right", "sit_down", "kick_left", "kick_right")
+  "walk",
+  "run",
+  "jump",
+  "wave_left_hand",
+  "wave_right_hand",
+  "turn_left",
+  "turn_right",
+  "sit_down",
+  "kick_left",
+  "kick_right",
+)
 SPEEDS: tuple[str, ...] = ("slowly", "normally", "quickly")
 DIRECTIONS: tuple[str, ...] = ("forward", "backward", "left", "right")
 REPETITIONS: tuple[str, ...] = ("once", "twice", "three times")
@@ -46,30 +59,32 @@ _MIN_FRAMES, _MAX_FRAMES, _UNIT = 40, 196, 4
 
 # Rest-pose offsets (metres) of each SMPL-22 joint from its parent, Y up,
 # facing +Z, the person's left at +X: roughly the SMPL neutral body.
-_REST_OFFSETS = np.array([
-    [0.0, 0.0, 0.0],        # 0 pelvis
-    [0.085, -0.075, 0.0],   # 1 left hip
+_REST_OFFSETS = np.array(
+  [
+    [0.0, 0.0, 0.0],  # 0 pelvis
+    [0.085, -0.075, 0.0],  # 1 left hip
     [-0.085, -0.075, 0.0],  # 2 right hip
-    [0.0, 0.11, -0.01],     # 3 spine1
-    [0.0, -0.41, 0.0],      # 4 left knee
-    [0.0, -0.41, 0.0],      # 5 right knee
-    [0.0, 0.13, 0.0],       # 6 spine2
-    [0.0, -0.41, -0.02],    # 7 left ankle
-    [0.0, -0.41, -0.02],    # 8 right ankle
-    [0.0, 0.06, 0.02],      # 9 spine3
-    [0.0, -0.06, 0.13],     # 10 left foot (toes)
-    [0.0, -0.06, 0.13],     # 11 right foot
-    [0.0, 0.21, -0.02],     # 12 neck
-    [0.07, 0.12, -0.01],    # 13 left collar
-    [-0.07, 0.12, -0.01],   # 14 right collar
-    [0.0, 0.09, 0.05],      # 15 head
-    [0.11, 0.03, -0.01],    # 16 left shoulder
-    [-0.11, 0.03, -0.01],   # 17 right shoulder
-    [0.0, -0.27, 0.0],      # 18 left elbow
-    [0.0, -0.27, 0.0],      # 19 right elbow
-    [0.0, -0.25, 0.0],      # 20 left wrist
-    [0.0, -0.25, 0.0],      # 21 right wrist
-])
+    [0.0, 0.11, -0.01],  # 3 spine1
+    [0.0, -0.41, 0.0],  # 4 left knee
+    [0.0, -0.41, 0.0],  # 5 right knee
+    [0.0, 0.13, 0.0],  # 6 spine2
+    [0.0, -0.41, -0.02],  # 7 left ankle
+    [0.0, -0.41, -0.02],  # 8 right ankle
+    [0.0, 0.06, 0.02],  # 9 spine3
+    [0.0, -0.06, 0.13],  # 10 left foot (toes)
+    [0.0, -0.06, 0.13],  # 11 right foot
+    [0.0, 0.21, -0.02],  # 12 neck
+    [0.07, 0.12, -0.01],  # 13 left collar
+    [-0.07, 0.12, -0.01],  # 14 right collar
+    [0.0, 0.09, 0.05],  # 15 head
+    [0.11, 0.03, -0.01],  # 16 left shoulder
+    [-0.11, 0.03, -0.01],  # 17 right shoulder
+    [0.0, -0.27, 0.0],  # 18 left elbow
+    [0.0, -0.27, 0.0],  # 19 right elbow
+    [0.0, -0.25, 0.0],  # 20 left wrist
+    [0.0, -0.25, 0.0],  # 21 right wrist
+  ]
+)
 _PARENTS = motion_lib.HUMANML3D.parents
 _LEG_JOINTS = (4, 5, 7, 8, 10, 11)
 _ARM_JOINTS = (18, 19, 20, 21)
@@ -77,78 +92,35 @@ _LEG_LENGTH = 0.84
 
 # Joint-angle channels (radians) and root channels; all default to 0.
 _CHANNELS = (
-    "hip_flex_l", "hip_flex_r", "hip_abd_l", "hip_abd_r", "knee_l", "knee_r",
-    "toe_l", "toe_r", "pelvis_yaw", "spine_bend", "spine_twist",
-    "head_pitch", "shoulder_flex_l", "shoulder_flex_r", "shoulder_abd_l",
-    "shoulder_abd_r", "elbow_l", "elbow_r", "forearm_raise_l",
-    "forearm_raise_r", "forward_speed", "side_speed", "yaw_rate", "lift")
+  "hip_flex_l",
+  "hip_flex_r",
+  "hip_abd_l",
+  "hip_abd_r",
+  "knee_l",
+  "knee_r",
+  "toe_l",
+  "toe_r",
+  "pelvis_yaw",
+  "spine_bend",
+  "spine_twist",
+  "head_pitch",
+  "shoulder_flex_l",
+  "shoulder_flex_r",
+  "shoulder_abd_l",
+  "shoulder_abd_r",
+  "elbow_l",
+  "elbow_r",
+  "forearm_raise_l",
+  "forearm_raise_r",
+  "forward_speed",
+  "side_speed",
+  "yaw_rate",
+  "lift",
+)
 
 
-# ---------------------------------------------------------------------------
-# Captions.
-
-_SUBJECTS = ("a person", "someone", "a man", "a woman", "the person")
-_SPEED_WORDS = {"slowly": ("slowly",), "normally": ("",),
-                "quickly": ("quickly", "fast")}
-_REPEAT_WORDS = {"once": ("once",), "twice": ("twice", "two times"),
-                 "three times": ("three times", "thrice")}
-_CONNECTORS = ("then", "and then", ", then", "and afterwards")
-_PHRASES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("walk", "forward"): ("walks forward", "walks straight ahead",
-                          "walks ahead"),
-    ("walk", "backward"): ("walks backward", "walks backwards",
-                           "steps backwards"),
-    ("walk", "left"): ("walks sideways to the left", "side steps to the left",
-                       "steps sideways to the left"),
-    ("walk", "right"): ("walks sideways to the right",
-                        "side steps to the right",
-                        "steps sideways to the right"),
-    ("run", "forward"): ("runs forward", "jogs forward", "runs straight ahead"),
-    ("run", "backward"): ("runs backward", "jogs backwards"),
-    ("run", "left"): ("runs to the left", "turns left and runs"),
-    ("run", "right"): ("runs to the right", "turns right and runs"),
-    ("jump", "in_place"): ("jumps", "jumps up", "jumps in place",
-                           "hops up and down"),
-    ("jump", "forward"): ("jumps forward", "leaps forward"),
-    ("wave_left_hand", ""): ("waves the left hand", "waves with the left hand",
-                             "raises the left hand and waves"),
-    ("wave_right_hand", ""): ("waves the right hand",
-                              "waves with the right hand",
-                              "raises the right hand and waves"),
-    ("turn_left", "90"): ("turns left", "turns to the left",
-                          "turns ninety degrees to the left"),
-    ("turn_left", "180"): ("turns around to the left",
-                           "makes a half turn to the left"),
-    ("turn_right", "90"): ("turns right", "turns to the right",
-                           "turns ninety degrees to the right"),
-    ("turn_right", "180"): ("turns around to the right",
-                            "makes a half turn to the right"),
-    ("sit_down", ""): ("sits down", "sits down on a chair", "takes a seat",
-                       "sits down on a stool"),
-    ("kick_left", ""): ("kicks with the left leg", "kicks the left foot "
-                        "forward", "does a kick with the left leg"),
-    ("kick_right", ""): ("kicks with the right leg", "kicks the right foot "
-                         "forward", "does a kick with the right leg"),
-}
-_REPEATED = ("jump", "wave_left_hand", "wave_right_hand", "kick_left",
-             "kick_right")
-
-
-def _caption_vocabulary() -> tuple[str, ...]:
-  texts = [*_SUBJECTS, *_CONNECTORS, *(w for ws in _SPEED_WORDS.values()
-                                       for w in ws),
-           *(w for ws in _REPEAT_WORDS.values() for w in ws),
-           *(p for ps in _PHRASES.values() for p in ps)]
-  words = {w.lower() for t in texts for w in re.findall(r"\w+|[^\w\s]+", t)}
-  return tuple(sorted(words))
-
-
-CAPTION_WORDS: tuple[str, ...] = _caption_vocabulary()
-
-
-def _join(*parts: str) -> str:
-  text = " ".join(p for p in parts if p)
-  return text.replace(" ,", ",")
+# Actions performed a number of times (REPETITIONS); the others take their own time.
+_REPEATED = ("jump", "wave_left_hand", "wave_right_hand", "kick_left", "kick_right")
 
 
 # ---------------------------------------------------------------------------
@@ -158,8 +130,7 @@ def _join(*parts: str) -> str:
 class _Action:
   """An action's attributes, its caption phrase and its channel curves."""
 
-  def __init__(self, name: str, rng: np.random.Generator,
-               first: bool, last: bool):
+  def __init__(self, name: str, rng: np.random.Generator, first: bool, last: bool):
     self.name = name
     self.speed = SPEEDS[rng.integers(3)]
     self.direction = ""
@@ -174,25 +145,12 @@ class _Action:
     if name in _REPEATED:
       self.reps = int(rng.integers(1, 4))
     self.first, self.last = first, last
-    self.phrase = self._phrase(rng)
+    self.phrase = synthetic_captions.action_phrase(
+      rng, name, self.direction, self.speed, self.reps if name in _REPEATED else None
+    )
     # Free-length actions get a random duration; others have their own.
     self.free_seconds = float(rng.uniform(2.0, 5.0))
     self.phase0 = float(rng.uniform(0, 2 * np.pi))
-
-  def _phrase(self, rng: np.random.Generator) -> str:
-    options = _PHRASES[(self.name, self.direction if self.name in (
-        "walk", "run", "jump") or self.name.startswith("turn") else "")]
-    phrase = options[rng.integers(len(options))]
-    speed = _SPEED_WORDS[self.speed]
-    speed = speed[rng.integers(len(speed))]
-    repeat = ""
-    if self.name in _REPEATED:
-      words = _REPEAT_WORDS[REPETITIONS[self.reps - 1]]
-      repeat = words[rng.integers(len(words))]
-    if speed.endswith("ly") and rng.integers(2) and not phrase.startswith(("turns left and",
-                                                            "turns right and")):
-      return _join(speed, phrase, repeat)
-    return _join(phrase, repeat, speed)
 
   def seconds(self) -> float:
     """Duration of the action itself."""
@@ -213,9 +171,15 @@ class _Action:
     t = np.arange(n) * _DT
     out = _standing(t)
     kind = self.name.split("_")[0]
-    build: Callable = {"walk": _walk, "run": _run, "jump": _jump,
-                       "wave": _wave, "turn": _turn, "sit": _sit,
-                       "kick": _kick}[kind]
+    build: Callable = {
+      "walk": _walk,
+      "run": _run,
+      "jump": _jump,
+      "wave": _wave,
+      "turn": _turn,
+      "sit": _sit,
+      "kick": _kick,
+    }[kind]
     build(self, t, out)
     return out
 
@@ -224,8 +188,7 @@ def _ease(u: np.ndarray, times, values) -> np.ndarray:
   """Cosine-eased interpolation through keyframes (times increasing)."""
   times = np.asarray(times, np.float64)
   values = np.asarray(values, np.float64)
-  idx = np.clip(np.searchsorted(times, u, side="right") - 1, 0,
-                len(times) - 2)
+  idx = np.clip(np.searchsorted(times, u, side="right") - 1, 0, len(times) - 2)
   span = times[idx + 1] - times[idx]
   s = np.clip((u - times[idx]) / span, 0.0, 1.0)
   w = 0.5 - 0.5 * np.cos(np.pi * s)
@@ -314,8 +277,7 @@ def _run(action: _Action, t, out):
   out["forward_speed"] += sign * speed * env
   if direction in ("left", "right"):  # Turn 90 degrees while speeding up.
     turn = 1.0 if direction == "left" else -1.0
-    out["yaw_rate"] += turn * (np.pi / 2) * _ease(
-        t, [0, 0.45, 0.9, 10], [0, 1.0 / 0.45, 0, 0])
+    out["yaw_rate"] += turn * (np.pi / 2) * _ease(t, [0, 0.45, 0.9, 10], [0, 1.0 / 0.45, 0, 0])
 
 
 def _repeated(action: _Action, t, lead_in: float, period: float):
@@ -353,12 +315,14 @@ def _wave(action: _Action, t, out):
   raise_time, period = 0.6 * slow, 0.55 * slow
   end = t[-1] + _DT
   hold_end = raise_time + action.reps * period
-  up = _ease(t, [0, raise_time, hold_end, min(end, hold_end + raise_time),
-                 end + 1], [0, 1, 1, 0, 0])
+  up = _ease(
+    t, [0, raise_time, hold_end, min(end, hold_end + raise_time), end + 1], [0, 1, 1, 0, 0]
+  )
   out[f"shoulder_abd_{side}"] += 1.25 * up
   out[f"shoulder_flex_{side}"] += 0.35 * up
-  swing = np.where((t >= raise_time) & (t < hold_end),
-                   np.sin(2 * np.pi * (t - raise_time) / period), 0.0)
+  swing = np.where(
+    (t >= raise_time) & (t < hold_end), np.sin(2 * np.pi * (t - raise_time) / period), 0.0
+  )
   out[f"forearm_raise_{side}"] += up * (1.7 + 0.45 * swing)
   out["head_pitch"] -= 0.1 * up
 
@@ -384,8 +348,7 @@ def _sit(action: _Action, t, out):
   slow = _speed_factor(action, 1.35, 1.0, 0.7)
   down = 1.6 * slow
   seat = _ease(t, [0, 0.2, 0.2 + down, 100], [0, 0, 1, 1])
-  lean = _ease(t, [0, 0.2, 0.2 + 0.6 * down, 0.2 + down, 100],
-               [0, 0, 0.55, 0.2, 0.2])
+  lean = _ease(t, [0, 0.2, 0.2 + 0.6 * down, 0.2 + down, 100], [0, 0, 0.55, 0.2, 0.2])
   out["hip_flex_l"] += 1.45 * seat
   out["hip_flex_r"] += 1.45 * seat
   out["knee_l"] += 1.55 * seat
@@ -409,10 +372,8 @@ def _kick(action: _Action, t, out):
   out[f"knee_{side}"] += _ease(u, keys, [0, 1.3, 0.05, 0.3, 0.1, 0]) * active
   out[f"toe_{side}"] -= _ease(u, keys, [0, 0, 0.5, 0.3, 0, 0]) * active
   out["spine_bend"] += _ease(u, keys, [0, 0.1, -0.25, -0.15, 0, 0]) * active
-  out[f"shoulder_flex_{other}"] += _ease(u, keys, [0, -0.2, 0.7, 0.5, 0, 0]
-                                         ) * active
-  out[f"shoulder_abd_{side}"] += _ease(u, keys, [0, 0.2, 0.5, 0.4, 0, 0]
-                                       ) * active
+  out[f"shoulder_flex_{other}"] += _ease(u, keys, [0, -0.2, 0.7, 0.5, 0, 0]) * active
+  out[f"shoulder_abd_{side}"] += _ease(u, keys, [0, 0.2, 0.5, 0.4, 0, 0]) * active
 
 
 # ---------------------------------------------------------------------------
@@ -421,11 +382,21 @@ def _kick(action: _Action, t, out):
 
 def _rotation(x, y, z) -> np.ndarray:
   """Ry(y) @ Rx(x) @ Rz(z), batched: (...,) angles -> (..., 3, 3)."""
-  cx, sx, cy, sy, cz, sz = (np.cos(x), np.sin(x), np.cos(y), np.sin(y),
-                            np.cos(z), np.sin(z))
-  m = np.stack([cy * cz + sy * sx * sz, sy * sx * cz - cy * sz, sy * cx,
-                cx * sz, cx * cz, -sx,
-                cy * sx * sz - sy * cz, sy * sz + cy * sx * cz, cy * cx], -1)
+  cx, sx, cy, sy, cz, sz = (np.cos(x), np.sin(x), np.cos(y), np.sin(y), np.cos(z), np.sin(z))
+  m = np.stack(
+    [
+      cy * cz + sy * sx * sz,
+      sy * sx * cz - cy * sz,
+      sy * cx,
+      cx * sz,
+      cx * cz,
+      -sx,
+      cy * sx * sz - sy * cz,
+      sy * sz + cy * sx * cz,
+      cy * cx,
+    ],
+    -1,
+  )
   return m.reshape(x.shape + (3, 3))
 
 
@@ -443,8 +414,7 @@ def _local_angles(c: dict[str, np.ndarray]) -> np.ndarray:
   shape = c["knee_l"].shape
   angles = np.zeros(shape + (22, 3))
   # Feet stay parallel to the floor unless the toes are actively pointed.
-  for side, hip, knee, ankle, sign in (("l", 1, 4, 7, 1.0),
-                                       ("r", 2, 5, 8, -1.0)):
+  for side, hip, knee, ankle, sign in (("l", 1, 4, 7, 1.0), ("r", 2, 5, 8, -1.0)):
     flex, bend = c[f"hip_flex_{side}"], c[f"knee_{side}"]
     angles[..., hip, 0] = -flex
     angles[..., hip, 2] = sign * c[f"hip_abd_{side}"]
@@ -455,8 +425,7 @@ def _local_angles(c: dict[str, np.ndarray]) -> np.ndarray:
     angles[..., joint, 0] = c["spine_bend"] / 3
     angles[..., joint, 1] = c["spine_twist"] / 3
   angles[..., 12, 0] = c["head_pitch"]
-  for side, shoulder, elbow, sign in (("l", 16, 18, 1.0),
-                                      ("r", 17, 19, -1.0)):
+  for side, shoulder, elbow, sign in (("l", 16, 18, 1.0), ("r", 17, 19, -1.0)):
     angles[..., shoulder, 0] = -c[f"shoulder_flex_{side}"]
     angles[..., shoulder, 2] = sign * c[f"shoulder_abd_{side}"]
     angles[..., elbow, 0] = -c[f"elbow_{side}"]
@@ -464,8 +433,7 @@ def _local_angles(c: dict[str, np.ndarray]) -> np.ndarray:
   return angles
 
 
-def forward_kinematics(angles: np.ndarray, heading: np.ndarray,
-                       offsets: np.ndarray) -> np.ndarray:
+def forward_kinematics(angles: np.ndarray, heading: np.ndarray, offsets: np.ndarray) -> np.ndarray:
   """Joint positions relative to the root: (N, T, 22, 3).
 
   Args:
@@ -511,20 +479,13 @@ def _sample_clip(rng: np.random.Generator):
       a = first[rng.integers(len(first))]
       rest = [b for b in ACTIONS if b != a]
       names = [a, rest[rng.integers(len(rest))]]
-    actions = [_Action(name, rng, i == 0, i == len(names) - 1)
-               for i, name in enumerate(names)]
+    actions = [_Action(name, rng, i == 0, i == len(names) - 1) for i, name in enumerate(names)]
     frames = [int(round(a.seconds() * FPS)) for a in actions]
     total = sum(frames)
     if total > _MAX_FRAMES:
       continue
     length = max(_MIN_FRAMES, -(-total // _UNIT) * _UNIT)
-    subject = _SUBJECTS[rng.integers(len(_SUBJECTS))]
-    if len(actions) == 1:
-      caption = _join(subject, actions[0].phrase)
-    else:
-      connector = _CONNECTORS[rng.integers(len(_CONNECTORS))]
-      caption = _join(subject, actions[0].phrase, connector,
-                      actions[1].phrase)
+    caption = synthetic_captions.clip_caption(rng, [a.phrase for a in actions])
     return actions, caption, frames, length
 
 
@@ -543,9 +504,12 @@ def _clip_channels(actions, frames, length) -> dict[str, np.ndarray]:
   return {k: np.concatenate([v, v[-1:]]) for k, v in channels.items()}
 
 
-def _clip_joints(channels: dict[str, np.ndarray], offsets: np.ndarray,
-                 start_heading: np.ndarray, start_xz: np.ndarray
-                 ) -> np.ndarray:
+def _clip_joints(
+  channels: dict[str, np.ndarray],
+  offsets: np.ndarray,
+  start_heading: np.ndarray,
+  start_xz: np.ndarray,
+) -> np.ndarray:
   """Batched (N, T+1) channels -> grounded world joints (N, T+1, 22, 3)."""
   yaw_rate = channels["yaw_rate"].copy()
   yaw_rate[:, -1] = 0.0  # The held last frame does not turn.
@@ -567,9 +531,13 @@ def _clip_joints(channels: dict[str, np.ndarray], offsets: np.ndarray,
   return joints
 
 
-def make_split(split: str, fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
-               seed: int = 0, num_examples: int | None = None,
-               return_joints: bool = False) -> dict:
+def make_split(
+  split: str,
+  fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
+  seed: int = 0,
+  num_examples: int | None = None,
+  return_joints: bool = False,
+) -> dict:
   """Generates one split, deterministically in (split, seed, num_examples).
 
   Returns dict(motion=(N, 196, 263) float32 features zero-padded,
@@ -581,8 +549,9 @@ def make_split(split: str, fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
   if split not in SPLITS:
     raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}.")
   if fmt != motion_lib.HUMANML3D:
-    raise ValueError(f"fmt must be the humanml3d format (the synthetic "
-                     f"skeleton is SMPL-22), got {fmt.name!r}.")
+    raise ValueError(
+      f"fmt must be the humanml3d format (the synthetic skeleton is SMPL-22), got {fmt.name!r}."
+    )
   n = SPLITS[split] if num_examples is None else int(num_examples)
   if n < 1:
     raise ValueError(f"num_examples must be >= 1, got {n}.")
@@ -600,23 +569,20 @@ def make_split(split: str, fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
     idx = np.nonzero(lengths == length)[0]
     per_clip = [_clip_channels(clips[i][0], clips[i][2], length) for i in idx]
     channels = {k: np.stack([c[k] for c in per_clip]) for k in _CHANNELS}
-    joints = _clip_joints(channels, offsets[idx], start_heading[idx],
-                          start_xz[idx])
+    joints = _clip_joints(channels, offsets[idx], start_heading[idx], start_xz[idx])
     features[idx, :length] = motion_lib.joints_to_features_batch(joints, fmt)
     if return_joints:
       for k, i in enumerate(idx):
         joints_out[i] = joints[k]
-  logging.info("synthetic motion %s: %d clips in %.1f s", split, n,
-               time.perf_counter() - started)
+  logging.info("synthetic motion %s: %d clips in %.1f s", split, n, time.perf_counter() - started)
   out = {
-      "motion": features,
-      "length": lengths,
-      "caption": [c[1] for c in clips],
-      "action": np.array([ACTIONS.index(c[0][0].name) for c in clips],
-                         np.int32),
-      "second_action": np.array(
-          [ACTIONS.index(c[0][1].name) if len(c[0]) > 1 else -1
-           for c in clips], np.int32),
+    "motion": features,
+    "length": lengths,
+    "caption": [c[1] for c in clips],
+    "action": np.array([ACTIONS.index(c[0][0].name) for c in clips], np.int32),
+    "second_action": np.array(
+      [ACTIONS.index(c[0][1].name) if len(c[0]) > 1 else -1 for c in clips], np.int32
+    ),
   }
   if return_joints:
     out["joints"] = joints_out

@@ -30,8 +30,7 @@ class CaptionTokenizer:
     for expected_id, token in enumerate(SPECIAL_TOKENS):
       found = tokenizer.token_to_id(token)
       if found != expected_id:
-        raise ValueError(f"tokenizer must map {token} to id {expected_id}, "
-                         f"found {found}.")
+        raise ValueError(f"tokenizer must map {token} to id {expected_id}, found {found}.")
     self._tokenizer = tokenizer
 
   @property
@@ -59,37 +58,38 @@ class CaptionTokenizer:
     """The underlying Hugging Face tokenizer."""
     return self._tokenizer
 
-  def encode(self, captions: Sequence[str], max_length: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+  def encode(self, captions: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Encodes N captions to ids int32 [N, max_length] and mask bool [N, L].
 
     Captions longer than `max_length` are cut after their first
     `max_length - 2` words and still end with [EOS].
     """
     if isinstance(captions, (str, bytes)):
-      raise ValueError("captions must be a sequence of strings, got a single "
-                       f"string {captions!r}.")
+      raise ValueError(f"captions must be a sequence of strings, got a single string {captions!r}.")
     captions = list(captions)
     if not captions:
       raise ValueError("captions must be non-empty, got an empty sequence.")
     not_str = [i for i, c in enumerate(captions) if not isinstance(c, str)]
     if not_str:
-      raise ValueError(f"captions must be strings, got "
-                       f"{type(captions[not_str[0]]).__name__} at index "
-                       f"{not_str[0]}.")
+      raise ValueError(
+        f"captions must be strings, got "
+        f"{type(captions[not_str[0]]).__name__} at index "
+        f"{not_str[0]}."
+      )
     empty = [i for i, c in enumerate(captions) if not c.strip()]
     if empty:
-      raise ValueError(f"captions must be non-empty strings, got empty ones "
-                       f"at indices {empty[:10]}.")
+      raise ValueError(
+        f"captions must be non-empty strings, got empty ones at indices {empty[:10]}."
+      )
     if not isinstance(max_length, (int, np.integer)) or max_length < 3:
-      raise ValueError("max_length must be an int >= 3 ([BOS] word [EOS]), "
-                       f"got {max_length!r}.")
+      raise ValueError(f"max_length must be an int >= 3 ([BOS] word [EOS]), got {max_length!r}.")
 
     ids = np.full((len(captions), max_length), self.pad_id, np.int32)
-    for row, encoding in enumerate(self._tokenizer.encode_batch(
-        captions, add_special_tokens=False)):
-      words = encoding.ids[:max_length - 2]
-      ids[row, :len(words) + 2] = [self.bos_id, *words, self.eos_id]
+    for row, encoding in enumerate(
+      self._tokenizer.encode_batch(captions, add_special_tokens=False)
+    ):
+      words = encoding.ids[: max_length - 2]
+      ids[row, : len(words) + 2] = [self.bos_id, *words, self.eos_id]
     return ids, ids != self.pad_id
 
   def decode(self, ids: np.ndarray) -> list[str]:
@@ -106,13 +106,11 @@ class CaptionTokenizer:
   @classmethod
   def load(cls, path: str | os.PathLike) -> CaptionTokenizer:
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"tokenizer path {os.fspath(path)!r}: no such "
-                              "file.")
+      raise FileNotFoundError(f"tokenizer path {os.fspath(path)!r}: no such file.")
     return cls(tokenizers.Tokenizer.from_file(os.fspath(path)))
 
 
-def build_caption_tokenizer(words: Sequence[str] | None = None
-                            ) -> CaptionTokenizer:
+def build_caption_tokenizer(words: Sequence[str] | None = None) -> CaptionTokenizer:
   """Builds the tokenizer over `words` (default: every captioned-shapes word).
 
   Ids: the special tokens first ([PAD]=0, [UNK]=1, [BOS]=2, [EOS]=3), then
@@ -121,17 +119,16 @@ def build_caption_tokenizer(words: Sequence[str] | None = None
   if words is None:
     words = shapes.caption_vocabulary()
   if isinstance(words, str):
-    raise ValueError(f"words must be a sequence of words, got a string "
-                     f"{words!r}.")
-  normalizer = normalizers.Sequence(
-      [normalizers.NFKC(), normalizers.Lowercase()])
+    raise ValueError(f"words must be a sequence of words, got a string {words!r}.")
+  normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
   pre_tokenizer = pre_tokenizers.Whitespace()
   vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
   for word in sorted({normalizer.normalize_str(w) for w in words}):
     pieces = [p for p, _ in pre_tokenizer.pre_tokenize_str(word)]
     if pieces != [word]:
-      raise ValueError(f"words must each be one token after pre-tokenization,"
-                       f" got {word!r} -> {pieces}.")
+      raise ValueError(
+        f"words must each be one token after pre-tokenization, got {word!r} -> {pieces}."
+      )
     vocab[word] = len(vocab)
 
   tokenizer = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token=UNK))
@@ -140,6 +137,6 @@ def build_caption_tokenizer(words: Sequence[str] | None = None
   tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
   # Lets plain `tokenizer.encode(text)` users get the same framing.
   tokenizer.post_processor = processors.TemplateProcessing(
-      single=f"{BOS} $A {EOS}",
-      special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])])
+    single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
+  )
   return CaptionTokenizer(tokenizer)

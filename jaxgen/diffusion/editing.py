@@ -41,8 +41,10 @@ ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 def check_strength(strength: float) -> float:
   """Raises a ValueError unless `strength` is a Python number in [0, 1] (it fixes the step count)."""
   if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
-    raise ValueError(f"strength: expected a Python number in [0, 1] (it sets the number of "
-                     f"steps), found {type(strength).__name__} {strength!r}")
+    raise ValueError(
+      f"strength: expected a Python number in [0, 1] (it sets the number of "
+      f"steps), found {type(strength).__name__} {strength!r}"
+    )
   if not 0.0 <= strength <= 1.0:
     raise ValueError(f"strength: expected a number in [0, 1], found {strength}")
   return float(strength)
@@ -63,11 +65,12 @@ def truncate_plan(plan: SamplerPlan, num_kept: int) -> SamplerPlan:
   """
   if not 0 <= num_kept <= plan.num_steps:
     raise ValueError(f"num_kept: expected 0..{plan.num_steps}, found {num_kept}")
-  table = jax.tree.map(lambda column: column[plan.num_steps - num_kept:], plan.table)
+  table = jax.tree.map(lambda column: column[plan.num_steps - num_kept :], plan.table)
   if plan.uses_prev_x0 and num_kept:
     table = table.replace(
-        next_from_x0=table.next_from_x0.at[0].add(table.next_from_prev_x0[0]),
-        next_from_prev_x0=table.next_from_prev_x0.at[0].set(0.0))
+      next_from_x0=table.next_from_x0.at[0].add(table.next_from_prev_x0[0]),
+      next_from_prev_x0=table.next_from_prev_x0.at[0].set(0.0),
+    )
   return plan.replace(table=table)
 
 
@@ -81,8 +84,9 @@ def row_noise_levels(plan: SamplerPlan, schedule: NoiseSchedule) -> tuple[jax.Ar
   return alpha, jnp.sqrt(jnp.maximum(1.0 - alpha**2, 0.0))
 
 
-def noised_state(x0: jax.Array, noise: jax.Array, alpha: jax.Array, sigma: jax.Array,
-                 input_scale: jax.Array) -> jax.Array:
+def noised_state(
+  x0: jax.Array, noise: jax.Array, alpha: jax.Array, sigma: jax.Array, input_scale: jax.Array
+) -> jax.Array:
   """The sampler state holding x0 noised to (alpha, sigma) with `noise`."""
   return (alpha * x0 + sigma * noise) / input_scale
 
@@ -93,9 +97,11 @@ def check_mask(mask: jax.Array, like: jax.Array, name: str = "mask") -> jax.Arra
   if len(shape) == 3:
     shape = shape + (1,)
   if len(shape) != 4 or shape[-1] != 1 or shape[:3] != tuple(like.shape[:3]):
-    raise ValueError(f"{name}: expected shape {tuple(like.shape[:3])} or "
-                     f"{tuple(like.shape[:3]) + (1,)} (1 = generate, 0 = keep), found "
-                     f"{tuple(getattr(mask, 'shape', ()))}")
+    raise ValueError(
+      f"{name}: expected shape {tuple(like.shape[:3])} or "
+      f"{tuple(like.shape[:3]) + (1,)} (1 = generate, 0 = keep), found "
+      f"{tuple(getattr(mask, 'shape', ()))}"
+    )
   return jnp.asarray(mask, jnp.float32).reshape(shape)
 
 
@@ -129,15 +135,15 @@ def composite(generated: jax.Array, original: jax.Array, mask: jax.Array) -> jax
 
 
 def edit(
-    model_fn: ModelFn,
-    plan: SamplerPlan,
-    schedule: NoiseSchedule,
-    x0: jax.Array,
-    noise: jax.Array,
-    rng: jax.Array | None = None,
-    *,
-    strength: float = 1.0,
-    keep_mask: jax.Array | None = None,
+  model_fn: ModelFn,
+  plan: SamplerPlan,
+  schedule: NoiseSchedule,
+  x0: jax.Array,
+  noise: jax.Array,
+  rng: jax.Array | None = None,
+  *,
+  strength: float = 1.0,
+  keep_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Samples from x0 noised to the level `strength` selects, optionally pasting a known region.
 
@@ -172,8 +178,11 @@ def edit(
   else:
     x = noised_state(x0, noise, alpha[0], sigma[0], plan.table.input_scale[0])
   x = x.astype(jnp.float32)
-  state = SamplerState(x=x, rng=rng if plan.stochastic else None,
-                       prev_x0=jnp.zeros_like(x) if plan.uses_prev_x0 else None)
+  state = SamplerState(
+    x=x,
+    rng=rng if plan.stochastic else None,
+    prev_x0=jnp.zeros_like(x) if plan.uses_prev_x0 else None,
+  )
 
   def body(state, inputs):
     row, a, s = inputs

@@ -134,9 +134,14 @@ def min_snr_weight(
 TIMESTEP_DISTRIBUTIONS = ("uniform", "logit_normal")
 
 
-def sample_timesteps(rng: jax.Array, batch: int, num_train_timesteps: int,
-                     distribution: str = "uniform", mean: float = 0.0,
-                     std: float = 1.0) -> jax.Array:
+def sample_timesteps(
+  rng: jax.Array,
+  batch: int,
+  num_train_timesteps: int,
+  distribution: str = "uniform",
+  mean: float = 0.0,
+  std: float = 1.0,
+) -> jax.Array:
   """Integer training timesteps in [0, num_train_timesteps), shape (batch,), int32.
 
   'uniform': every timestep alike (DDPM). 'logit_normal': t / T =
@@ -147,8 +152,9 @@ def sample_timesteps(rng: jax.Array, batch: int, num_train_timesteps: int,
   if distribution == "uniform":
     return jax.random.randint(rng, (batch,), 0, num_train_timesteps, dtype=jnp.int32)
   if distribution != "logit_normal":
-    raise ValueError(f"distribution: expected one of {TIMESTEP_DISTRIBUTIONS}, "
-                     f"found {distribution!r}")
+    raise ValueError(
+      f"distribution: expected one of {TIMESTEP_DISTRIBUTIONS}, found {distribution!r}"
+    )
   if not std > 0:
     raise ValueError(f"std: expected a positive spread, found {std}")
   u = jax.nn.sigmoid(mean + std * jax.random.normal(rng, (batch,)))

@@ -31,6 +31,8 @@ scale it by their initial sigma themselves. The sampler state is float32.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -421,120 +423,6 @@ def run_sampler(
 # ---------------------------------------------------------------------------
 
 
-def _run_plan_fn(
-  plan_fn, model_fn, schedule, x_T, rng, num_steps, return_trajectory, debug_python_loop, options
-):
-  plan = plan_fn(schedule, num_steps, **options)
-  return run_sampler(
-    model_fn,
-    plan,
-    x_T,
-    rng,
-    return_trajectory=return_trajectory,
-    debug_python_loop=debug_python_loop,
-  )
-
-
-def ddpm_sample(
-  model_fn: ModelFn,
-  schedule: NoiseSchedule,
-  x_T: jax.Array,
-  rng: jax.Array,
-  *,
-  num_steps: int = 50,
-  return_trajectory: bool = False,
-  debug_python_loop: bool = False,
-  **options: Any,
-) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """Ancestral DDPM sampling; `options` as in `ddpm_plan`, the rest as in `sample`."""
-  return _run_plan_fn(
-    ddpm_plan,
-    model_fn,
-    schedule,
-    x_T,
-    rng,
-    num_steps,
-    return_trajectory,
-    debug_python_loop,
-    options,
-  )
-
-
-def ddim_sample(
-  model_fn: ModelFn,
-  schedule: NoiseSchedule,
-  x_T: jax.Array,
-  rng: jax.Array | None = None,
-  *,
-  num_steps: int = 50,
-  return_trajectory: bool = False,
-  debug_python_loop: bool = False,
-  **options: Any,
-) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """DDIM sampling (rng needed only for eta > 0); `options` as in `ddim_plan`."""
-  return _run_plan_fn(
-    ddim_plan,
-    model_fn,
-    schedule,
-    x_T,
-    rng,
-    num_steps,
-    return_trajectory,
-    debug_python_loop,
-    options,
-  )
-
-
-def dpm_solver_pp_2m_sample(
-  model_fn: ModelFn,
-  schedule: NoiseSchedule,
-  x_T: jax.Array,
-  rng: jax.Array | None = None,
-  *,
-  num_steps: int = 20,
-  return_trajectory: bool = False,
-  debug_python_loop: bool = False,
-  **options: Any,
-) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """DPM-Solver++(2M) sampling (deterministic); `options` as in `dpm_solver_pp_2m_plan`."""
-  return _run_plan_fn(
-    dpm_solver_pp_2m_plan,
-    model_fn,
-    schedule,
-    x_T,
-    rng,
-    num_steps,
-    return_trajectory,
-    debug_python_loop,
-    options,
-  )
-
-
-def euler_sample(
-  model_fn: ModelFn,
-  schedule: NoiseSchedule,
-  x_T: jax.Array,
-  rng: jax.Array | None = None,
-  *,
-  num_steps: int = 50,
-  return_trajectory: bool = False,
-  debug_python_loop: bool = False,
-  **options: Any,
-) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """Euler sampling in sigma space (deterministic); `options` as in `euler_plan`."""
-  return _run_plan_fn(
-    euler_plan,
-    model_fn,
-    schedule,
-    x_T,
-    rng,
-    num_steps,
-    return_trajectory,
-    debug_python_loop,
-    options,
-  )
-
-
 _PLANS = {
   "ddpm": ddpm_plan,
   "ddim": ddim_plan,
@@ -621,3 +509,46 @@ def sample(
     return_trajectory=return_trajectory,
     debug_python_loop=debug_python_loop,
   )
+
+
+# One name per sampler for code that fixes its sampler: `sample` with `sampler` (and, for
+# DPM-Solver++, diffusers' usual 20 steps) bound, so every sampler has one code path.
+ddpm_sample = functools.partial(sample, sampler="ddpm")
+ddim_sample = functools.partial(sample, sampler="ddim")
+dpm_solver_pp_2m_sample = functools.partial(sample, sampler="dpm_solver_pp_2m", num_steps=20)
+euler_sample = functools.partial(sample, sampler="euler")
+
+
+class SamplingOptionError(ValueError):
+  """A sampling option is out of range; `option` names the keyword (for a CLI to name its flag)."""
+
+  def __init__(self, option: str, message: str):
+    super().__init__(f"{option}: {message}")
+    self.option = option
+
+
+def check_sampling_options(
+  sampler: Any, num_steps: Any, guidance_scale: Any, num_train_timesteps: int
+) -> None:
+  """SamplingOptionErrors for options the samplers would reject, before anything compiles."""
+  if sampler not in SAMPLERS:
+    raise SamplingOptionError("sampler", f"expected one of {SAMPLERS}, found {sampler!r}")
+  if (
+    isinstance(num_steps, bool)
+    or not isinstance(num_steps, numbers.Integral)
+    or not 0 < num_steps <= num_train_timesteps
+  ):
+    raise SamplingOptionError(
+      "num_steps",
+      f"expected a positive number of steps at most {num_train_timesteps} (the "
+      f"training timesteps, diffusion.num_train_timesteps), found {num_steps!r}",
+    )
+  if (
+    isinstance(guidance_scale, bool)
+    or not isinstance(guidance_scale, numbers.Real)
+    or not math.isfinite(guidance_scale)
+    or guidance_scale < 0
+  ):
+    raise SamplingOptionError(
+      "guidance_scale", f"expected a finite scale >= 0, found {guidance_scale!r}"
+    )

@@ -54,8 +54,8 @@ import numpy as np
 from PIL import Image
 
 from jaxgen.convert.transformers_clip import load_clip_model
+from jaxgen.errors import UnsupportedConfigError
 from jaxgen.models.clip import CLIPConfig, CLIPModel, l2_normalize
-from jaxgen.models.text_encoders import UnsupportedConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,14 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 # PIL resampling codes (PIL.Image.Resampling) and the jax.image.resize method equal to each.
-PIL_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+PIL_RESAMPLE_NAMES = {
+  0: "nearest",
+  1: "lanczos",
+  2: "bilinear",
+  3: "bicubic",
+  4: "box",
+  5: "hamming",
+}
 JAX_RESAMPLE_METHODS = {2: "bilinear", 3: "bicubic"}
 
 PathLike = str | os.PathLike
@@ -98,7 +105,7 @@ class CLIPImagePreprocessing:
   def __post_init__(self):
     if self.resample not in PIL_RESAMPLE_NAMES:
       raise UnsupportedConfigError(
-          f"resample: expected a PIL resampling code in {PIL_RESAMPLE_NAMES}, found {self.resample!r}"
+        f"resample: expected a PIL resampling code in {PIL_RESAMPLE_NAMES}, found {self.resample!r}"
       )
     for name in ("image_mean", "image_std"):
       if len(getattr(self, name)) != 3:
@@ -111,7 +118,7 @@ class CLIPImagePreprocessing:
     if self.do_resize and self.do_center_crop and max(self.crop_size) > self.shortest_edge:
       # transformers zero-pads such crops; no CLIP release does this.
       raise UnsupportedConfigError(
-          f"crop_size: expected at most shortest_edge={self.shortest_edge}, found {self.crop_size}"
+        f"crop_size: expected at most shortest_edge={self.shortest_edge}, found {self.crop_size}"
       )
 
   @classmethod
@@ -121,7 +128,7 @@ class CLIPImagePreprocessing:
     if isinstance(size, Mapping):
       if set(size) != {"shortest_edge"}:
         raise UnsupportedConfigError(
-            f"size: expected {{'shortest_edge': n}} (CLIPImageProcessor), found {size!r}"
+          f"size: expected {{'shortest_edge': n}} (CLIPImageProcessor), found {size!r}"
         )
       size = size["shortest_edge"]
     if isinstance(crop, Mapping):
@@ -157,11 +164,11 @@ class CLIPImagePreprocessing:
     values = dataclasses.asdict(self)
     height, width = values.pop("crop_size")
     values.update(
-        size={"shortest_edge": values.pop("shortest_edge")},
-        crop_size={"height": height, "width": width},
-        image_mean=list(self.image_mean),
-        image_std=list(self.image_std),
-        image_processor_type="CLIPImageProcessor",
+      size={"shortest_edge": values.pop("shortest_edge")},
+      crop_size={"height": height, "width": width},
+      image_mean=list(self.image_mean),
+      image_std=list(self.image_std),
+      image_processor_type="CLIPImageProcessor",
     )
     return values
 
@@ -179,8 +186,8 @@ def resized_shape(height: int, width: int, shortest_edge: int) -> tuple[int, int
 def _center_crop_box(height: int, width: int, crop: tuple[int, int]) -> tuple[int, int]:
   if height < crop[0] or width < crop[1]:
     raise ValueError(
-        f"images: expected at least the crop_size {crop} after resizing, found {(height, width)} "
-        "(transformers would zero-pad; jaxgen does not)"
+      f"images: expected at least the crop_size {crop} after resizing, found {(height, width)} "
+      "(transformers would zero-pad; jaxgen does not)"
     )
   return (height - crop[0]) // 2, (width - crop[1]) // 2
 
@@ -190,13 +197,13 @@ def _check_rgb_uint8(image: np.ndarray, name: str) -> None:
     raise ValueError(f"{name}: expected an (H, W, 3) RGB image, found shape {image.shape}")
   if image.dtype != np.uint8:
     raise ValueError(
-        f"{name}: expected uint8 pixels (PIL resizes 8-bit images), found {image.dtype}; "
-        "convert with np.round(x * 255).astype(np.uint8) or use preprocess_images_jax"
+      f"{name}: expected uint8 pixels (PIL resizes 8-bit images), found {image.dtype}; "
+      "convert with np.round(x * 255).astype(np.uint8) or use preprocess_images_jax"
     )
 
 
 def preprocess_images(
-    images: np.ndarray | Sequence[np.ndarray], preprocessing: CLIPImagePreprocessing
+  images: np.ndarray | Sequence[np.ndarray], preprocessing: CLIPImagePreprocessing
 ) -> np.ndarray:
   """Exactly `CLIPImageProcessor` (PIL backend): uint8 RGB images of any sizes -> float32 NHWC.
 
@@ -219,7 +226,9 @@ def preprocess_images(
       image = np.asarray(pil)
     if preprocessing.do_center_crop:
       top, left = _center_crop_box(*image.shape[:2], preprocessing.crop_size)
-      image = image[top : top + preprocessing.crop_size[0], left : left + preprocessing.crop_size[1]]
+      image = image[
+        top : top + preprocessing.crop_size[0], left : left + preprocessing.crop_size[1]
+      ]
     if preprocessing.do_rescale:  # In float64, then float32, as transformers' `rescale`.
       image = (image.astype(np.float64) * preprocessing.rescale_factor).astype(np.float32)
     image = image.astype(np.float32)
@@ -229,7 +238,7 @@ def preprocess_images(
   shapes = {x.shape for x in out}
   if len(shapes) > 1:
     raise ValueError(
-        f"images: without a center crop every resized image must share one shape, found {shapes}"
+      f"images: without a center crop every resized image must share one shape, found {shapes}"
     )
   return np.stack(out)
 
@@ -257,9 +266,9 @@ def preprocess_images_jax(images: jax.Array, preprocessing: CLIPImagePreprocessi
   if preprocessing.do_resize:
     if preprocessing.resample not in JAX_RESAMPLE_METHODS:
       raise UnsupportedConfigError(
-          f"resample: preprocess_images_jax supports {JAX_RESAMPLE_METHODS}, found "
-          f"{preprocessing.resample} ({PIL_RESAMPLE_NAMES[preprocessing.resample]}); "
-          "use preprocess_images"
+        f"resample: preprocess_images_jax supports {JAX_RESAMPLE_METHODS}, found "
+        f"{preprocessing.resample} ({PIL_RESAMPLE_NAMES[preprocessing.resample]}); "
+        "use preprocess_images"
       )
     method = JAX_RESAMPLE_METHODS[preprocessing.resample]
     height, width = resized_shape(x.shape[1], x.shape[2], preprocessing.shortest_edge)
@@ -310,8 +319,8 @@ class CLIPScorer:
     expected = (vision.image_size, vision.image_size)
     if self.preprocessing.do_center_crop and self.preprocessing.crop_size != expected:
       raise ValueError(
-          f"preprocessing: crop_size {self.preprocessing.crop_size} must equal the vision tower's "
-          f"image_size {expected} (check the folder's {PREPROCESSOR_CONFIG_NAME})"
+        f"preprocessing: crop_size {self.preprocessing.crop_size} must equal the vision tower's "
+        f"image_size {expected} (check the folder's {PREPROCESSOR_CONFIG_NAME})"
       )
 
 
@@ -320,13 +329,15 @@ def load_clip_scorer(folder: PathLike, batch_size: int = 32) -> CLIPScorer:
   from transformers import CLIPTokenizer  # Imported here: only folder I/O needs it.
 
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"folder: expected a transformers CLIPModel folder, {folder} is not one")
+    raise FileNotFoundError(
+      f"folder: expected a transformers CLIPModel folder, {folder} is not one"
+    )
   config, params = load_clip_model(folder)
   tokenizer_files = [os.path.join(folder, n) for n in ("vocab.json", "merges.txt")]
   if not all(os.path.isfile(p) for p in tokenizer_files):
     raise FileNotFoundError(
-        f"folder: expected CLIPTokenizer files vocab.json and merges.txt in {folder} "
-        "(save them with CLIPProcessor/CLIPTokenizer.save_pretrained)"
+      f"folder: expected CLIPTokenizer files vocab.json and merges.txt in {folder} "
+      "(save them with CLIPProcessor/CLIPTokenizer.save_pretrained)"
     )
   tokenizer = CLIPTokenizer.from_pretrained(os.fspath(folder), local_files_only=True)
   preprocessing = CLIPImagePreprocessing.from_folder(folder)
@@ -335,7 +346,7 @@ def load_clip_scorer(folder: PathLike, batch_size: int = 32) -> CLIPScorer:
 
 
 def tokenize_captions(
-    tokenizer: Any, captions: Sequence[str], max_length: int
+  tokenizer: Any, captions: Sequence[str], max_length: int
 ) -> tuple[np.ndarray, np.ndarray]:
   """(N, max_length) int32 ids and attention mask; over-long captions are truncated (end token kept)."""
   if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
@@ -344,10 +355,14 @@ def tokenize_captions(
   too_long = sum(length > max_length for length in lengths)
   if too_long:
     logger.warning(
-        "%d of %d captions exceed %d tokens and are truncated", too_long, len(lengths), max_length
+      "%d of %d captions exceed %d tokens and are truncated", too_long, len(lengths), max_length
     )
   tokens = tokenizer(
-      list(captions), padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
+    list(captions),
+    padding="max_length",
+    truncation=True,
+    max_length=max_length,
+    return_tensors="np",
   )
   return tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(np.int32)
 
@@ -360,7 +375,7 @@ def _image_embeddings(params: Any, pixel_values: jax.Array, config: CLIPConfig) 
 
 @functools.partial(jax.jit, static_argnames="config")
 def _text_embeddings(
-    params: Any, input_ids: jax.Array, mask: jax.Array, config: CLIPConfig
+  params: Any, input_ids: jax.Array, mask: jax.Array, config: CLIPConfig
 ) -> jax.Array:
   model = CLIPModel(config)
   return model.apply({"params": params}, input_ids, mask, method=CLIPModel.get_text_features)
@@ -382,19 +397,21 @@ def _in_batches(fn, arrays: tuple[np.ndarray, ...], batch_size: int) -> np.ndarr
 def image_features(scorer: CLIPScorer, pixel_values: np.ndarray) -> np.ndarray:
   """(N, H, W, 3) preprocessed pixels -> (N, projection_dim) float32 image embeddings."""
   return _in_batches(
-      lambda x: _image_embeddings(scorer.params, x, scorer.config),
-      (np.asarray(pixel_values, np.float32),),
-      scorer.batch_size,
+    lambda x: _image_embeddings(scorer.params, x, scorer.config),
+    (np.asarray(pixel_values, np.float32),),
+    scorer.batch_size,
   )
 
 
 def text_features(scorer: CLIPScorer, captions: Sequence[str]) -> np.ndarray:
   """N captions -> (N, projection_dim) float32 text embeddings."""
   ids, mask = tokenize_captions(
-      scorer.tokenizer, captions, scorer.config.text_config.max_position_embeddings
+    scorer.tokenizer, captions, scorer.config.text_config.max_position_embeddings
   )
   return _in_batches(
-      lambda i, m: _text_embeddings(scorer.params, i, m, scorer.config), (ids, mask), scorer.batch_size
+    lambda i, m: _text_embeddings(scorer.params, i, m, scorer.config),
+    (ids, mask),
+    scorer.batch_size,
   )
 
 
@@ -415,8 +432,8 @@ def pair_scores(image_embeddings: jax.Array, text_embeddings: jax.Array) -> jax.
   image_embeddings, text_embeddings = jnp.asarray(image_embeddings), jnp.asarray(text_embeddings)
   if image_embeddings.ndim != 2 or image_embeddings.shape != text_embeddings.shape:
     raise ValueError(
-        f"image_embeddings, text_embeddings: expected two (N, D) arrays of one shape, found "
-        f"{image_embeddings.shape} and {text_embeddings.shape}"
+      f"image_embeddings, text_embeddings: expected two (N, D) arrays of one shape, found "
+      f"{image_embeddings.shape} and {text_embeddings.shape}"
     )
   return 100.0 * jnp.sum(l2_normalize(image_embeddings) * l2_normalize(text_embeddings), axis=-1)
 
@@ -427,20 +444,20 @@ def clipped_mean(scores: np.ndarray) -> float:
 
 
 def image_text_scores(
-    scorer: CLIPScorer, images: np.ndarray | Sequence[np.ndarray], captions: Sequence[str]
+  scorer: CLIPScorer, images: np.ndarray | Sequence[np.ndarray], captions: Sequence[str]
 ) -> np.ndarray:
   """Per-pair 100 * cos of image i (uint8 RGB, any size) with caption i: (N,) float32."""
   if len(images) != len(captions):
     raise ValueError(
-        f"images, captions: expected one caption per image, found {len(images)} images and "
-        f"{len(captions)} captions"
+      f"images, captions: expected one caption per image, found {len(images)} images and "
+      f"{len(captions)} captions"
     )
   pixels = preprocess_images(images, scorer.preprocessing)
   return np.asarray(pair_scores(image_features(scorer, pixels), text_features(scorer, captions)))
 
 
 def clip_score(
-    scorer: CLIPScorer, images: np.ndarray | Sequence[np.ndarray], captions: Sequence[str]
+  scorer: CLIPScorer, images: np.ndarray | Sequence[np.ndarray], captions: Sequence[str]
 ) -> ScoreResult:
   """CLIP score of N images (uint8 RGB, any sizes) with their N captions, as torchmetrics `CLIPScore`."""
   scores = image_text_scores(scorer, images, captions)
@@ -458,13 +475,13 @@ def clipsim(scorer: CLIPScorer, videos: np.ndarray, captions: str | Sequence[str
     videos, captions = videos[None], [captions]
   if videos.ndim != 5 or videos.shape[-1] != 3:
     raise ValueError(
-        f"videos: expected (batch, frames, height, width, 3) or (frames, height, width, 3) with one "
-        f"caption string, found shape {videos.shape}"
+      f"videos: expected (batch, frames, height, width, 3) or (frames, height, width, 3) with one "
+      f"caption string, found shape {videos.shape}"
     )
   if isinstance(captions, str) or len(captions) != len(videos):
     raise ValueError(
-        f"captions: expected one caption per video ({len(videos)}), found "
-        f"{'a single string' if isinstance(captions, str) else len(captions)}"
+      f"captions: expected one caption per video ({len(videos)}), found "
+      f"{'a single string' if isinstance(captions, str) else len(captions)}"
     )
   batch, frames = videos.shape[:2]
   frame_captions = [caption for caption in captions for _ in range(frames)]
@@ -484,7 +501,7 @@ class CaptionsError(ValueError):
 
 
 def read_captions(
-    path: PathLike, image_names: Sequence[str], *, name: str = "captions", images_name: str = "images"
+  path: PathLike, image_names: Sequence[str], *, name: str = "captions", images_name: str = "images"
 ) -> list[str]:
   """Captions for `image_names` (sorted file names), in that order.
 
@@ -505,17 +522,17 @@ def read_captions(
     extra = sorted(set(mapping) - set(image_names))
     if missing or extra:
       raise CaptionsError(
-          f"{name} {path!r} must map every file of {images_name} and nothing else: no caption for "
-          f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, captions for unknown files "
-          f"{extra[:5]}{' ...' if len(extra) > 5 else ''}"
+        f"{name} {path!r} must map every file of {images_name} and nothing else: no caption for "
+        f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, captions for unknown files "
+        f"{extra[:5]}{' ...' if len(extra) > 5 else ''}"
       )
     captions = [mapping[n] for n in image_names]
   else:
     captions = [line.strip() for line in text.splitlines()]
     if len(captions) != len(image_names):
       raise CaptionsError(
-          f"{name} {path!r} holds {len(captions)} captions, {images_name} holds {len(image_names)} "
-          "images; expected one line per image in sorted file-name order"
+        f"{name} {path!r} holds {len(captions)} captions, {images_name} holds {len(image_names)} "
+        "images; expected one line per image in sorted file-name order"
       )
   empty = [n for n, c in zip(image_names, captions) if not c.strip()]
   if empty:

@@ -286,10 +286,7 @@ def mean_scores(scores: Sequence[LipSyncScores]) -> tuple[float, float]:
   """(LSE-D, LSE-C) of a dataset: the means over its clips."""
   if len(scores) == 0:
     raise TooFewSamplesError("scores must hold at least one clip's LipSyncScores, got none")
-  return (
-    float(np.mean([s.lse_d for s in scores])),
-    float(np.mean([s.lse_c for s in scores])),
-  )
+  return (float(np.mean([s.lse_d for s in scores])), float(np.mean([s.lse_c for s in scores])))
 
 
 def _as_embeddings(name: str, embeddings: np.ndarray) -> np.ndarray:

@@ -49,10 +49,7 @@ def euclidean_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def r_precision(
-  text_emb: np.ndarray,
-  motion_emb: np.ndarray,
-  top_k: int = 3,
-  batch_size: int = EVAL_BATCH_SIZE,
+  text_emb: np.ndarray, motion_emb: np.ndarray, top_k: int = 3, batch_size: int = EVAL_BATCH_SIZE
 ) -> np.ndarray:
   """(top_k,) hit rates: entry k-1 is the fraction of texts whose motion ranks within top-k."""
   if top_k < 1:

@@ -33,8 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.errors import UnsupportedConfigError
 from jaxgen.models import diffusers_config
-from jaxgen.models.diffusers_config import UnsupportedConfigError
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.attention import Attention
 from jaxgen.nn.resnet import ResnetBlock2D
@@ -52,11 +52,7 @@ RECONSTRUCTION_KINDS = ("l1", "l2")
 # diffusers `AutoencoderKL` options jaxgen accepts only at these values (their
 # defaults): the latent statistics some pipelines (not Stable Diffusion's)
 # normalise with, which `scale_latents` does not apply.
-_DIFFUSERS_FIXED_OPTIONS: dict[str, Any] = {
-    "latents_mean": None,
-    "latents_std": None,
-}
-
+_DIFFUSERS_FIXED_OPTIONS: dict[str, Any] = {"latents_mean": None, "latents_std": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +105,7 @@ class AutoencoderKLConfig:
     for i, channels in enumerate(self.block_out_channels):
       if channels % self.norm_num_groups:
         raise ValueError(
-            f"block_out_channels[{i}]={channels} must be divisible by norm_num_groups={self.norm_num_groups}"
+          f"block_out_channels[{i}]={channels} must be divisible by norm_num_groups={self.norm_num_groups}"
         )
 
   @property
@@ -156,7 +152,7 @@ class DiagonalGaussian:
     """moments: (..., 2 * latent_channels), mean first then log-variance (as `AutoencoderKL.encode`)."""
     if moments.ndim < 1 or moments.shape[-1] % 2:
       raise ValueError(
-          f"moments: expected an even last axis (mean and log-variance), found shape {moments.shape}"
+        f"moments: expected an even last axis (mean and log-variance), found shape {moments.shape}"
       )
     mean, logvar = jnp.split(moments, 2, axis=-1)
     return cls(mean, jnp.clip(logvar, *LOGVAR_RANGE))
@@ -182,7 +178,11 @@ class DiagonalGaussian:
       terms = jnp.square(self.mean) + self.var - 1.0 - self.logvar
     else:
       terms = (
-          jnp.square(self.mean - other.mean) / other.var + self.var / other.var - 1.0 - self.logvar + other.logvar
+        jnp.square(self.mean - other.mean) / other.var
+        + self.var / other.var
+        - 1.0
+        - self.logvar
+        + other.logvar
       )
     return 0.5 * jnp.sum(terms, axis=tuple(range(1, terms.ndim)))
 
@@ -220,8 +220,9 @@ class DownEncoderBlock2D(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(self.layers):
-      x = ResnetBlock2D(self.out_channels, groups=self.groups, eps=NORM_EPS, dtype=self.dtype,
-                        name=f"resnets_{i}")(x)
+      x = ResnetBlock2D(
+        self.out_channels, groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name=f"resnets_{i}"
+      )(x)
     if self.add_downsample:
       x = Downsample2D(self.out_channels, padding=0, dtype=self.dtype, name="downsamplers_0")(x)
     return x
@@ -239,8 +240,9 @@ class UpDecoderBlock2D(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(self.layers):
-      x = ResnetBlock2D(self.out_channels, groups=self.groups, eps=NORM_EPS, dtype=self.dtype,
-                        name=f"resnets_{i}")(x)
+      x = ResnetBlock2D(
+        self.out_channels, groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name=f"resnets_{i}"
+      )(x)
     if self.add_upsample:
       x = Upsample2D(self.out_channels, dtype=self.dtype, name="upsamplers_0")(x)
     return x
@@ -263,8 +265,14 @@ class MidBlock2D(nn.Module):
     x = ResnetBlock2D(groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name="resnets_0")(x)
     if self.add_attention:
       x = Attention(
-          heads=1, dim_head=channels, qkv_bias=True, norm_num_groups=self.groups, norm_eps=NORM_EPS,
-          residual_connection=True, dtype=self.dtype, name="attentions_0",
+        heads=1,
+        dim_head=channels,
+        qkv_bias=True,
+        norm_num_groups=self.groups,
+        norm_eps=NORM_EPS,
+        residual_connection=True,
+        dtype=self.dtype,
+        name="attentions_0",
       )(x)
     return ResnetBlock2D(groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name="resnets_1")(x)
 
@@ -282,11 +290,19 @@ class Encoder(nn.Module):
     x = pt.conv(channels[0], 3, padding=1, dtype=self.dtype, name="conv_in")(x)
     for i, out_channels in enumerate(channels):
       x = DownEncoderBlock2D(
-          out_channels, cfg.layers_per_block, add_downsample=i < cfg.num_downsamples,
-          groups=cfg.norm_num_groups, dtype=self.dtype, name=f"down_blocks_{i}",
+        out_channels,
+        cfg.layers_per_block,
+        add_downsample=i < cfg.num_downsamples,
+        groups=cfg.norm_num_groups,
+        dtype=self.dtype,
+        name=f"down_blocks_{i}",
       )(x)
-    x = MidBlock2D(cfg.norm_num_groups, cfg.mid_block_add_attention, dtype=self.dtype, name="mid_block")(x)
-    x = nn.silu(pt.group_norm(cfg.norm_num_groups, NORM_EPS, dtype=self.dtype, name="conv_norm_out")(x))
+    x = MidBlock2D(
+      cfg.norm_num_groups, cfg.mid_block_add_attention, dtype=self.dtype, name="mid_block"
+    )(x)
+    x = nn.silu(
+      pt.group_norm(cfg.norm_num_groups, NORM_EPS, dtype=self.dtype, name="conv_norm_out")(x)
+    )
     return pt.conv(2 * cfg.latent_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
 
 
@@ -301,13 +317,21 @@ class Decoder(nn.Module):
     cfg = self.config
     channels = cfg.block_out_channels[::-1]  # deepest block first
     x = pt.conv(channels[0], 3, padding=1, dtype=self.dtype, name="conv_in")(z)
-    x = MidBlock2D(cfg.norm_num_groups, cfg.mid_block_add_attention, dtype=self.dtype, name="mid_block")(x)
+    x = MidBlock2D(
+      cfg.norm_num_groups, cfg.mid_block_add_attention, dtype=self.dtype, name="mid_block"
+    )(x)
     for i, out_channels in enumerate(channels):
       x = UpDecoderBlock2D(
-          out_channels, cfg.layers_per_block + 1, add_upsample=i < cfg.num_downsamples,
-          groups=cfg.norm_num_groups, dtype=self.dtype, name=f"up_blocks_{i}",
+        out_channels,
+        cfg.layers_per_block + 1,
+        add_upsample=i < cfg.num_downsamples,
+        groups=cfg.norm_num_groups,
+        dtype=self.dtype,
+        name=f"up_blocks_{i}",
       )(x)
-    x = nn.silu(pt.group_norm(cfg.norm_num_groups, NORM_EPS, dtype=self.dtype, name="conv_norm_out")(x))
+    x = nn.silu(
+      pt.group_norm(cfg.norm_num_groups, NORM_EPS, dtype=self.dtype, name="conv_norm_out")(x)
+    )
     return pt.conv(cfg.out_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
 
 
@@ -321,12 +345,12 @@ def _check_nhwc(name: str, x: Any, channels: int, channels_field: str, multiple:
     raise ValueError(f"{name}: expected NHWC (batch, height, width, channels), found shape {shape}")
   if shape[-1] != channels:
     raise ValueError(
-        f"{name}: expected {channels} channels (config.{channels_field}, NHWC), found {shape[-1]} in shape {shape}"
+      f"{name}: expected {channels} channels (config.{channels_field}, NHWC), found {shape[-1]} in shape {shape}"
     )
   if shape[1] % multiple or shape[2] % multiple:
     raise ValueError(
-        f"{name}: height and width must be multiples of {multiple} (the autoencoder's downsample factor), "
-        f"found {shape[1]}x{shape[2]}"
+      f"{name}: height and width must be multiples of {multiple} (the autoencoder's downsample factor), "
+      f"found {shape[1]}x{shape[2]}"
     )
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"{name}: expected a floating dtype (images in [-1, 1]), found {x.dtype}")
@@ -379,7 +403,7 @@ class AutoencoderKL(nn.Module):
     return self.decoder(z)
 
   def __call__(
-      self, images: jax.Array, rng: jax.Array | None = None, sample_posterior: bool = False
+    self, images: jax.Array, rng: jax.Array | None = None, sample_posterior: bool = False
   ) -> tuple[jax.Array, DiagonalGaussian]:
     """Reconstructs `images` through a posterior sample (`rng` required) or its mean."""
     if sample_posterior and rng is None:
@@ -406,24 +430,28 @@ def abstract_variables(config: AutoencoderKLConfig, dtype: Any = jnp.float32) ->
 # perceptual and adversarial terms).
 
 
-def reconstruction_loss(images: jax.Array, reconstructions: jax.Array, kind: str = "l1") -> jax.Array:
+def reconstruction_loss(
+  images: jax.Array, reconstructions: jax.Array, kind: str = "l1"
+) -> jax.Array:
   """Per-example L1 or squared-L2 error, summed over pixels and channels -> (B,)."""
   if kind not in RECONSTRUCTION_KINDS:
     raise ValueError(f"kind: expected one of {RECONSTRUCTION_KINDS}, found {kind!r}")
   if images.shape != reconstructions.shape:
-    raise ValueError(f"reconstructions: expected the images' shape {images.shape}, found {reconstructions.shape}")
+    raise ValueError(
+      f"reconstructions: expected the images' shape {images.shape}, found {reconstructions.shape}"
+    )
   diff = reconstructions.astype(jnp.float32) - images.astype(jnp.float32)
   error = jnp.abs(diff) if kind == "l1" else jnp.square(diff)
   return jnp.sum(error, axis=tuple(range(1, error.ndim)))
 
 
 def vae_loss(
-    images: jax.Array,
-    reconstructions: jax.Array,
-    posterior: DiagonalGaussian,
-    *,
-    kl_weight: float = 1e-6,
-    kind: str = "l1",
+  images: jax.Array,
+  reconstructions: jax.Array,
+  posterior: DiagonalGaussian,
+  *,
+  kl_weight: float = 1e-6,
+  kind: str = "l1",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """reconstruction + kl_weight * KL(posterior || N(0, I)), each summed per example and averaged over the batch.
 
@@ -439,13 +467,13 @@ def vae_loss(
 
 
 def autoencoder_loss(
-    params: Any,
-    model: AutoencoderKL,
-    images: jax.Array,
-    rng: jax.Array,
-    *,
-    kl_weight: float = 1e-6,
-    kind: str = "l1",
+  params: Any,
+  model: AutoencoderKL,
+  images: jax.Array,
+  rng: jax.Array,
+  *,
+  kl_weight: float = 1e-6,
+  kind: str = "l1",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`vae_loss` of `model` on `images`, decoding a posterior sample drawn with `rng`.
 

@@ -30,14 +30,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.errors import UnsupportedConfigError
 from jaxgen.models.text_encoders import (
-    CLIP_ACTIVATIONS,
-    CLIPEncoder,
-    CLIPTextConfig,
-    CLIPTextModel,
-    UnsupportedConfigError,
-    check_positive_ints,
-    config_from_transformers,
+  CLIP_ACTIVATIONS,
+  CLIPEncoder,
+  CLIPTextConfig,
+  CLIPTextModel,
+  check_positive_ints,
+  config_from_transformers,
 )
 from jaxgen.nn import partitioning as pt
 
@@ -60,22 +60,29 @@ class CLIPVisionConfig:
 
   def __post_init__(self):
     check_positive_ints(
-        self,
-        ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-         "num_channels", "image_size", "patch_size"),
+      self,
+      (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_channels",
+        "image_size",
+        "patch_size",
+      ),
     )
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(
-          f"hidden_size={self.hidden_size} must be divisible by "
-          f"num_attention_heads={self.num_attention_heads}"
+        f"hidden_size={self.hidden_size} must be divisible by "
+        f"num_attention_heads={self.num_attention_heads}"
       )
     if self.image_size % self.patch_size:
       raise ValueError(
-          f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}"
+        f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}"
       )
     if self.hidden_act not in CLIP_ACTIVATIONS:
       raise UnsupportedConfigError(
-          f"hidden_act: expected one of {tuple(CLIP_ACTIVATIONS)}, found {self.hidden_act!r}"
+        f"hidden_act: expected one of {tuple(CLIP_ACTIVATIONS)}, found {self.hidden_act!r}"
       )
 
   @property
@@ -119,11 +126,11 @@ class CLIPConfig:
       config = config.to_dict()
     if not isinstance(config, Mapping):
       raise ValueError(
-          f"config: expected a mapping or a transformers config, found {type(config).__name__}"
+        f"config: expected a mapping or a transformers config, found {type(config).__name__}"
       )
     if config.get("model_type") not in (None, "clip"):
       raise UnsupportedConfigError(
-          f"config: expected model_type 'clip' (a CLIPModel), found {config.get('model_type')!r}"
+        f"config: expected model_type 'clip' (a CLIPModel), found {config.get('model_type')!r}"
       )
 
     def tower(name: str) -> dict[str, Any]:
@@ -131,21 +138,21 @@ class CLIPConfig:
 
     top = {k: config[k] for k in ("projection_dim", "logit_scale_init_value") if k in config}
     return cls(
-        text_config=CLIPTextConfig.from_transformers(tower("text_config")),
-        vision_config=CLIPVisionConfig.from_transformers(tower("vision_config")),
-        **top,
+      text_config=CLIPTextConfig.from_transformers(tower("text_config")),
+      vision_config=CLIPVisionConfig.from_transformers(tower("vision_config")),
+      **top,
     )
 
   def to_transformers(self) -> dict[str, Any]:
     """config.json contents that `transformers.CLIPModel.from_pretrained` reads as this architecture."""
     text = {k: v for k, v in self.text_config.to_transformers().items() if k != "architectures"}
     return {
-        "architectures": ["CLIPModel"],
-        "model_type": "clip",
-        "projection_dim": self.projection_dim,
-        "logit_scale_init_value": self.logit_scale_init_value,
-        "text_config": text,
-        "vision_config": self.vision_config.to_transformers(),
+      "architectures": ["CLIPModel"],
+      "model_type": "clip",
+      "projection_dim": self.projection_dim,
+      "logit_scale_init_value": self.logit_scale_init_value,
+      "text_config": text,
+      "vision_config": self.vision_config.to_transformers(),
     }
 
 
@@ -167,13 +174,13 @@ def check_pixel_values(pixel_values: jax.Array, config: CLIPVisionConfig) -> Non
   expected = (config.image_size, config.image_size, config.num_channels)
   if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
     raise ValueError(
-        f"pixel_values: expected (batch, {', '.join(map(str, expected))}) NHWC, "
-        f"found shape {pixel_values.shape} (resize and crop with "
-        "jaxgen.metrics.clip_score.preprocess_images first)"
+      f"pixel_values: expected (batch, {', '.join(map(str, expected))}) NHWC, "
+      f"found shape {pixel_values.shape} (resize and crop with "
+      "jaxgen.metrics.clip_score.preprocess_images first)"
     )
   if not jnp.issubdtype(pixel_values.dtype, jnp.floating):
     raise ValueError(
-        f"pixel_values: expected normalized floating-point values, found {pixel_values.dtype}"
+      f"pixel_values: expected normalized floating-point values, found {pixel_values.dtype}"
     )
 
 
@@ -187,35 +194,33 @@ class CLIPVisionEmbeddings(nn.Module):
   def __call__(self, pixel_values: jax.Array) -> jax.Array:
     cfg = self.config
     patches = nn.Conv(
-        cfg.hidden_size,
-        (cfg.patch_size, cfg.patch_size),
-        strides=(cfg.patch_size, cfg.patch_size),
-        padding="VALID",
-        use_bias=False,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=pt.annotated(
-            nn.initializers.lecun_normal(), (None, None, "conv_in", "embed")
-        ),
-        name="patch_embedding",
+      cfg.hidden_size,
+      (cfg.patch_size, cfg.patch_size),
+      strides=(cfg.patch_size, cfg.patch_size),
+      padding="VALID",
+      use_bias=False,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=pt.annotated(nn.initializers.lecun_normal(), (None, None, "conv_in", "embed")),
+      name="patch_embedding",
     )(pixel_values)
     batch = patches.shape[0]
     patches = patches.reshape(batch, -1, cfg.hidden_size)  # Row-major over the patch grid.
     class_embedding = self.param(
-        "class_embedding",
-        pt.annotated(nn.initializers.normal(stddev=1.0), ("embed",)),
-        (cfg.hidden_size,),
-        jnp.float32,
+      "class_embedding",
+      pt.annotated(nn.initializers.normal(stddev=1.0), ("embed",)),
+      (cfg.hidden_size,),
+      jnp.float32,
     )
     class_token = jnp.broadcast_to(class_embedding.astype(self.dtype), (batch, 1, cfg.hidden_size))
     # Rows are positions (1 + num_patches, e.g. 257): replicated, as the text tower's positions.
     positions = nn.Embed(
-        cfg.num_patches + 1,
-        cfg.hidden_size,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        embedding_init=pt.annotated(nn.initializers.normal(stddev=1.0), (None, "embed")),
-        name="position_embedding",
+      cfg.num_patches + 1,
+      cfg.hidden_size,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      embedding_init=pt.annotated(nn.initializers.normal(stddev=1.0), (None, "embed")),
+      name="position_embedding",
     )(jnp.arange(cfg.num_patches + 1))
     return jnp.concatenate([class_token, patches], axis=1) + positions[None]
 
@@ -232,7 +237,9 @@ class CLIPVisionModel(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, pixel_values: jax.Array, output_hidden_states: bool = False) -> CLIPVisionOutput:
+  def __call__(
+    self, pixel_values: jax.Array, output_hidden_states: bool = False
+  ) -> CLIPVisionOutput:
     """pixel_values: (B, image_size, image_size, num_channels), normalized as CLIP's processor does."""
     cfg = self.config
     pixel_values = jnp.asarray(pixel_values)
@@ -241,7 +248,7 @@ class CLIPVisionModel(nn.Module):
     x = pt.layer_norm(cfg.layer_norm_eps, dtype=self.dtype, name="pre_layrnorm")(x)
     states = CLIPEncoder(cfg, dtype=self.dtype, name="encoder")(x)
     pooled = pt.layer_norm(cfg.layer_norm_eps, dtype=self.dtype, name="post_layernorm")(
-        states[-1][:, 0]
+      states[-1][:, 0]
     )
     return CLIPVisionOutput(states[-1], pooled, states if output_hidden_states else None)
 
@@ -282,16 +289,16 @@ class CLIPModel(nn.Module):
     self.vision_model = CLIPVisionModel(cfg.vision_config, dtype=self.dtype)
     # The joint embedding axis stays whole: one mesh axis may not shard both sides of a kernel.
     self.visual_projection = pt.dense(
-        cfg.projection_dim, ("embed", None), use_bias=False, dtype=self.dtype
+      cfg.projection_dim, ("embed", None), use_bias=False, dtype=self.dtype
     )
     self.text_projection = pt.dense(
-        cfg.projection_dim, ("embed", None), use_bias=False, dtype=self.dtype
+      cfg.projection_dim, ("embed", None), use_bias=False, dtype=self.dtype
     )
     self.logit_scale = self.param(
-        "logit_scale",
-        pt.annotated(nn.initializers.constant(cfg.logit_scale_init_value), ()),
-        (),
-        jnp.float32,
+      "logit_scale",
+      pt.annotated(nn.initializers.constant(cfg.logit_scale_init_value), ()),
+      (),
+      jnp.float32,
     )
 
   def get_image_features(self, pixel_values: jax.Array) -> jax.Array:
@@ -299,16 +306,13 @@ class CLIPModel(nn.Module):
     return self.visual_projection(self.vision_model(pixel_values).pooler_output)
 
   def get_text_features(
-      self, input_ids: jax.Array, attention_mask: jax.Array | None = None
+    self, input_ids: jax.Array, attention_mask: jax.Array | None = None
   ) -> jax.Array:
     """(B, L) token ids (and mask) -> (B, projection_dim) text embeddings (not normalized)."""
     return self.text_projection(self.text_model(input_ids, attention_mask).pooler_output)
 
   def __call__(
-      self,
-      input_ids: jax.Array,
-      pixel_values: jax.Array,
-      attention_mask: jax.Array | None = None,
+    self, input_ids: jax.Array, pixel_values: jax.Array, attention_mask: jax.Array | None = None
   ) -> CLIPOutput:
     image_embeds = l2_normalize(self.get_image_features(pixel_values))
     text_embeds = l2_normalize(self.get_text_features(input_ids, attention_mask))

@@ -12,11 +12,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from jaxgen.errors import UnsupportedConfigError
+
 T = TypeVar("T")
-
-
-class UnsupportedConfigError(ValueError):
-  """A diffusers config option (or value) that jaxgen does not implement."""
 
 
 def as_tuple(value: Any) -> Any:
@@ -30,23 +28,28 @@ def freeze_sequences(config: Any) -> None:
     object.__setattr__(config, field.name, as_tuple(getattr(config, field.name)))
 
 
-def check_block_types(config: Any, allowed_down: tuple[str, ...],
-                      allowed_up: tuple[str, ...]) -> None:
+def check_block_types(
+  config: Any, allowed_down: tuple[str, ...], allowed_up: tuple[str, ...]
+) -> None:
   """One down and one up block type per entry of `block_out_channels`, all known."""
   n = len(config.block_out_channels)
   if len(config.down_block_types) != n or len(config.up_block_types) != n:
     raise ValueError(
-        "down_block_types, up_block_types and block_out_channels must have the same length; "
-        f"found {len(config.down_block_types)}, {len(config.up_block_types)} and {n}")
-  for name, types, allowed in (("down_block_types", config.down_block_types, allowed_down),
-                               ("up_block_types", config.up_block_types, allowed_up)):
+      "down_block_types, up_block_types and block_out_channels must have the same length; "
+      f"found {len(config.down_block_types)}, {len(config.up_block_types)} and {n}"
+    )
+  for name, types, allowed in (
+    ("down_block_types", config.down_block_types, allowed_down),
+    ("up_block_types", config.up_block_types, allowed_up),
+  ):
     unknown = [t for t in types if t not in allowed]
     if unknown:
       raise UnsupportedConfigError(f"{name}: supported block types are {allowed}, found {unknown}")
 
 
-def from_diffusers(cls: type[T], config: Mapping[str, Any], fixed_options: Mapping[str, Any],
-                   model_name: str) -> T:
+def from_diffusers(
+  cls: type[T], config: Mapping[str, Any], fixed_options: Mapping[str, Any], model_name: str
+) -> T:
   """Builds `cls` from a diffusers config dict.
 
   Bookkeeping keys (`_class_name`, `_diffusers_version`, ...) are ignored;
@@ -67,11 +70,14 @@ def from_diffusers(cls: type[T], config: Mapping[str, Any], fixed_options: Mappi
       problems.append(f"{key}={value!r} (unknown option)")
   if problems:
     raise UnsupportedConfigError(
-        f"unsupported diffusers {model_name} config options: " + "; ".join(problems))
+      f"unsupported diffusers {model_name} config options: " + "; ".join(problems)
+    )
   return cls(**kwargs)
 
 
 def to_diffusers(config: Any) -> dict[str, Any]:
   """A config dataclass as diffusers keyword arguments (JSON-friendly lists)."""
-  return {f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v
-          for f in dataclasses.fields(config)}
+  return {
+    f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v
+    for f in dataclasses.fields(config)
+  }

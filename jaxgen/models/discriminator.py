@@ -57,13 +57,16 @@ class PatchDiscriminatorConfig:
     if self.norm == "group":
       for width in self.layer_channels()[1:]:
         if width % self.norm_num_groups:
-          raise ValueError(f"norm_num_groups: expected a divisor of every normalised layer's "
-                           f"channels {self.layer_channels()[1:]}, found {self.norm_num_groups}")
+          raise ValueError(
+            f"norm_num_groups: expected a divisor of every normalised layer's "
+            f"channels {self.layer_channels()[1:]}, found {self.norm_num_groups}"
+          )
 
   def layer_channels(self) -> tuple[int, ...]:
     """Output channels of the conv layers before the logit conv."""
-    return tuple(self.channels * min(2**i, MAX_CHANNEL_MULTIPLIER)
-                 for i in range(self.num_layers + 1))
+    return tuple(
+      self.channels * min(2**i, MAX_CHANNEL_MULTIPLIER) for i in range(self.num_layers + 1)
+    )
 
   def min_input_size(self) -> int:
     """Smallest input side that leaves at least a 1×1 logit map."""
@@ -77,10 +80,16 @@ class PatchDiscriminatorConfig:
 
 def _conv(features: int, strides: int, use_bias: bool, name: str) -> nn.Conv:
   return nn.Conv(
-      features, (KERNEL_SIZE, KERNEL_SIZE), strides=(strides, strides), padding=((1, 1), (1, 1)),
-      use_bias=use_bias, param_dtype=jnp.float32,
-      kernel_init=pt.annotated(nn.initializers.normal(0.02), (None, None, "conv_in", "conv_out")),
-      bias_init=pt.annotated(nn.initializers.zeros_init(), ("conv_out",)), name=name)
+    features,
+    (KERNEL_SIZE, KERNEL_SIZE),
+    strides=(strides, strides),
+    padding=((1, 1), (1, 1)),
+    use_bias=use_bias,
+    param_dtype=jnp.float32,
+    kernel_init=pt.annotated(nn.initializers.normal(0.02), (None, None, "conv_in", "conv_out")),
+    bias_init=pt.annotated(nn.initializers.zeros_init(), ("conv_out",)),
+    name=name,
+  )
 
 
 def _normal_scale(key, shape, dtype=jnp.float32):
@@ -105,11 +114,16 @@ class PatchDiscriminator(nn.Module):
       # A norm right after the conv makes its bias redundant (taming drops it too).
       x = _conv(width, 1 if last else 2, use_bias=not normalised, name=f"conv_{i}")(x)
       if normalised:
-        x = nn.GroupNorm(num_groups=cfg.norm_num_groups, epsilon=1e-5, dtype=self.dtype,
-                         param_dtype=jnp.float32, use_fast_variance=False,
-                         scale_init=pt.annotated(_normal_scale, ("norm",)),
-                         bias_init=pt.annotated(nn.initializers.zeros_init(), ("norm",)),
-                         name=f"norm_{i}")(x)
+        x = nn.GroupNorm(
+          num_groups=cfg.norm_num_groups,
+          epsilon=1e-5,
+          dtype=self.dtype,
+          param_dtype=jnp.float32,
+          use_fast_variance=False,
+          scale_init=pt.annotated(_normal_scale, ("norm",)),
+          bias_init=pt.annotated(nn.initializers.zeros_init(), ("norm",)),
+          name=f"norm_{i}",
+        )(x)
       x = nn.leaky_relu(x, LEAKY_SLOPE)
     return _conv(1, 1, use_bias=True, name="conv_out")(x).astype(jnp.float32)
 
@@ -118,10 +132,14 @@ def check_discriminator_input(config: PatchDiscriminatorConfig, images: Any) -> 
   """Raises a ValueError naming `images` unless it is (B, H, W, in_channels) with H, W large enough."""
   shape = tuple(getattr(images, "shape", ()))
   if len(shape) != 4 or shape[-1] != config.in_channels:
-    raise ValueError(f"images: expected NHWC with {config.in_channels} channels, found shape {shape}")
+    raise ValueError(
+      f"images: expected NHWC with {config.in_channels} channels, found shape {shape}"
+    )
   if min(shape[1:3]) < config.min_input_size():
-    raise ValueError(f"images: a {config.num_layers}-layer PatchGAN needs height and width >= "
-                     f"{config.min_input_size()}, found {shape[1]}x{shape[2]}")
+    raise ValueError(
+      f"images: a {config.num_layers}-layer PatchGAN needs height and width >= "
+      f"{config.min_input_size()}, found {shape[1]}x{shape[2]}"
+    )
 
 
 # ----------------------------------------------------------------------------

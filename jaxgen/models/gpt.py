@@ -15,16 +15,15 @@ Decoding keeps each block's keys and values in an explicit cache pytree
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgen.nn import partitioning as pt
+from jaxgen.nn.embeddings import sinusoidal_positions
 
 # The reference initialises every Linear and Embedding with N(0, 0.02).
 _INIT_STD = 0.02
@@ -56,8 +55,9 @@ class GPTConfig:
 
   def __post_init__(self):
     if self.embed_dim % self.num_heads:
-      raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads "
-                       f"({self.num_heads})")
+      raise ValueError(
+        f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+      )
     if self.embed_dim % 2:
       raise ValueError(f"embed_dim must be even for sinusoidal positions, got {self.embed_dim}")
 
@@ -74,28 +74,36 @@ class GPTConfig:
     return self.embed_dim // self.num_heads
 
 
-def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
-  """(length, dim) table, sin on even and cos on odd features (reference `PE1d_sincos`)."""
-  position = np.arange(length, dtype=np.float32)[:, None]
-  div = np.exp(np.arange(0, dim, 2, dtype=np.float32) * -(math.log(10000.0) / dim))
-  table = np.zeros((length, dim), np.float32)
-  table[:, 0::2] = np.sin(position * div)
-  table[:, 1::2] = np.cos(position * div)
-  return table
+def _dense(
+  features: int,
+  axes: tuple[str, str],
+  *,
+  use_bias: bool = True,
+  dtype: Any = jnp.float32,
+  name: str | None = None,
+) -> nn.Dense:
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=pt.annotated(nn.initializers.normal(_INIT_STD), axes),
+    bias_init=pt.annotated(nn.initializers.zeros_init(), axes[1:]),
+    name=name,
+  )
 
 
-def _dense(features: int, axes: tuple[str, str], *, use_bias: bool = True, dtype: Any = jnp.float32,
-           name: str | None = None) -> nn.Dense:
-  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
-                  kernel_init=pt.annotated(nn.initializers.normal(_INIT_STD), axes),
-                  bias_init=pt.annotated(nn.initializers.zeros_init(), axes[1:]), name=name)
-
-
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-                     dropout: nn.Dropout, deterministic: bool) -> jax.Array:
+def causal_attention(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  mask: jax.Array,
+  dropout: nn.Dropout,
+  deterministic: bool,
+) -> jax.Array:
   """softmax(q k^T/√d) v in float32 with dropout on the weights (B, L, H, D layout)."""
   logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
-  logits = jnp.where(mask, logits * q.shape[-1]**-0.5, jnp.finfo(jnp.float32).min)
+  logits = jnp.where(mask, logits * q.shape[-1] ** -0.5, jnp.finfo(jnp.float32).min)
   weights = dropout(jax.nn.softmax(logits, axis=-1), deterministic=deterministic)
   return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
 
@@ -108,8 +116,13 @@ class CausalSelfAttention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, cache: tuple[jax.Array, jax.Array] | None = None,
-               index: jax.Array | None = None, deterministic: bool = True):
+  def __call__(
+    self,
+    x: jax.Array,
+    cache: tuple[jax.Array, jax.Array] | None = None,
+    index: jax.Array | None = None,
+    deterministic: bool = True,
+  ):
     """x: (B, L, C). With `cache` = (keys, values) (B, S, H, D), x is the one position
     `index` (L = 1): its key/value are written there and it attends to positions <= index.
     Returns (output, updated cache or None)."""
@@ -132,7 +145,8 @@ class CausalSelfAttention(nn.Module):
       mask = (jnp.arange(keys.shape[1]) <= index)[None, None, None, :]
     out = causal_attention(q, k, v, mask, nn.Dropout(self.dropout), deterministic)
     out = _dense(width, ("heads", "embed"), dtype=self.dtype, name="to_out")(
-        out.reshape(batch, length, width))
+      out.reshape(batch, length, width)
+    )
     return nn.Dropout(self.dropout)(out, deterministic=deterministic), cache
 
 
@@ -148,11 +162,14 @@ class GPTBlock(nn.Module):
   def __call__(self, x, cache=None, index=None, deterministic: bool = True):
     width = x.shape[-1]
     h, cache = CausalSelfAttention(self.num_heads, self.dropout, self.dtype, name="attn")(
-        pt.layer_norm(dtype=self.dtype, name="ln1")(x), cache, index, deterministic)
+      pt.layer_norm(dtype=self.dtype, name="ln1")(x), cache, index, deterministic
+    )
     x = x + h
     h = pt.layer_norm(dtype=self.dtype, name="ln2")(x)
-    h = nn.gelu(_dense(self.ff_rate * width, ("embed", "mlp"), dtype=self.dtype, name="fc1")(h),
-                approximate=False)
+    h = nn.gelu(
+      _dense(self.ff_rate * width, ("embed", "mlp"), dtype=self.dtype, name="fc1")(h),
+      approximate=False,
+    )
     h = _dense(width, ("mlp", "embed"), dtype=self.dtype, name="fc2")(h)
     return x + nn.Dropout(self.dropout)(h, deterministic=deterministic), cache
 
@@ -163,8 +180,9 @@ KVCache = tuple[tuple[jax.Array, jax.Array], ...]
 def init_cache(config: GPTConfig, batch: int, dtype: Any = jnp.float32) -> KVCache:
   """Zero keys/values (B, block_size, H, D) for each of the 2·num_layers blocks."""
   shape = (batch, config.block_size, config.num_heads, config.head_dim)
-  return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-               for _ in range(2 * config.num_layers))
+  return tuple(
+    (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(2 * config.num_layers)
+  )
 
 
 class MotionGPT(nn.Module):
@@ -177,19 +195,26 @@ class MotionGPT(nn.Module):
     c = self.config
     self.cond_emb = _dense(c.embed_dim, ("kv", "embed"), dtype=self.dtype, name="cond_emb")
     self.tok_emb = nn.Embed(
-        c.num_codes + 2, c.embed_dim, dtype=self.dtype, param_dtype=jnp.float32,
-        embedding_init=pt.annotated(nn.initializers.normal(_INIT_STD), ("vocab", "embed")),
-        name="tok_emb")
+      c.num_codes + 2,
+      c.embed_dim,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      embedding_init=pt.annotated(nn.initializers.normal(_INIT_STD), ("vocab", "embed")),
+      name="tok_emb",
+    )
     block = lambda name: GPTBlock(c.num_heads, c.ff_rate, c.dropout, self.dtype, name=name)
     self.base_blocks = [block(f"base_blocks_{i}") for i in range(c.num_layers)]
     self.head_blocks = [block(f"head_blocks_{i}") for i in range(c.num_layers)]
     self.ln_f = pt.layer_norm(dtype=self.dtype, name="ln_f")
-    self.head = _dense(c.num_codes + 1, ("embed", "vocab"), use_bias=False, dtype=self.dtype,
-                       name="head")
+    self.head = _dense(
+      c.num_codes + 1, ("embed", "vocab"), use_bias=False, dtype=self.dtype, name="head"
+    )
 
   def _check_cond(self, cond: jax.Array) -> None:
     if cond.ndim != 2 or cond.shape[-1] != self.config.cond_dim:
-      raise ValueError(f"cond: expected (batch, cond_dim={self.config.cond_dim}), found {cond.shape}")
+      raise ValueError(
+        f"cond: expected (batch, cond_dim={self.config.cond_dim}), found {cond.shape}"
+      )
 
   def _blocks(self):
     return list(self.base_blocks) + list(self.head_blocks)
@@ -200,25 +225,28 @@ class MotionGPT(nn.Module):
     c = self.config
     self._check_cond(cond)
     if tokens.ndim != 2 or tokens.shape[0] != cond.shape[0] or tokens.shape[1] >= c.block_size:
-      raise ValueError(f"tokens: expected (batch={cond.shape[0]}, length < block_size={c.block_size}), "
-                       f"found {tokens.shape}")
+      raise ValueError(
+        f"tokens: expected (batch={cond.shape[0]}, length < block_size={c.block_size}), "
+        f"found {tokens.shape}"
+      )
     x = jnp.concatenate([self.cond_emb(cond)[:, None], self.tok_emb(tokens)], axis=1)
-    positions = jnp.asarray(sinusoidal_positions(c.block_size, c.embed_dim))
+    positions = sinusoidal_positions(c.block_size, c.embed_dim)
     # No dropout on the embeddings: the reference defines one but never applies it.
-    x = x + positions[None, :x.shape[1]].astype(x.dtype)
+    x = x + positions[None, : x.shape[1]].astype(x.dtype)
     for block in self._blocks():
       x, _ = block(x, deterministic=deterministic)
     return self.head(self.ln_f(x))
 
-  def decode_step(self, token: jax.Array, cond: jax.Array, index: jax.Array,
-                  cache: KVCache) -> tuple[jax.Array, KVCache]:
+  def decode_step(
+    self, token: jax.Array, cond: jax.Array, index: jax.Array, cache: KVCache
+  ) -> tuple[jax.Array, KVCache]:
     """Logits (B, num_codes + 1) at position `index` given the previous code `token` (B,)
     (ignored at index 0, where the input is the text vector) and the cache of positions
     < index. Returns (logits, cache with this position written)."""
     c = self.config
     first = index == 0
     x = jnp.where(first, self.cond_emb(cond), self.tok_emb(token))[:, None]
-    positions = jnp.asarray(sinusoidal_positions(c.block_size, c.embed_dim))
+    positions = sinusoidal_positions(c.block_size, c.embed_dim)
     x = x + jax.lax.dynamic_slice_in_dim(positions, index, 1)[None].astype(x.dtype)
     new_cache = []
     for block, layer_cache in zip(self._blocks(), cache):
@@ -227,9 +255,17 @@ class MotionGPT(nn.Module):
     return self.head(self.ln_f(x))[:, 0], tuple(new_cache)
 
 
-def sample_codes(model: MotionGPT, variables: Any, cond: jax.Array, rng: jax.Array, *,
-                 min_codes: jax.Array, max_codes: jax.Array, temperature: float = 1.0,
-                 top_k: int | None = None) -> tuple[jax.Array, jax.Array]:
+def sample_codes(
+  model: MotionGPT,
+  variables: Any,
+  cond: jax.Array,
+  rng: jax.Array,
+  *,
+  min_codes: jax.Array,
+  max_codes: jax.Array,
+  temperature: float = 1.0,
+  top_k: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Autoregressive codes with a KV cache: one `lax.scan` over the block's positions.
 
   Args:
@@ -247,13 +283,15 @@ def sample_codes(model: MotionGPT, variables: Any, cond: jax.Array, rng: jax.Arr
   c = model.config
   batch = cond.shape[0]
   min_codes = jnp.broadcast_to(jnp.asarray(min_codes, jnp.int32), (batch,))
-  max_codes = jnp.minimum(jnp.broadcast_to(jnp.asarray(max_codes, jnp.int32), (batch,)),
-                          c.block_size - 1)
+  max_codes = jnp.minimum(
+    jnp.broadcast_to(jnp.asarray(max_codes, jnp.int32), (batch,)), c.block_size - 1
+  )
 
   def step(carry, index):
     previous, cache, done, lengths = carry
-    logits, cache = model.apply(variables, previous, cond, index, cache,
-                                method=MotionGPT.decode_step)
+    logits, cache = model.apply(
+      variables, previous, cond, index, cache, method=MotionGPT.decode_step
+    )
     logits = logits.astype(jnp.float32)
     is_end_column = jnp.arange(logits.shape[-1]) == c.end_id
     logits = jnp.where(is_end_column[None] & (index < min_codes)[:, None], -jnp.inf, logits)
@@ -271,7 +309,11 @@ def sample_codes(model: MotionGPT, variables: Any, cond: jax.Array, rng: jax.Arr
     output = jnp.where(done, c.pad_id, token)
     return (token, cache, done | ends_now, lengths), output
 
-  carry = (jnp.zeros((batch,), jnp.int32), init_cache(c, batch, model.dtype),
-           jnp.zeros((batch,), bool), jnp.full((batch,), c.block_size - 1, jnp.int32))
+  carry = (
+    jnp.zeros((batch,), jnp.int32),
+    init_cache(c, batch, model.dtype),
+    jnp.zeros((batch,), bool),
+    jnp.full((batch,), c.block_size - 1, jnp.int32),
+  )
   (_, _, _, lengths), codes = jax.lax.scan(step, carry, jnp.arange(c.block_size))
   return codes.T, lengths

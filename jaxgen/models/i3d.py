@@ -21,16 +21,14 @@ Layout is NTHWC; inputs are RGB in [-1, 1]. A 16x224x224 clip leaves a
 1x7x7 map after Mixed_5c, so the average pool gives one 1024-d vector and
 one 400-d logit vector; longer clips give several time steps, which are
 averaged (as TF-Hub's `inception_i3d/Mean`). Module and leaf paths equal the
-PyTorch state-dict names up to the leaf rename, so weight import is a
-declarative leaf map with strict key and shape checks. Weights are read only
-from a local file the user gives.
+PyTorch state-dict names up to the leaf rename, so `jaxgen.convert.metric_networks`
+imports the weights by a declarative leaf map with strict key and shape checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,10 +36,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from jaxgen.convert import keymap, torch_state_dict
-from jaxgen.convert.torch_state_dict import (  # noqa: F401  MissingWeightsError is re-exported
-    IGNORED_TORCH_SUFFIX, MissingWeightsError)
 
 NUM_CLASSES = 400
 POOL_FEATURES = 1024
@@ -247,130 +241,5 @@ def abstract_variables(
 
 def parameter_count(num_classes: int = NUM_CLASSES) -> int:
   """Trainable parameters (the `params` collection) at paper size, by `jax.eval_shape`."""
-  entries = _key_entries(num_classes)
-  return sum(int(np.prod(e.flax_shape)) for _, e in entries if e.collection == "params")
-
-
-# ---------------------------------------------------------------------------
-# PyTorch (pytorch-i3d) state dict <-> flax variables.
-#
-# Module paths are identical (`Mixed_4c.b1b.conv3d`, `logits.conv3d`); only the
-# leaf names and layouts differ. One rule per (collection, flax leaf, rank):
-
-CONV3D = keymap.LeafRule(
-  "kernel",
-  5,
-  "weight",
-  lambda k: k.transpose(4, 3, 0, 1, 2),
-  lambda w: w.transpose(2, 3, 4, 1, 0),
-  lambda s: (s[4], s[3], s[0], s[1], s[2]),
-  "Conv THWIO <-> Conv3d OITHW",
-)
-
-
-def _unchanged(jax_leaf: str, torch_leaf: str) -> keymap.LeafRule:
-  return keymap.LeafRule(jax_leaf, 1, torch_leaf, np.asarray, np.asarray, tuple, "unchanged")
-
-
-LEAF_RULES: dict[tuple[str, str, int], keymap.LeafRule] = {
-  ("params", "kernel", 5): CONV3D,
-  ("params", "bias", 1): keymap.BIAS,
-  ("params", "scale", 1): keymap.SCALE,
-  ("batch_stats", "mean", 1): _unchanged("mean", "running_mean"),
-  ("batch_stats", "var", 1): _unchanged("var", "running_var"),
-}
-@dataclasses.dataclass(frozen=True)
-class TorchEntry:
-  """Where one PyTorch tensor lives in the flax variables."""
-
-  collection: str
-  path: keymap.Path
-  flax_shape: tuple[int, ...]
-  rule: keymap.LeafRule
-
-  @property
-  def torch_shape(self) -> tuple[int, ...]:
-    return tuple(self.rule.torch_shape(self.flax_shape))
-
-
-@functools.cache
-def _key_entries(num_classes: int) -> tuple[tuple[str, TorchEntry], ...]:
-  # Memoised: tracing the whole network for its shapes takes seconds on CPU.
-  entries = []
-  for collection, tree in abstract_variables(num_classes).items():
-    for path, leaf in keymap.flatten(tree).items():
-      rule = LEAF_RULES[(collection, path[-1], len(leaf.shape))]
-      torch_name = keymap.dotted(path[:-1] + (rule.torch_leaf,))
-      entries.append((torch_name, TorchEntry(collection, path, tuple(leaf.shape), rule)))
-  return tuple(entries)
-
-
-def torch_key_map(num_classes: int = NUM_CLASSES) -> dict[str, TorchEntry]:
-  """Every pytorch-i3d state-dict key (without `num_batches_tracked`) and its flax entry."""
-  return dict(_key_entries(num_classes))
-
-
-def variables_from_torch_state_dict(
-  state_dict: Mapping[str, Any], num_classes: int = NUM_CLASSES
-) -> dict[str, Any]:
-  """pytorch-i3d state dict (numpy arrays or torch tensors) -> flax variables, strictly.
-
-  Raises keymap.ConversionError listing every missing and unexpected key and
-  every shape mismatch together.
-  """
-  entries = torch_key_map(num_classes)
-  given = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_TORCH_SUFFIX)}
-  missing = sorted(set(entries) - set(given))
-  unexpected = sorted(set(given) - set(entries))
-  flat: dict[str, dict[keymap.Path, np.ndarray]] = {}
-  bad_shapes = []
-  for name, entry in entries.items():
-    if name not in given:
-      continue
-    tensor = keymap.to_numpy(given[name])
-    if tuple(tensor.shape) != entry.torch_shape:
-      bad_shapes.append(f"  {name}: expected {entry.torch_shape}, found {tuple(tensor.shape)}")
-      continue
-    value = np.ascontiguousarray(entry.rule.to_jax(tensor), dtype=np.float32)
-    flat.setdefault(entry.collection, {})[entry.path] = value
-  problems = []
-  for title, names in (("missing keys", missing), ("unexpected keys", unexpected)):
-    if names:
-      shown = "\n".join(f"  {n}" for n in names[:40])
-      more = f"\n  ... and {len(names) - 40} more" if len(names) > 40 else ""
-      problems.append(f"{title} ({len(names)}):\n{shown}{more}")
-  if bad_shapes:
-    problems.append(f"shape mismatches ({len(bad_shapes)}):\n" + "\n".join(bad_shapes))
-  if problems:
-    raise keymap.ConversionError(
-      "state dict does not match pytorch-i3d's InceptionI3d:\n" + "\n".join(problems)
-    )
-  return {collection: keymap.unflatten(leaves) for collection, leaves in flat.items()}
-
-
-def torch_state_dict_from_variables(
-  variables: Mapping[str, Any], num_classes: int = NUM_CLASSES
-) -> dict[str, np.ndarray]:
-  """Inverse of `variables_from_torch_state_dict` (float32 numpy, pytorch-i3d layout)."""
-  state_dict = {}
-  for name, entry in torch_key_map(num_classes).items():
-    value = np.asarray(keymap.flatten(variables[entry.collection])[entry.path], np.float32)
-    if value.shape != entry.flax_shape:
-      raise keymap.ConversionError(
-        f"variables[{entry.collection!r}]/{'/'.join(entry.path)} must have shape "
-        f"{entry.flax_shape}, got {value.shape}"
-      )
-    state_dict[name] = np.ascontiguousarray(entry.rule.to_torch(value))
-  return state_dict
-
-
-def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a local pytorch-i3d checkpoint (torch pickle, weights only) or a safetensors copy."""
-  return torch_state_dict.read_state_dict(
-      path, "a local pytorch-i3d checkpoint (e.g. rgb_imagenet.pt, 400 Kinetics classes) "
-            "or a .safetensors copy of it")
-
-
-def load_i3d_variables(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> dict[str, Any]:
-  """Flax variables of InceptionI3d from a local pytorch-i3d checkpoint (strict keys)."""
-  return variables_from_torch_state_dict(load_torch_state_dict(path), num_classes)
+  params = abstract_variables(num_classes)["params"]
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))

@@ -12,16 +12,15 @@ It differs from torchvision's `inception_v3` in four ways, all reproduced here:
   `align_corners=False`, no antialiasing) and then mapped to [-1, 1].
 
 Layout is NHWC. Submodule names equal the PyTorch attribute names
-(`Mixed_6b.branch7x7_2.conv`, ...), so the weight importer below is a
-declarative rename of leaf names plus a layout transform, with strict key and
-shape checks. Weights are read only from a local file the user gives.
+(`Mixed_6b.branch7x7_2.conv`, ...), so the weight importer
+(`jaxgen.convert.metric_networks`) is a declarative rename of leaf names plus a
+layout transform, with strict key and shape checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,10 +28,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from jaxgen.convert import torch_state_dict
-from jaxgen.convert.torch_state_dict import (  # noqa: F401  re-exported: this module's API
-    MissingWeightsError, StateDictMismatchError)
 
 INPUT_SIZE = 299
 MIN_INPUT_SIZE = 75  # smaller maps vanish before Mixed_7c
@@ -349,53 +344,6 @@ def abstract_variables() -> dict[str, Any]:
   """Shapes and dtypes of the FIDInceptionV3 variables, without allocating them."""
   dummy = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
   return jax.eval_shape(FIDInceptionV3(resize_input=False).init, jax.random.key(0), dummy)
-
-
-# ---------------------------------------------------------------------------
-# PyTorch state dict <-> flax variables.
-#
-# Module paths are shared; only the leaf names and layouts differ:
-#   (collection, flax leaf, rank) -> (torch leaf, numpy transpose flax->torch)
-_LEAF_MAP: dict[tuple[str, str, int], tuple[str, tuple[int, ...] | None]] = {
-  ("params", "kernel", 4): ("weight", (3, 2, 0, 1)),  # HWIO -> OIHW
-  ("params", "kernel", 2): ("weight", (1, 0)),  # (in, out) -> (out, in)
-  ("params", "bias", 1): ("bias", None),
-  ("params", "scale", 1): ("weight", None),
-  ("batch_stats", "mean", 1): ("running_mean", None),
-  ("batch_stats", "var", 1): ("running_var", None),
-}
-
-
-def torch_key_map() -> dict[str, torch_state_dict.TorchEntry]:
-  """Every PyTorch state-dict key of the FID InceptionV3 and where it lives in flax."""
-  return torch_state_dict.torch_key_map(abstract_variables(), _LEAF_MAP)
-
-
-def variables_from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-  """Converts a pytorch-fid / torch-fidelity state dict (strict) to flax variables.
-
-  Values may be numpy arrays or torch tensors. Raises StateDictMismatchError
-  listing missing and unexpected keys, or naming the first wrong shape.
-  """
-  return torch_state_dict.variables_from_state_dict(state_dict, torch_key_map(),
-                                                    "the FID InceptionV3")
-
-
-def torch_state_dict_from_variables(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """Inverse of `variables_from_torch_state_dict` (float32 numpy arrays, torch layout)."""
-  return torch_state_dict.state_dict_from_variables(variables, torch_key_map())
-
-
-def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a local pytorch-fid checkpoint (torch pickle, weights only) or a safetensors copy."""
-  return torch_state_dict.read_state_dict(
-      path, "a local copy of pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
-            "(or a .safetensors conversion of it)")
-
-
-def load_fid_inception_variables(path: str | os.PathLike) -> dict[str, Any]:
-  """Flax variables of FIDInceptionV3 from a local pytorch-fid checkpoint."""
-  return variables_from_torch_state_dict(load_torch_state_dict(path))
 
 
 def parameter_count() -> int:

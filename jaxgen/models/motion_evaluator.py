@@ -53,8 +53,10 @@ class EvaluatorConfig:
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{f.name}: expected a positive int, found {value!r}")
     if self.feature_dim <= NUM_CONTACT_DIMS:
-      raise ValueError(f"feature_dim: expected more than the {NUM_CONTACT_DIMS} contact dims, "
-                       f"found {self.feature_dim}")
+      raise ValueError(
+        f"feature_dim: expected more than the {NUM_CONTACT_DIMS} contact dims, "
+        f"found {self.feature_dim}"
+      )
 
 
 def _bidirectional_gru(features: int) -> nn.Bidirectional:
@@ -62,11 +64,13 @@ def _bidirectional_gru(features: int) -> nn.Bidirectional:
 
   def cell(name):
     return nn.GRUCell(
-        features,
-        kernel_init=pt.annotated(nn.initializers.lecun_normal(), ("embed", "mlp")),
-        recurrent_kernel_init=pt.annotated(nn.initializers.orthogonal(), (None, "mlp")),
-        bias_init=pt.annotated(nn.initializers.zeros_init(), ("mlp",)),
-        param_dtype=jnp.float32, name=name)
+      features,
+      kernel_init=pt.annotated(nn.initializers.lecun_normal(), ("embed", "mlp")),
+      recurrent_kernel_init=pt.annotated(nn.initializers.orthogonal(), (None, "mlp")),
+      bias_init=pt.annotated(nn.initializers.zeros_init(), ("mlp",)),
+      param_dtype=jnp.float32,
+      name=name,
+    )
 
   return nn.Bidirectional(nn.RNN(cell("gru_forward")), nn.RNN(cell("gru_backward")))
 
@@ -81,12 +85,16 @@ class BiGRUCoEncoder(nn.Module):
   def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
     batch = x.shape[0]
     h = pt.dense(self.hidden, (None, "embed"), name="input_emb")(x)
-    initial = self.param("hidden", pt.annotated(nn.initializers.normal(1.0), (None, "mlp")),
-                         (2, self.hidden))
-    carry = (jnp.broadcast_to(initial[0], (batch, self.hidden)),
-             jnp.broadcast_to(initial[1], (batch, self.hidden)))
+    initial = self.param(
+      "hidden", pt.annotated(nn.initializers.normal(1.0), (None, "mlp")), (2, self.hidden)
+    )
+    carry = (
+      jnp.broadcast_to(initial[0], (batch, self.hidden)),
+      jnp.broadcast_to(initial[1], (batch, self.hidden)),
+    )
     (last_fwd, last_bwd), _ = _bidirectional_gru(self.hidden)(
-        h, initial_carry=carry, seq_lengths=lengths, return_carry=True)
+      h, initial_carry=carry, seq_lengths=lengths, return_carry=True
+    )
     h = jnp.concatenate([last_fwd, last_bwd], axis=-1)
     h = pt.dense(self.hidden, ("mlp", "embed"), name="output_net_0")(h)
     h = nn.leaky_relu(pt.layer_norm(1e-5, name="output_net_1")(h), 0.2)
@@ -102,11 +110,16 @@ class MovementConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     def conv(features, name):
-      return nn.Conv(features, (4,), strides=(2,), padding=((1, 1),), param_dtype=jnp.float32,
-                     kernel_init=pt.annotated(nn.initializers.lecun_normal(),
-                                              (None, "conv_in", "conv_out")),
-                     bias_init=pt.annotated(nn.initializers.zeros_init(), ("conv_out",)),
-                     name=name)
+      return nn.Conv(
+        features,
+        (4,),
+        strides=(2,),
+        padding=((1, 1),),
+        param_dtype=jnp.float32,
+        kernel_init=pt.annotated(nn.initializers.lecun_normal(), (None, "conv_in", "conv_out")),
+        bias_init=pt.annotated(nn.initializers.zeros_init(), ("conv_out",)),
+        name=name,
+      )
 
     for i, features in enumerate((self.hidden, self.output)):
       x = conv(features, f"main_{3 * i}")(x)
@@ -134,8 +147,9 @@ class MotionEvaluator(nn.Module):
   def embed_motion(self, motion: jax.Array, lengths: jax.Array, train: bool = False) -> jax.Array:
     """(B, T, D) evaluator-normalised features and frame lengths -> (B, dim_coemb_hidden)."""
     if motion.ndim != 3 or motion.shape[-1] != self.config.feature_dim:
-      raise ValueError(f"motion: expected (batch, frames, {self.config.feature_dim}), "
-                       f"found {motion.shape}")
+      raise ValueError(
+        f"motion: expected (batch, frames, {self.config.feature_dim}), found {motion.shape}"
+      )
     movements = self.movement_encoder(motion[..., :-NUM_CONTACT_DIMS], train=train)
     units = jnp.clip(lengths // UNIT_LENGTH, 1, movements.shape[1])
     return self.motion_encoder(movements, units)
@@ -144,8 +158,9 @@ class MotionEvaluator(nn.Module):
     return self.embed_text(tokens, mask), self.embed_motion(motion, lengths, train=train)
 
 
-def contrastive_loss(a: jax.Array, b: jax.Array, mismatched: jax.Array,
-                     margin: float = 3.0) -> jax.Array:
+def contrastive_loss(
+  a: jax.Array, b: jax.Array, mismatched: jax.Array, margin: float = 3.0
+) -> jax.Array:
   """Hadsell et al. contrastive loss, as the reference's `ContrastiveLoss`.
 
   Matched pairs (mismatched = 0) are pulled together (d²), mismatched ones
@@ -154,12 +169,14 @@ def contrastive_loss(a: jax.Array, b: jax.Array, mismatched: jax.Array,
   """
   distance = jnp.linalg.norm(a - b + 1e-6, axis=-1)
   mismatched = mismatched.astype(distance.dtype)
-  return jnp.mean((1 - mismatched) * distance**2
-                  + mismatched * jnp.maximum(margin - distance, 0.0) ** 2)
+  return jnp.mean(
+    (1 - mismatched) * distance**2 + mismatched * jnp.maximum(margin - distance, 0.0) ** 2
+  )
 
 
-def co_embedding_loss(text_emb: jax.Array, motion_emb: jax.Array, shift: jax.Array,
-                      margin: float = 3.0) -> tuple[jax.Array, dict[str, Any]]:
+def co_embedding_loss(
+  text_emb: jax.Array, motion_emb: jax.Array, shift: jax.Array, margin: float = 3.0
+) -> tuple[jax.Array, dict[str, Any]]:
   """Positive pairs plus the batch rolled by `shift` (in [1, B-1]) as negatives.
 
   The reference draws shift in [0, B-2], so shift 0 sometimes labels the

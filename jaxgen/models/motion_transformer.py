@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.nn import partitioning as pt
+from jaxgen.nn.embeddings import sinusoidal_positions
 from jaxgen.nn.sequence_layers import TransformerEncoderLayer, check_activation
 
 
@@ -83,16 +84,26 @@ class MDMConfig:
   norm_first: bool = False
 
   def __post_init__(self):
-    for name in ("feature_dim", "latent_dim", "ff_size", "num_layers", "num_heads", "text_dim",
-                 "frames_per_token"):
+    for name in (
+      "feature_dim",
+      "latent_dim",
+      "ff_size",
+      "num_layers",
+      "num_heads",
+      "text_dim",
+      "frames_per_token",
+    ):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name}: expected a positive int, found {value!r}")
     if self.latent_dim % self.num_heads:
-      raise ValueError(f"latent_dim: expected a multiple of num_heads={self.num_heads}, "
-                       f"found {self.latent_dim}")
+      raise ValueError(
+        f"latent_dim: expected a multiple of num_heads={self.num_heads}, found {self.latent_dim}"
+      )
     if self.latent_dim % 2:
-      raise ValueError(f"latent_dim: expected an even width (sin/cos pairs), found {self.latent_dim}")
+      raise ValueError(
+        f"latent_dim: expected an even width (sin/cos pairs), found {self.latent_dim}"
+      )
     if not isinstance(self.text_token_dim, int) or self.text_token_dim < 0:
       raise ValueError(f"text_token_dim: expected an int >= 0, found {self.text_token_dim!r}")
     check_activation(self.activation)
@@ -105,25 +116,11 @@ class MDMConfig:
     return cls()
 
 
-def sinusoidal_positions(positions: jax.Array, dim: int) -> jax.Array:
-  """MDM's `PositionalEncoding` rows, (N,) -> (N, dim): sin on even, cos on odd features.
-
-  Frequencies exp(-ln(10000) * 2i / dim). Positions may be fractional (the
-  Euler sampler's timesteps), which a lookup table could not serve.
-  """
-  positions = jnp.asarray(positions, jnp.float32)
-  freqs = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-math.log(10000.0) / dim))
-  angles = positions[:, None] * freqs[None, :]
-  # Interleave: [sin f0, cos f0, sin f1, cos f1, ...].
-  return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(positions.shape[0], dim)
-
-
 def fold_frames(x: jax.Array, p: int) -> jax.Array:
   """(B, T, D) -> (B, T/p, p*D): p consecutive frames concatenated into one token."""
   batch, frames, width = x.shape
   if frames % p:
-    raise ValueError(f"frames: expected a number divisible by frames_per_token={p}, "
-                     f"found {frames}")
+    raise ValueError(f"frames: expected a number divisible by frames_per_token={p}, found {frames}")
   return x.reshape(batch, frames // p, p * width)
 
 
@@ -144,10 +141,17 @@ class MDM(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, t: jax.Array, text_embedding: jax.Array,
-               frame_mask: jax.Array | None = None, train: bool = False, *,
-               text_states: jax.Array | None = None,
-               text_mask: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    t: jax.Array,
+    text_embedding: jax.Array,
+    frame_mask: jax.Array | None = None,
+    train: bool = False,
+    *,
+    text_states: jax.Array | None = None,
+    text_mask: jax.Array | None = None,
+  ) -> jax.Array:
     """frame_mask (B, T), true on real frames: used only with `config.mask_padding`.
 
     text_states (B, L, text_token_dim) and text_mask (B, L) are required when
@@ -159,16 +163,20 @@ class MDM(nn.Module):
     batch, frames, _ = x.shape
     p = c.frames_per_token
     if text_embedding.shape != (batch, c.text_dim):
-      raise ValueError(f"text_embedding: expected {(batch, c.text_dim)}, found {text_embedding.shape}")
+      raise ValueError(
+        f"text_embedding: expected {(batch, c.text_dim)}, found {text_embedding.shape}"
+      )
     t = jnp.broadcast_to(jnp.asarray(t), (batch,))
     d = c.latent_dim
 
     time = sinusoidal_positions(t, d).astype(self.dtype)
     time = pt.dense(d, ("embed", "mlp"), dtype=self.dtype, name="embed_timestep_linear_1")(time)
-    time = pt.dense(d, ("mlp", "embed"), dtype=self.dtype,
-                    name="embed_timestep_linear_2")(nn.silu(time))
+    time = pt.dense(d, ("mlp", "embed"), dtype=self.dtype, name="embed_timestep_linear_2")(
+      nn.silu(time)
+    )
     text = pt.dense(d, ("kv", "embed"), dtype=self.dtype, name="embed_text")(
-        text_embedding.astype(self.dtype))
+      text_embedding.astype(self.dtype)
+    )
     condition_token = (time + text)[:, None, :]
 
     x = fold_frames(x, p)
@@ -177,16 +185,25 @@ class MDM(nn.Module):
     prefix = [condition_token]
     prefix_mask = [jnp.ones((batch, 1), bool)]
     if c.text_token_dim:
-      if text_states is None or text_states.shape[::2] != (batch, c.text_token_dim) or (
-          text_states.ndim != 3):
+      if (
+        text_states is None
+        or text_states.shape[::2] != (batch, c.text_token_dim)
+        or (text_states.ndim != 3)
+      ):
         found = None if text_states is None else text_states.shape
-        raise ValueError(f"text_states: expected (batch={batch}, length, {c.text_token_dim}), "
-                         f"found {found}")
+        raise ValueError(
+          f"text_states: expected (batch={batch}, length, {c.text_token_dim}), found {found}"
+        )
       if text_mask is None or text_mask.shape != text_states.shape[:2]:
-        raise ValueError(f"text_mask: expected {text_states.shape[:2]}, found "
-                         f"{None if text_mask is None else text_mask.shape}")
-      prefix.append(pt.dense(d, ("kv", "embed"), dtype=self.dtype, name="embed_text_tokens")(
-          text_states.astype(self.dtype)))
+        raise ValueError(
+          f"text_mask: expected {text_states.shape[:2]}, found "
+          f"{None if text_mask is None else text_mask.shape}"
+        )
+      prefix.append(
+        pt.dense(d, ("kv", "embed"), dtype=self.dtype, name="embed_text_tokens")(
+          text_states.astype(self.dtype)
+        )
+      )
       prefix_mask.append(text_mask.astype(bool))
     num_prefix = sum(part.shape[1] for part in prefix)
     h = jnp.concatenate(prefix + [h], axis=1)
@@ -203,12 +220,18 @@ class MDM(nn.Module):
     if c.text_token_dim or (c.mask_padding and frame_mask is not None):
       mask = jnp.concatenate(prefix_mask + [token_mask], axis=1)
     for i in range(c.num_layers):
-      h = TransformerEncoderLayer(c.num_heads, c.ff_size, c.dropout, c.activation,
-                                  norm_first=c.norm_first, dtype=self.dtype,
-                                  name=f"layers_{i}")(
-                                      h, mask=mask, deterministic=not train)
-    out = pt.dense(p * c.feature_dim, ("embed", None), dtype=self.dtype,
-                   name="output_process")(h[:, num_prefix:])
+      h = TransformerEncoderLayer(
+        c.num_heads,
+        c.ff_size,
+        c.dropout,
+        c.activation,
+        norm_first=c.norm_first,
+        dtype=self.dtype,
+        name=f"layers_{i}",
+      )(h, mask=mask, deterministic=not train)
+    out = pt.dense(p * c.feature_dim, ("embed", None), dtype=self.dtype, name="output_process")(
+      h[:, num_prefix:]
+    )
     return out.reshape(batch, frames, c.feature_dim).astype(jnp.float32)
 
 

@@ -26,18 +26,18 @@ parameter counts match the reference.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.models.gpt import sinusoidal_positions
 from jaxgen.models.motion_transformer import fold_frames, fold_mask
 from jaxgen.models.transformer import TextTransformer
 from jaxgen.nn import partitioning as pt
+from jaxgen.nn.embeddings import sinusoidal_positions
 from jaxgen.nn.sequence_layers import TransformerDecoderLayer, TransformerEncoderLayer
 
 
@@ -82,13 +82,18 @@ class MotionVAEConfig:
 
   def __post_init__(self):
     if not isinstance(self.frames_per_token, int) or self.frames_per_token < 1:
-      raise ValueError(f"frames_per_token: expected a positive int, found {self.frames_per_token!r}")
+      raise ValueError(
+        f"frames_per_token: expected a positive int, found {self.frames_per_token!r}"
+      )
     if self.max_frames % self.frames_per_token:
-      raise ValueError(f"frames_per_token: expected a divisor of max_frames={self.max_frames}, "
-                       f"found {self.frames_per_token}")
+      raise ValueError(
+        f"frames_per_token: expected a divisor of max_frames={self.max_frames}, "
+        f"found {self.frames_per_token}"
+      )
     if self.latent_dim % self.num_heads:
-      raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads "
-                       f"({self.num_heads})")
+      raise ValueError(
+        f"latent_dim ({self.latent_dim}) must be divisible by num_heads ({self.num_heads})"
+      )
 
 
 class GaussianSequenceEncoder(nn.Module):
@@ -113,15 +118,25 @@ class GaussianSequenceEncoder(nn.Module):
       x = nn.relu(x)
     x = pt.dense(c.latent_dim, ("kv", "embed"), dtype=self.dtype, name="input_proj")(x)
     normal = pt.annotated(nn.initializers.normal(1.0), ("embed",))
-    tokens = jnp.stack([self.param("mu_token", normal, (c.latent_dim,)),
-                        self.param("logvar_token", normal, (c.latent_dim,))])
+    tokens = jnp.stack(
+      [
+        self.param("mu_token", normal, (c.latent_dim,)),
+        self.param("logvar_token", normal, (c.latent_dim,)),
+      ]
+    )
     x = jnp.concatenate([jnp.broadcast_to(tokens.astype(x.dtype), (batch, 2, c.latent_dim)), x], 1)
-    x = x + jnp.asarray(sinusoidal_positions(length + 2, c.latent_dim))[None].astype(x.dtype)
+    x = x + sinusoidal_positions(length + 2, c.latent_dim)[None].astype(x.dtype)
     x = nn.Dropout(c.dropout)(x, deterministic=deterministic)
     mask = jnp.concatenate([jnp.ones((batch, 2), bool), mask.astype(bool)], axis=1)
     for i in range(c.num_layers):
-      x = TransformerEncoderLayer(c.num_heads, c.ff_size, c.dropout, norm_first=c.norm_first,
-                                  dtype=self.dtype, name=f"layers_{i}")(x, mask, deterministic)
+      x = TransformerEncoderLayer(
+        c.num_heads,
+        c.ff_size,
+        c.dropout,
+        norm_first=c.norm_first,
+        dtype=self.dtype,
+        name=f"layers_{i}",
+      )(x, mask, deterministic)
     return x[:, 0], x[:, 1] + c.logvar_offset
 
 
@@ -138,14 +153,21 @@ class MotionQueryDecoder(nn.Module):
     batch, frames = mask.shape
     token_mask = fold_mask(mask, p)
     length = token_mask.shape[1]
-    queries = jnp.asarray(sinusoidal_positions(length, c.latent_dim))[None]
-    x = nn.Dropout(c.dropout)(jnp.broadcast_to(queries, (batch, length, c.latent_dim)).astype(self.dtype),
-                              deterministic=deterministic)
+    queries = sinusoidal_positions(length, c.latent_dim)[None]
+    x = nn.Dropout(c.dropout)(
+      jnp.broadcast_to(queries, (batch, length, c.latent_dim)).astype(self.dtype),
+      deterministic=deterministic,
+    )
     memory = z[:, None, :].astype(self.dtype)
     for i in range(c.num_layers):
-      x = TransformerDecoderLayer(c.num_heads, c.ff_size, c.dropout, norm_first=c.norm_first,
-                                  dtype=self.dtype, name=f"layers_{i}")(
-                                      x, memory, token_mask, deterministic=deterministic)
+      x = TransformerDecoderLayer(
+        c.num_heads,
+        c.ff_size,
+        c.dropout,
+        norm_first=c.norm_first,
+        dtype=self.dtype,
+        name=f"layers_{i}",
+      )(x, memory, token_mask, deterministic=deterministic)
     out = pt.dense(p * c.input_dim, ("embed", "conv_out"), dtype=self.dtype, name="final_layer")(x)
     out = out.reshape(batch, frames, c.input_dim)
     return out * mask[..., None].astype(out.dtype)
@@ -167,33 +189,41 @@ class TEMOS(nn.Module):
   def setup(self):
     if self.text is not None:
       if self.text["width"] != self.config.text_dim:
-        raise ValueError(f"text.width ({self.text['width']}) must equal the VAE's text_dim "
-                         f"({self.config.text_dim})")
+        raise ValueError(
+          f"text.width ({self.text['width']}) must equal the VAE's text_dim "
+          f"({self.config.text_dim})"
+        )
       self.text_model = TextTransformer(**self.text, dtype=self.dtype)
     self.text_encoder = GaussianSequenceEncoder(self.config, input_relu=True, dtype=self.dtype)
-    self.motion_encoder = GaussianSequenceEncoder(self.config, fold=self.config.frames_per_token,
-                                                  dtype=self.dtype)
+    self.motion_encoder = GaussianSequenceEncoder(
+      self.config, fold=self.config.frames_per_token, dtype=self.dtype
+    )
     self.motion_decoder = MotionQueryDecoder(self.config, dtype=self.dtype)
 
   def encode_text_states(self, states: jax.Array, mask: jax.Array, deterministic: bool = True):
     """(mu, logvar) from text-model states (B, L, text_dim)."""
     if states.ndim != 3 or states.shape[-1] != self.config.text_dim:
-      raise ValueError(f"text states: expected (batch, length, text_dim={self.config.text_dim}), "
-                       f"found {states.shape}")
+      raise ValueError(
+        f"text states: expected (batch, length, text_dim={self.config.text_dim}), "
+        f"found {states.shape}"
+      )
     return self.text_encoder(states, mask, deterministic)
 
   def encode_text(self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True):
     """(mu, logvar) from token ids, through the trained text model."""
     if self.text is None:
-      raise ValueError("encode_text: this TEMOS has no text model (text=None); "
-                       "pass external states to encode_text_states")
+      raise ValueError(
+        "encode_text: this TEMOS has no text model (text=None); "
+        "pass external states to encode_text_states"
+      )
     return self.encode_text_states(self.text_model(tokens, mask), mask, deterministic)
 
   def encode_motion(self, motion: jax.Array, mask: jax.Array, deterministic: bool = True):
     """(mu, logvar) from motion (B, T, input_dim) with frame mask (B, T)."""
     if motion.ndim != 3 or motion.shape[-1] != self.config.input_dim:
-      raise ValueError(f"motion: expected (batch, frames, {self.config.input_dim}), "
-                       f"found {motion.shape}")
+      raise ValueError(
+        f"motion: expected (batch, frames, {self.config.input_dim}), found {motion.shape}"
+      )
     return self.motion_encoder(motion, mask, deterministic)
 
   def decode(self, z: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -206,9 +236,13 @@ class TEMOS(nn.Module):
     return text_dist, motion_dist, self.decode(motion_dist[0], motion_mask, deterministic)
 
 
-def gaussian_kl(mu_q: jax.Array, logvar_q: jax.Array, mu_p: jax.Array, logvar_p: jax.Array) -> jax.Array:
+def gaussian_kl(
+  mu_q: jax.Array, logvar_q: jax.Array, mu_p: jax.Array, logvar_p: jax.Array
+) -> jax.Array:
   """Element-wise KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) (TEMOS averages it)."""
-  return 0.5 * (logvar_p - logvar_q + (jnp.exp(logvar_q) + (mu_q - mu_p)**2) / jnp.exp(logvar_p) - 1.0)
+  return 0.5 * (
+    logvar_p - logvar_q + (jnp.exp(logvar_q) + (mu_q - mu_p) ** 2) / jnp.exp(logvar_p) - 1.0
+  )
 
 
 def reparameterize(rng: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:

@@ -17,26 +17,21 @@ does this model. BatchNorm follows torch (eps 1e-5, momentum 0.1): pass
 `train=True` with `mutable=["batch_stats"]` to train it.
 
 Submodules are named after the reference's `nn.Sequential` indices
-(`netcnnaud_0` is `netcnnaud.0`), so the weight importer is a declarative
-leaf rename plus layout transform with strict key and shape checks. Weights
-come only from a local file (e.g. `syncnet_v2.model`).
+(`netcnnaud_0` is `netcnnaud.0`), so the weight importer
+(`jaxgen.convert.metric_networks`) is a declarative leaf rename plus layout
+transform with strict key and shape checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from jaxgen.convert import torch_state_dict
-from jaxgen.convert.torch_state_dict import (  # noqa: F401  re-exported: this module's API
-    MissingWeightsError, StateDictMismatchError)
 
 NUM_FRAMES = 5  # video frames per window (0.2 s at 25 fps)
 FRAME_SIZE = 224
@@ -259,59 +254,3 @@ def _check_pairs(video_embedding, audio_embedding, is_synced) -> None:
     raise ValueError(
       f"is_synced must have shape ({video_embedding.shape[0]},), got {np.shape(is_synced)}"
     )
-
-
-# ---------------------------------------------------------------------------
-# syncnet_python state dict <-> flax variables.
-#
-# (collection, flax leaf, rank) -> (torch leaf, numpy transpose flax -> torch)
-_LEAF_MAP: dict[tuple[str, str, int], tuple[str, tuple[int, ...] | None]] = {
-  ("params", "kernel", 5): ("weight", (4, 3, 0, 1, 2)),  # DHWIO -> OIDHW
-  ("params", "kernel", 4): ("weight", (3, 2, 0, 1)),  # HWIO -> OIHW
-  ("params", "kernel", 2): ("weight", (1, 0)),  # (in, out) -> (out, in)
-  ("params", "bias", 1): ("bias", None),
-  ("params", "scale", 1): ("weight", None),
-  ("batch_stats", "mean", 1): ("running_mean", None),
-  ("batch_stats", "var", 1): ("running_var", None),
-}
-
-
-def _torch_module_key(modules: tuple[str, ...]) -> str:
-  tower, index = modules[-1].rsplit("_", 1)  # netcnnlip_0 -> netcnnlip.0
-  return f"{tower}.{index}"
-
-
-def torch_key_map(embedding_dim: int = EMBEDDING_DIM) -> dict[str, torch_state_dict.TorchEntry]:
-  """Every syncnet_python state-dict key (`netcnnlip.0.weight`, ...) and where it lives in flax."""
-  return torch_state_dict.torch_key_map(abstract_variables(embedding_dim), _LEAF_MAP,
-                                        _torch_module_key)
-
-
-def variables_from_torch_state_dict(
-  state_dict: Mapping[str, Any], embedding_dim: int = EMBEDDING_DIM
-) -> dict[str, Any]:
-  """Converts a syncnet_python `S` state dict (strict) to flax variables.
-
-  Values may be numpy arrays or torch tensors. Raises StateDictMismatchError
-  listing missing and unexpected keys, or naming the first wrong shape.
-  """
-  return torch_state_dict.variables_from_state_dict(state_dict, torch_key_map(embedding_dim),
-                                                    "SyncNet")
-
-
-def torch_state_dict_from_variables(
-  variables: Mapping[str, Any], embedding_dim: int = EMBEDDING_DIM
-) -> dict[str, np.ndarray]:
-  """Inverse of `variables_from_torch_state_dict` (float32 numpy arrays, torch layout)."""
-  return torch_state_dict.state_dict_from_variables(variables, torch_key_map(embedding_dim))
-
-
-def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads syncnet_python's `syncnet_v2.model` (torch pickle, weights only) or a safetensors copy."""
-  return torch_state_dict.read_state_dict(
-      path, "a local copy of syncnet_python's syncnet_v2.model (or a .safetensors conversion of it)")
-
-
-def load_syncnet_variables(path: str | os.PathLike) -> dict[str, Any]:
-  """Flax variables of SyncNet from a local syncnet_python checkpoint."""
-  return variables_from_torch_state_dict(load_torch_state_dict(path))

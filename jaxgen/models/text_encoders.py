@@ -33,17 +33,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.errors import UnsupportedConfigError
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.attention import Attention
 
 Dtype = Any
 
 
-class UnsupportedConfigError(ValueError):
-  """A transformers config option that jaxgen's text encoders do not implement."""
-
-
-def config_from_transformers(cls: type, config: Any, model_types: tuple[str, ...]) -> dict[str, Any]:
+def config_from_transformers(
+  cls: type, config: Any, model_types: tuple[str, ...]
+) -> dict[str, Any]:
   """Keyword arguments of `cls` read from a transformers config (object or config.json dict).
 
   Keys that are not fields of `cls` are bookkeeping or training-only options
@@ -52,10 +51,14 @@ def config_from_transformers(cls: type, config: Any, model_types: tuple[str, ...
   if hasattr(config, "to_dict"):
     config = config.to_dict()
   if not isinstance(config, Mapping):
-    raise ValueError(f"config: expected a mapping or a transformers config, found {type(config).__name__}")
+    raise ValueError(
+      f"config: expected a mapping or a transformers config, found {type(config).__name__}"
+    )
   model_type = config.get("model_type")
   if model_type is not None and model_type not in model_types:
-    raise UnsupportedConfigError(f"config: expected model_type in {model_types}, found {model_type!r}")
+    raise UnsupportedConfigError(
+      f"config: expected model_type in {model_types}, found {model_type!r}"
+    )
   fields = {f.name for f in dataclasses.fields(cls)}
   return {k: v for k, v in config.items() if k in fields}
 
@@ -67,17 +70,21 @@ def check_positive_ints(config: Any, names: tuple[str, ...]) -> None:
       raise ValueError(f"{name}: expected a positive int, found {value!r}")
 
 
-def check_tokens(input_ids: jax.Array, attention_mask: jax.Array | None, max_length: int | None) -> None:
+def check_tokens(
+  input_ids: jax.Array, attention_mask: jax.Array | None, max_length: int | None
+) -> None:
   """Validates (B, L) integer token ids and an optional (B, L) mask, before anything compiles."""
   if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
-    raise ValueError(f"input_ids: expected integer (batch, length), found {input_ids.dtype} {input_ids.shape}")
+    raise ValueError(
+      f"input_ids: expected integer (batch, length), found {input_ids.dtype} {input_ids.shape}"
+    )
   if max_length is not None and input_ids.shape[1] > max_length:
     raise ValueError(
-        f"input_ids: expected length <= max_position_embeddings={max_length}, found {input_ids.shape[1]}"
+      f"input_ids: expected length <= max_position_embeddings={max_length}, found {input_ids.shape[1]}"
     )
   if attention_mask is not None and attention_mask.shape != input_ids.shape:
     raise ValueError(
-        f"attention_mask: expected the shape of input_ids {input_ids.shape}, found {attention_mask.shape}"
+      f"attention_mask: expected the shape of input_ids {input_ids.shape}, found {attention_mask.shape}"
     )
 
 
@@ -85,8 +92,8 @@ def check_tokens(input_ids: jax.Array, attention_mask: jax.Array | None, max_len
 # CLIP text tower.
 
 CLIP_ACTIVATIONS = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+  "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+  "gelu": lambda x: jax.nn.gelu(x, approximate=False),
 }
 
 
@@ -114,17 +121,23 @@ class CLIPTextConfig:
 
   def __post_init__(self):
     check_positive_ints(
-        self,
-        ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-         "max_position_embeddings"),
+      self,
+      (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+      ),
     )
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(
-          f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
+        f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
       )
     if self.hidden_act not in CLIP_ACTIVATIONS:
       raise UnsupportedConfigError(
-          f"hidden_act: expected one of {tuple(CLIP_ACTIVATIONS)}, found {self.hidden_act!r}"
+        f"hidden_act: expected one of {tuple(CLIP_ACTIVATIONS)}, found {self.hidden_act!r}"
       )
     if not isinstance(self.eos_token_id, int):
       raise UnsupportedConfigError(f"eos_token_id: expected one int, found {self.eos_token_id!r}")
@@ -140,7 +153,11 @@ class CLIPTextConfig:
 
   def to_transformers(self) -> dict[str, Any]:
     """config.json contents that `transformers.CLIPTextModel.from_pretrained` reads as this architecture."""
-    return {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", **dataclasses.asdict(self)}
+    return {
+      "architectures": ["CLIPTextModel"],
+      "model_type": "clip_text_model",
+      **dataclasses.asdict(self),
+    }
 
 
 class CLIPTextOutput(NamedTuple):
@@ -165,15 +182,17 @@ class CLIPTextEmbeddings(nn.Module):
   @nn.compact
   def __call__(self, input_ids: jax.Array) -> jax.Array:
     cfg = self.config
-    tokens = pt.embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, name="token_embedding")(input_ids)
+    tokens = pt.embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, name="token_embedding")(
+      input_ids
+    )
     # Rows are positions, not vocabulary: replicated (77 rows rarely divide a mesh axis).
     position_table = nn.Embed(
-        cfg.max_position_embeddings,
-        cfg.hidden_size,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        embedding_init=pt.annotated(nn.initializers.normal(stddev=1.0), (None, "embed")),
-        name="position_embedding",
+      cfg.max_position_embeddings,
+      cfg.hidden_size,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      embedding_init=pt.annotated(nn.initializers.normal(stddev=1.0), (None, "embed")),
+      name="position_embedding",
     )
     return tokens + position_table(jnp.arange(input_ids.shape[1]))[None]
 
@@ -221,7 +240,7 @@ class CLIPEncoderLayer(nn.Module):
     cfg = self.config
     h = pt.layer_norm(cfg.layer_norm_eps, dtype=self.dtype, name="layer_norm1")(x)
     attention = Attention(
-        cfg.num_attention_heads, cfg.head_dim, qkv_bias=True, dtype=self.dtype, name="self_attn"
+      cfg.num_attention_heads, cfg.head_dim, qkv_bias=True, dtype=self.dtype, name="self_attn"
     )
     x = x + attention(h, mask=mask)
     h = pt.layer_norm(cfg.layer_norm_eps, dtype=self.dtype, name="layer_norm2")(x)
@@ -237,7 +256,9 @@ class CLIPEncoder(nn.Module):
     """Returns the input and the output of every layer."""
     states = [x]
     for i in range(self.config.num_hidden_layers):
-      states.append(CLIPEncoderLayer(self.config, dtype=self.dtype, name=f"layers_{i}")(states[-1], mask))
+      states.append(
+        CLIPEncoderLayer(self.config, dtype=self.dtype, name=f"layers_{i}")(states[-1], mask)
+      )
     return tuple(states)
 
 
@@ -269,10 +290,10 @@ class CLIPTextModel(nn.Module):
 
   @nn.compact
   def __call__(
-      self,
-      input_ids: jax.Array,
-      attention_mask: jax.Array | None = None,
-      output_hidden_states: bool = False,
+    self,
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None = None,
+    output_hidden_states: bool = False,
   ) -> CLIPTextOutput:
     """input_ids: int (B, L), L <= max_position_embeddings; attention_mask: (B, L), 1 = real token."""
     cfg = self.config
@@ -318,23 +339,31 @@ class T5EncoderConfig:
 
   def __post_init__(self):
     check_positive_ints(
-        self,
-        ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
-         "relative_attention_max_distance"),
+      self,
+      (
+        "vocab_size",
+        "d_model",
+        "d_kv",
+        "d_ff",
+        "num_layers",
+        "num_heads",
+        "relative_attention_num_buckets",
+        "relative_attention_max_distance",
+      ),
     )
     if self.feed_forward_proj not in _T5_FEED_FORWARD:
       raise UnsupportedConfigError(
-          f"feed_forward_proj: expected one of {_T5_FEED_FORWARD}, found {self.feed_forward_proj!r}"
+        f"feed_forward_proj: expected one of {_T5_FEED_FORWARD}, found {self.feed_forward_proj!r}"
       )
     # Bidirectional buckets: half per direction, half of those exact, the rest logarithmic up to max_distance.
     if self.relative_attention_num_buckets < 4:
       raise ValueError(
-          f"relative_attention_num_buckets: expected >= 4, found {self.relative_attention_num_buckets}"
+        f"relative_attention_num_buckets: expected >= 4, found {self.relative_attention_num_buckets}"
       )
     if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 4:
       raise ValueError(
-          f"relative_attention_max_distance: expected > relative_attention_num_buckets // 4 = "
-          f"{self.relative_attention_num_buckets // 4}, found {self.relative_attention_max_distance}"
+        f"relative_attention_max_distance: expected > relative_attention_num_buckets // 4 = "
+        f"{self.relative_attention_num_buckets // 4}, found {self.relative_attention_max_distance}"
       )
 
   @property
@@ -360,7 +389,7 @@ class T5EncoderConfig:
     for key, value in derived.items():
       if key in as_dict and as_dict[key] != value:
         raise UnsupportedConfigError(
-            f"{key}: feed_forward_proj={result.feed_forward_proj!r} implies {value!r}, found {as_dict[key]!r}"
+          f"{key}: feed_forward_proj={result.feed_forward_proj!r} implies {value!r}, found {as_dict[key]!r}"
         )
     if as_dict.get("is_decoder"):
       raise UnsupportedConfigError("is_decoder: expected False (an encoder config), found True")
@@ -369,18 +398,18 @@ class T5EncoderConfig:
   def to_transformers(self) -> dict[str, Any]:
     """config.json contents that `transformers.T5EncoderModel.from_pretrained` reads as this architecture."""
     return {
-        "architectures": ["T5EncoderModel"],
-        "model_type": "t5",
-        **dataclasses.asdict(self),
-        "dense_act_fn": self.dense_act_fn,
-        "is_gated_act": self.is_gated,
-        "is_encoder_decoder": False,
-        "use_cache": False,
+      "architectures": ["T5EncoderModel"],
+      "model_type": "t5",
+      **dataclasses.asdict(self),
+      "dense_act_fn": self.dense_act_fn,
+      "is_gated_act": self.is_gated,
+      "is_encoder_decoder": False,
+      "use_cache": False,
     }
 
 
 def relative_position_buckets(
-    query_length: int, key_length: int, num_buckets: int, max_distance: int
+  query_length: int, key_length: int, num_buckets: int, max_distance: int
 ) -> np.ndarray:
   """(Lq, Lk) int32 bucket of each key position relative to each query, bidirectional (T5 encoder).
 
@@ -407,11 +436,11 @@ def relative_position_buckets(
 def _rms_norm(epsilon: float, dtype: Dtype, name: str) -> nn.RMSNorm:
   """T5LayerNorm: x / rms(x) * scale, no mean subtraction and no bias; statistics in float32."""
   return nn.RMSNorm(
-      epsilon=epsilon,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      scale_init=pt.annotated(nn.initializers.ones_init(), ("norm",)),
-      name=name,
+    epsilon=epsilon,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    scale_init=pt.annotated(nn.initializers.ones_init(), ("norm",)),
+    name=name,
   )
 
 
@@ -428,7 +457,7 @@ class T5Attention(nn.Module):
 
   @nn.compact
   def __call__(
-      self, x: jax.Array, mask: jax.Array | None, position_bias: jax.Array | None
+    self, x: jax.Array, mask: jax.Array | None, position_bias: jax.Array | None
   ) -> tuple[jax.Array, jax.Array]:
     cfg = self.config
     batch, length, _ = x.shape
@@ -441,18 +470,20 @@ class T5Attention(nn.Module):
     q, k, v = project("q"), project("k"), project("v")
     if self.has_relative_attention_bias:
       table = nn.Embed(
-          cfg.relative_attention_num_buckets,
-          cfg.num_heads,
-          param_dtype=jnp.float32,
-          embedding_init=pt.annotated(nn.initializers.normal(1.0), (None, None)),
-          name="relative_attention_bias",
+        cfg.relative_attention_num_buckets,
+        cfg.num_heads,
+        param_dtype=jnp.float32,
+        embedding_init=pt.annotated(nn.initializers.normal(1.0), (None, None)),
+        name="relative_attention_bias",
       )
       buckets = relative_position_buckets(
-          length, length, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance
+        length, length, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance
       )
       position_bias = table(jnp.asarray(buckets)).transpose(2, 0, 1)[None]  # (1, H, Lq, Lk)
     elif position_bias is None:
-      raise ValueError("position_bias: required by layers without their own relative_attention_bias")
+      raise ValueError(
+        "position_bias: required by layers without their own relative_attention_bias"
+      )
     # No 1/sqrt(d) scaling: T5 folds it into the initialisation of q.
     logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
     logits = logits + position_bias.astype(jnp.float32)
@@ -473,7 +504,7 @@ class T5LayerSelfAttention(nn.Module):
   def __call__(self, x, mask, position_bias):
     h = _rms_norm(self.config.layer_norm_epsilon, self.dtype, "layer_norm")(x)
     out, position_bias = T5Attention(
-        self.config, self.has_relative_attention_bias, dtype=self.dtype, name="SelfAttention"
+      self.config, self.has_relative_attention_bias, dtype=self.dtype, name="SelfAttention"
     )(h, mask, position_bias)
     return x + out, position_bias
 
@@ -492,7 +523,9 @@ class T5DenseReluDense(nn.Module):
       return pt.dense(cfg.d_ff, ("embed", "mlp"), use_bias=False, dtype=self.dtype, name=name)
 
     if cfg.is_gated:
-      h = jax.nn.gelu(dense("wi_0")(x), approximate=True) * dense("wi_1")(x)  # gelu_new is the tanh form.
+      h = jax.nn.gelu(dense("wi_0")(x), approximate=True) * dense("wi_1")(
+        x
+      )  # gelu_new is the tanh form.
     else:
       h = jax.nn.relu(dense("wi")(x))
     return pt.dense(cfg.d_model, ("mlp", "embed"), use_bias=False, dtype=self.dtype, name="wo")(h)
@@ -518,7 +551,7 @@ class T5Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask, position_bias):
     x, position_bias = T5LayerSelfAttention(
-        self.config, self.has_relative_attention_bias, dtype=self.dtype, name="layer_0"
+      self.config, self.has_relative_attention_bias, dtype=self.dtype, name="layer_0"
     )(x, mask, position_bias)
     return T5LayerFF(self.config, dtype=self.dtype, name="layer_1")(x), position_bias
 
@@ -533,7 +566,9 @@ class T5Stack(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     position_bias = None
     for i in range(self.config.num_layers):
-      block = T5Block(self.config, has_relative_attention_bias=i == 0, dtype=self.dtype, name=f"block_{i}")
+      block = T5Block(
+        self.config, has_relative_attention_bias=i == 0, dtype=self.dtype, name=f"block_{i}"
+      )
       x, position_bias = block(x, mask, position_bias)
     return _rms_norm(self.config.layer_norm_epsilon, self.dtype, "final_layer_norm")(x)
 
@@ -573,7 +608,9 @@ def text_encoder(config: TextEncoderConfig, dtype: Dtype = jnp.float32) -> nn.Mo
     return CLIPTextModel(config, dtype=dtype)
   if isinstance(config, T5EncoderConfig):
     return T5EncoderModel(config, dtype=dtype)
-  raise ValueError(f"config: expected CLIPTextConfig or T5EncoderConfig, found {type(config).__name__}")
+  raise ValueError(
+    f"config: expected CLIPTextConfig or T5EncoderConfig, found {type(config).__name__}"
+  )
 
 
 def abstract_variables(config: TextEncoderConfig, dtype: Dtype = jnp.float32) -> Any:

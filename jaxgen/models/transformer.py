@@ -31,18 +31,25 @@ class TextTransformer(nn.Module):
   @nn.compact
   def __call__(self, tokens: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     if tokens.ndim != 2 or tokens.shape[1] > self.max_length:
-      raise ValueError(f"tokens: expected [batch, length <= {self.max_length}], "
-                       f"found {tokens.shape}")
+      raise ValueError(
+        f"tokens: expected [batch, length <= {self.max_length}], found {tokens.shape}"
+      )
     if self.width % self.num_heads:
       raise ValueError(f"width ({self.width}) must be divisible by num_heads ({self.num_heads})")
     x = pt.embed(self.vocab_size, self.width, dtype=self.dtype, name="token_embedding")(tokens)
     # Same N(0, 1) scale as the token table; the pre-norm blocks normalise.
-    positions = self.param("position_embedding",
-                           pt.annotated(nn.initializers.normal(1.0), (None, "embed")),
-                           (self.max_length, self.width))
-    x = x + positions[None, :tokens.shape[1]].astype(x.dtype)
+    positions = self.param(
+      "position_embedding",
+      pt.annotated(nn.initializers.normal(1.0), (None, "embed")),
+      (self.max_length, self.width),
+    )
+    x = x + positions[None, : tokens.shape[1]].astype(x.dtype)
     for i in range(self.num_layers):
-      x = BasicTransformerBlock(self.num_heads, self.width // self.num_heads,
-                                activation="gelu", dtype=self.dtype,
-                                name=f"layers_{i}")(x, mask=mask)
+      x = BasicTransformerBlock(
+        self.num_heads,
+        self.width // self.num_heads,
+        activation="gelu",
+        dtype=self.dtype,
+        name=f"layers_{i}",
+      )(x, mask=mask)
     return pt.layer_norm(dtype=self.dtype, name="final_layer_norm")(x)

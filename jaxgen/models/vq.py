@@ -61,14 +61,29 @@ class VQVAEConfig:
     return 2**self.down_t
 
 
-def conv1d(features: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation: int = 1,
-           dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
+def conv1d(
+  features: int,
+  kernel: int,
+  *,
+  stride: int = 1,
+  padding: int = 0,
+  dilation: int = 1,
+  dtype: Any = jnp.float32,
+  name: str | None = None,
+) -> nn.Conv:
   """`torch.nn.Conv1d`-like NTC convolution with a (None, conv_in, conv_out) kernel."""
   return nn.Conv(
-      features, (kernel,), strides=(stride,), padding=((padding, padding),),
-      kernel_dilation=(dilation,), dtype=dtype, param_dtype=jnp.float32,
-      kernel_init=pt.annotated(nn.initializers.lecun_normal(), (None, "conv_in", "conv_out")),
-      bias_init=pt.annotated(nn.initializers.zeros_init(), ("conv_out",)), name=name)
+    features,
+    (kernel,),
+    strides=(stride,),
+    padding=((padding, padding),),
+    kernel_dilation=(dilation,),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=pt.annotated(nn.initializers.lecun_normal(), (None, "conv_in", "conv_out")),
+    bias_init=pt.annotated(nn.initializers.zeros_init(), ("conv_out",)),
+    name=name,
+  )
 
 
 def downsample_mask(mask: jax.Array, factor: int) -> jax.Array:
@@ -89,8 +104,9 @@ class ResConv1DBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     width = x.shape[-1]
-    h = conv1d(width, 3, padding=self.dilation, dilation=self.dilation, dtype=self.dtype,
-               name="conv1")(nn.relu(x))
+    h = conv1d(
+      width, 3, padding=self.dilation, dilation=self.dilation, dtype=self.dtype, name="conv1"
+    )(nn.relu(x))
     h = conv1d(width, 1, dtype=self.dtype, name="conv2")(_masked(nn.relu(h), mask))
     return _masked(x + h, mask)
 
@@ -123,9 +139,13 @@ class MotionEncoder(nn.Module):
     x = _masked(nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_in")(x)), mask)
     for i in range(c.down_t):
       mask = None if mask is None else downsample_mask(mask, 2)
-      x = _masked(conv1d(c.width, 4, stride=2, padding=1, dtype=self.dtype, name=f"down_{i}")(x), mask)
+      x = _masked(
+        conv1d(c.width, 4, stride=2, padding=1, dtype=self.dtype, name=f"down_{i}")(x), mask
+      )
       x = Resnet1D(c.depth, c.dilation_growth_rate, dtype=self.dtype, name=f"resnet_{i}")(x, mask)
-    return _masked(conv1d(c.output_emb_width, 3, padding=1, dtype=self.dtype, name="conv_out")(x), mask)
+    return _masked(
+      conv1d(c.output_emb_width, 3, padding=1, dtype=self.dtype, name="conv_out")(x), mask
+    )
 
 
 class MotionDecoder(nn.Module):
@@ -138,16 +158,26 @@ class MotionDecoder(nn.Module):
   def __call__(self, z: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """mask: frame mask at the *output* resolution (B, T' * 2**down_t), or None."""
     c = self.config
-    masks = [None if mask is None else downsample_mask(mask, 2**(c.down_t - i))
-             for i in range(c.down_t + 1)]  # coarsest first
+    masks = [
+      None if mask is None else downsample_mask(mask, 2 ** (c.down_t - i))
+      for i in range(c.down_t + 1)
+    ]  # coarsest first
     z = _masked(z, masks[0])
-    x = _masked(nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_in")(z)), masks[0])
+    x = _masked(
+      nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_in")(z)), masks[0]
+    )
     for i in range(c.down_t):
-      x = Resnet1D(c.depth, c.dilation_growth_rate, dtype=self.dtype, name=f"resnet_{i}")(x, masks[i])
+      x = Resnet1D(c.depth, c.dilation_growth_rate, dtype=self.dtype, name=f"resnet_{i}")(
+        x, masks[i]
+      )
       x = jnp.repeat(x, 2, axis=1)  # nearest ×2
       x = _masked(conv1d(c.width, 3, padding=1, dtype=self.dtype, name=f"up_{i}")(x), masks[i + 1])
-    x = _masked(nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_mid")(x)), masks[-1])
-    return _masked(conv1d(c.input_dim, 3, padding=1, dtype=self.dtype, name="conv_out")(x), masks[-1])
+    x = _masked(
+      nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_mid")(x)), masks[-1]
+    )
+    return _masked(
+      conv1d(c.input_dim, 3, padding=1, dtype=self.dtype, name="conv_out")(x), masks[-1]
+    )
 
 
 class QuantizerState(NamedTuple):
@@ -178,9 +208,14 @@ class MotionVQVAE(nn.Module):
     self.encoder = MotionEncoder(c, dtype=self.dtype)
     self.decoder = MotionDecoder(c, dtype=self.dtype)
     shape = (c.num_codes, c.output_emb_width)
-    codebook_init = (symmetric_uniform(1.0 / c.num_codes) if self.learned_codebook
-                     else nn.initializers.zeros_init())
-    self.quantizer = QuantizerParams(shape, codebook_init, with_statistics=not self.learned_codebook)
+    codebook_init = (
+      symmetric_uniform(1.0 / c.num_codes)
+      if self.learned_codebook
+      else nn.initializers.zeros_init()
+    )
+    self.quantizer = QuantizerParams(
+      shape, codebook_init, with_statistics=not self.learned_codebook
+    )
 
   def encode(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     return self.encoder(x, mask)
@@ -209,8 +244,11 @@ class QuantizerParams(nn.Module):
   @nn.compact
   def __call__(self) -> dict[str, jax.Array]:
     k, _ = self.shape
-    out = dict(codebook=self.param("codebook", pt.annotated(self.codebook_init, ("vocab", "embed")),
-                                   self.shape))
+    out = dict(
+      codebook=self.param(
+        "codebook", pt.annotated(self.codebook_init, ("vocab", "embed")), self.shape
+      )
+    )
     if self.with_statistics:
       zeros = nn.initializers.zeros_init()
       out["code_sum"] = self.param("code_sum", pt.annotated(zeros, ("vocab", "embed")), self.shape)
@@ -231,8 +269,9 @@ def symmetric_uniform(scale: float) -> nn.initializers.Initializer:
 def quantize(z: jax.Array, codebook: jax.Array) -> jax.Array:
   """Index of the nearest codebook row (Euclidean) for each vector: (..., D) -> (...)."""
   flat = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
-  distance = ((flat**2).sum(-1, keepdims=True) - 2 * flat @ codebook.T
-              + (codebook**2).sum(-1)[None, :])
+  distance = (
+    (flat**2).sum(-1, keepdims=True) - 2 * flat @ codebook.T + (codebook**2).sum(-1)[None, :]
+  )
   return jnp.argmin(distance, axis=-1).reshape(z.shape[:-1]).astype(jnp.int32)
 
 
@@ -268,14 +307,16 @@ def initialized_codebook(state: QuantizerState, x: jax.Array, rng: jax.Array) ->
   fresh = tile_to_codebook(x, k, rng)
   init = state.initialized > 0
   return QuantizerState(
-      codebook=jnp.where(init, state.codebook, fresh),
-      code_sum=jnp.where(init, state.code_sum, fresh),
-      code_count=jnp.where(init, state.code_count, jnp.ones_like(state.code_count)),
-      initialized=jnp.ones_like(state.initialized))
+    codebook=jnp.where(init, state.codebook, fresh),
+    code_sum=jnp.where(init, state.code_sum, fresh),
+    code_count=jnp.where(init, state.code_count, jnp.ones_like(state.code_count)),
+    initialized=jnp.ones_like(state.initialized),
+  )
 
 
-def ema_reset_update(state: QuantizerState, x: jax.Array, codes: jax.Array, rng: jax.Array,
-                     mu: float) -> QuantizerState:
+def ema_reset_update(
+  state: QuantizerState, x: jax.Array, codes: jax.Array, rng: jax.Array, mu: float
+) -> QuantizerState:
   """One EMA step of the cluster statistics, with dead-code reset.
 
   Args:

@@ -23,13 +23,13 @@ def _as_bool_mask(mask: jax.Array, batch: int, q_len: int, k_len: int) -> jax.Ar
   if mask.shape == (batch, q_len, k_len):
     return mask[:, None, :, :].astype(bool)
   raise ValueError(
-      f"mask: expected shape (batch, key_len) = {(batch, k_len)} or "
-      f"(batch, query_len, key_len) = {(batch, q_len, k_len)}, found {mask.shape}"
+    f"mask: expected shape (batch, key_len) = {(batch, k_len)} or "
+    f"(batch, query_len, key_len) = {(batch, q_len, k_len)}, found {mask.shape}"
   )
 
 
 def dot_product_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None
+  q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None
 ) -> jax.Array:
   """softmax(q k^T / sqrt(d)) v with logits and softmax in float32.
 
@@ -78,11 +78,11 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(
-      self,
-      x: jax.Array,
-      context: jax.Array | None = None,
-      mask: jax.Array | None = None,
-      deterministic: bool = True,
+    self,
+    x: jax.Array,
+    context: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    deterministic: bool = True,
   ) -> jax.Array:
     """Attends from `x` (B, Lq, C) to `context` (B, Lk, Ck), or to itself.
 
@@ -92,7 +92,7 @@ class Attention(nn.Module):
     """
     if x.ndim not in (3, 4):
       raise ValueError(
-          f"x: expected (batch, length, features) or (batch, height, width, features), found shape {x.shape}"
+        f"x: expected (batch, length, features) or (batch, height, width, features), found shape {x.shape}"
       )
     residual, x = x, x.reshape(x.shape[0], -1, x.shape[-1])
     self_attention = context is None or context is residual
@@ -101,7 +101,7 @@ class Attention(nn.Module):
     context = x if self_attention else context
     if context.ndim != 3 or context.shape[0] != x.shape[0]:
       raise ValueError(
-          f"context: expected (batch={x.shape[0]}, length, features), found shape {context.shape}"
+        f"context: expected (batch={x.shape[0]}, length, features), found shape {context.shape}"
       )
     batch, q_len, width = x.shape
     k_len = context.shape[1]
@@ -109,7 +109,9 @@ class Attention(nn.Module):
     kv_axis = "embed" if self_attention else "kv"
 
     def project(name: str, inputs: jax.Array, in_axis: str) -> jax.Array:
-      layer = pt.dense(inner, (in_axis, "heads"), use_bias=self.qkv_bias, dtype=self.dtype, name=name)
+      layer = pt.dense(
+        inner, (in_axis, "heads"), use_bias=self.qkv_bias, dtype=self.dtype, name=name
+      )
       return layer(inputs).reshape(inputs.shape[0], inputs.shape[1], self.heads, self.dim_head)
 
     q = project("to_q", x, "embed")
@@ -117,14 +119,16 @@ class Attention(nn.Module):
     v = project("to_v", context, kv_axis)
     bool_mask = None if mask is None else _as_bool_mask(jnp.asarray(mask), batch, q_len, k_len)
     out = dot_product_attention(q, k, v, bool_mask).reshape(batch, q_len, inner)
-    out = pt.dense(self.out_features or width, ("heads", "embed"), dtype=self.dtype, name="to_out_0")(out)
+    out = pt.dense(
+      self.out_features or width, ("heads", "embed"), dtype=self.dtype, name="to_out_0"
+    )(out)
     out = nn.Dropout(self.dropout)(out, deterministic=deterministic)
     out = out.reshape(residual.shape[:-1] + out.shape[-1:])
     if self.residual_connection:
       if out.shape != residual.shape:
         raise ValueError(
-            f"residual_connection: output shape {out.shape} differs from the input shape {residual.shape} "
-            "(out_features must equal the input width)"
+          f"residual_connection: output shape {out.shape} differs from the input shape {residual.shape} "
+          "(out_features must equal the input width)"
         )
       out = out + residual
     return out

@@ -35,15 +35,15 @@ import jax
 import jax.numpy as jnp
 
 LOGICAL_AXES: tuple[str, ...] = (
-    "embed",
-    "mlp",
-    "heads",
-    "kv",
-    "conv_in",
-    "conv_out",
-    "norm",
-    "vocab",
-    "time_embed",
+  "embed",
+  "mlp",
+  "heads",
+  "kv",
+  "conv_in",
+  "conv_out",
+  "norm",
+  "vocab",
+  "time_embed",
 )
 
 Dtype = Any
@@ -53,9 +53,7 @@ AxisName = str | None
 def _check_names(names: Sequence[AxisName]) -> tuple[AxisName, ...]:
   unknown = [n for n in names if n is not None and n not in LOGICAL_AXES]
   if unknown:
-    raise ValueError(
-        f"logical axis names must be in {LOGICAL_AXES} (or None); found {unknown}"
-    )
+    raise ValueError(f"logical axis names must be in {LOGICAL_AXES} (or None); found {unknown}")
   return tuple(names)
 
 
@@ -65,33 +63,33 @@ def annotated(init: nn.initializers.Initializer, names: Sequence[AxisName]):
 
 
 def dense(
-    features: int,
-    axes: tuple[AxisName, AxisName],
-    *,
-    use_bias: bool = True,
-    dtype: Dtype = jnp.float32,
-    name: str | None = None,
+  features: int,
+  axes: tuple[AxisName, AxisName],
+  *,
+  use_bias: bool = True,
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
 ) -> nn.Dense:
   """`nn.Dense` whose kernel is named `axes` = (input axis, output axis)."""
   return nn.Dense(
-      features,
-      use_bias=use_bias,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      kernel_init=annotated(nn.initializers.lecun_normal(), axes),
-      bias_init=annotated(nn.initializers.zeros_init(), axes[1:]),
-      name=name,
+    features,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=annotated(nn.initializers.lecun_normal(), axes),
+    bias_init=annotated(nn.initializers.zeros_init(), axes[1:]),
+    name=name,
   )
 
 
 def conv(
-    features: int,
-    kernel_size: int,
-    *,
-    strides: int = 1,
-    padding: int | Sequence[tuple[int, int]] = 0,
-    dtype: Dtype = jnp.float32,
-    name: str | None = None,
+  features: int,
+  kernel_size: int,
+  *,
+  strides: int = 1,
+  padding: int | Sequence[tuple[int, int]] = 0,
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
 ) -> nn.Conv:
   """2-D `nn.Conv` (NHWC) with an HWIO kernel named (None, None, conv_in, conv_out).
 
@@ -101,76 +99,71 @@ def conv(
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
   return nn.Conv(
-      features,
-      (kernel_size, kernel_size),
-      strides=(strides, strides),
-      padding=tuple(padding),
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      kernel_init=annotated(nn.initializers.lecun_normal(), (None, None, "conv_in", "conv_out")),
-      bias_init=annotated(nn.initializers.zeros_init(), ("conv_out",)),
-      name=name,
+    features,
+    (kernel_size, kernel_size),
+    strides=(strides, strides),
+    padding=tuple(padding),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=annotated(nn.initializers.lecun_normal(), (None, None, "conv_in", "conv_out")),
+    bias_init=annotated(nn.initializers.zeros_init(), ("conv_out",)),
+    name=name,
   )
+
+
+def _norm_options(dtype: Dtype, name: str | None) -> dict[str, Any]:
+  """What every norm shares: float32 scale and bias on the `norm` axis, PyTorch's variance."""
+  return {
+    "dtype": dtype,
+    "param_dtype": jnp.float32,
+    "use_fast_variance": False,  # two-pass, as PyTorch: the one-pass form loses precision
+    "scale_init": annotated(nn.initializers.ones_init(), ("norm",)),
+    "bias_init": annotated(nn.initializers.zeros_init(), ("norm",)),
+    "name": name,
+  }
 
 
 def group_norm(
-    num_groups: int, epsilon: float, *, dtype: Dtype = jnp.float32, name: str | None = None
+  num_groups: int, epsilon: float, *, dtype: Dtype = jnp.float32, name: str | None = None
 ) -> nn.GroupNorm:
   """GroupNorm over the last (channel) axis, two-pass variance like PyTorch."""
-  return nn.GroupNorm(
-      num_groups=num_groups,
-      epsilon=epsilon,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      use_fast_variance=False,
-      scale_init=annotated(nn.initializers.ones_init(), ("norm",)),
-      bias_init=annotated(nn.initializers.zeros_init(), ("norm",)),
-      name=name,
-  )
+  return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, **_norm_options(dtype, name))
 
 
 def layer_norm(
-    epsilon: float = 1e-5, *, dtype: Dtype = jnp.float32, name: str | None = None
+  epsilon: float = 1e-5, *, dtype: Dtype = jnp.float32, name: str | None = None
 ) -> nn.LayerNorm:
   """LayerNorm over the last axis, two-pass variance like PyTorch."""
-  return nn.LayerNorm(
-      epsilon=epsilon,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      use_fast_variance=False,
-      scale_init=annotated(nn.initializers.ones_init(), ("norm",)),
-      bias_init=annotated(nn.initializers.zeros_init(), ("norm",)),
-      name=name,
-  )
+  return nn.LayerNorm(epsilon=epsilon, **_norm_options(dtype, name))
 
 
 def embed(
-    num_embeddings: int,
-    features: int,
-    *,
-    feature_axis: str = "embed",
-    dtype: Dtype = jnp.float32,
-    name: str | None = None,
+  num_embeddings: int,
+  features: int,
+  *,
+  feature_axis: str = "embed",
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
 ) -> nn.Embed:
   """Embedding table named (vocab, `feature_axis`), N(0, 1) init like torch."""
   return nn.Embed(
-      num_embeddings,
-      features,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      embedding_init=annotated(nn.initializers.normal(stddev=1.0), ("vocab", feature_axis)),
-      name=name,
+    num_embeddings,
+    features,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    embedding_init=annotated(nn.initializers.normal(stddev=1.0), ("vocab", feature_axis)),
+    name=name,
   )
 
 
 def unannotated_params(variables: Any) -> list[str]:
   """Paths of parameters that are not boxed with logical names (should be empty)."""
   leaves = jax.tree_util.tree_flatten_with_path(
-      variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+    variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
   )[0]
   return [
-      jax.tree_util.keystr(path)
-      for path, leaf in leaves
-      if not isinstance(leaf, nn.LogicallyPartitioned)
-      or len(leaf.names) != len(getattr(leaf.value, "shape", ()))
+    jax.tree_util.keystr(path)
+    for path, leaf in leaves
+    if not isinstance(leaf, nn.LogicallyPartitioned)
+    or len(leaf.names) != len(getattr(leaf.value, "shape", ()))
   ]

@@ -35,16 +35,18 @@ class ResnetBlock2D(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, temb: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, temb: jax.Array | None = None, deterministic: bool = True
+  ) -> jax.Array:
     """x: (B, H, W, C); temb: (B, T) or None."""
     in_channels = x.shape[-1]
     out_channels = self.out_channels or in_channels
     h = pt.group_norm(self.groups, self.eps, dtype=self.dtype, name="norm1")(x)
     h = pt.conv(out_channels, 3, padding=1, dtype=self.dtype, name="conv1")(nn.silu(h))
     if temb is not None:
-      t = pt.dense(out_channels, ("time_embed", "conv_out"), dtype=self.dtype, name="time_emb_proj")(
-          nn.silu(temb)
-      )
+      t = pt.dense(
+        out_channels, ("time_embed", "conv_out"), dtype=self.dtype, name="time_emb_proj"
+      )(nn.silu(temb))
       h = h + t[:, None, None, :]
     h = nn.silu(pt.group_norm(self.groups, self.eps, dtype=self.dtype, name="norm2")(h))
     h = nn.Dropout(self.dropout)(h, deterministic=deterministic)

@@ -40,8 +40,9 @@ class _Sublayers(nn.Module):
   norm_first: bool = False
   dtype: Any = jnp.float32
 
-  def residual(self, x: jax.Array, name: str, sublayer: Callable[[jax.Array], jax.Array],
-               deterministic: bool) -> jax.Array:
+  def residual(
+    self, x: jax.Array, name: str, sublayer: Callable[[jax.Array], jax.Array], deterministic: bool
+  ) -> jax.Array:
     norm = pt.layer_norm(1e-5, dtype=self.dtype, name=name)
     drop = nn.Dropout(self.dropout)
     if self.norm_first:
@@ -49,8 +50,9 @@ class _Sublayers(nn.Module):
     return norm(x + drop(sublayer(x), deterministic=deterministic))
 
   def attention(self, width: int, name: str) -> Attention:
-    return Attention(self.num_heads, width // self.num_heads, qkv_bias=True, dtype=self.dtype,
-                     name=name)
+    return Attention(
+      self.num_heads, width // self.num_heads, qkv_bias=True, dtype=self.dtype, name=name
+    )
 
   def feed_forward(self, x: jax.Array, deterministic: bool) -> jax.Array:
     h = pt.dense(self.ff_size, ("embed", "mlp"), dtype=self.dtype, name="linear1")(x)
@@ -62,8 +64,9 @@ class TransformerEncoderLayer(_Sublayers):
   """Self-attention then feed-forward; mask (B, L) or (B, L, L), true = attend."""
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, mask: jax.Array | None = None, deterministic: bool = True
+  ) -> jax.Array:
     attention = self.attention(x.shape[-1], "self_attn")
     x = self.residual(x, "norm1", lambda h: attention(h, mask=mask), deterministic)
     return self.residual(x, "norm2", lambda h: self.feed_forward(h, deterministic), deterministic)
@@ -73,12 +76,19 @@ class TransformerDecoderLayer(_Sublayers):
   """Self-attention, cross-attention to `memory` (B, M, C), then feed-forward."""
 
   @nn.compact
-  def __call__(self, x: jax.Array, memory: jax.Array, mask: jax.Array | None = None,
-               memory_mask: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    memory: jax.Array,
+    mask: jax.Array | None = None,
+    memory_mask: jax.Array | None = None,
+    deterministic: bool = True,
+  ) -> jax.Array:
     width = x.shape[-1]
     self_attention = self.attention(width, "self_attn")
     cross_attention = self.attention(width, "cross_attn")
     x = self.residual(x, "norm1", lambda h: self_attention(h, mask=mask), deterministic)
-    x = self.residual(x, "norm2", lambda h: cross_attention(h, memory, mask=memory_mask),
-                      deterministic)
+    x = self.residual(
+      x, "norm2", lambda h: cross_attention(h, memory, mask=memory_mask), deterministic
+    )
     return self.residual(x, "norm3", lambda h: self.feed_forward(h, deterministic), deterministic)

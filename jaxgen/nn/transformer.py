@@ -69,9 +69,13 @@ class FeedForward(nn.Module):
     if self.activation == "geglu":
       h = GEGLU(inner, dtype=self.dtype, name="net_0")(x)
     else:
-      h = GELU(inner, approximate=self.activation == "gelu-approximate", dtype=self.dtype, name="net_0")(x)
+      h = GELU(
+        inner, approximate=self.activation == "gelu-approximate", dtype=self.dtype, name="net_0"
+      )(x)
     h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    return pt.dense(self.out_features or x.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="net_2")(h)
+    return pt.dense(
+      self.out_features or x.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="net_2"
+    )(h)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -93,30 +97,34 @@ class BasicTransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(
-      self,
-      x: jax.Array,
-      context: jax.Array | None = None,
-      mask: jax.Array | None = None,
-      context_mask: jax.Array | None = None,
-      deterministic: bool = True,
+    self,
+    x: jax.Array,
+    context: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    context_mask: jax.Array | None = None,
+    deterministic: bool = True,
   ) -> jax.Array:
     """x: (B, L, C); context: (B, Lc, cross_attention_dim); masks: 1 = attend."""
     if self.cross_attention_dim is None:
       if context is not None or context_mask is not None:
         raise ValueError(
-            "context: this block has no cross-attention (cross_attention_dim=None), "
-            "but a context or context_mask was passed"
+          "context: this block has no cross-attention (cross_attention_dim=None), "
+          "but a context or context_mask was passed"
         )
     elif context is None or context.ndim != 3 or context.shape[-1] != self.cross_attention_dim:
       found = None if context is None else context.shape
       raise ValueError(
-          f"context: expected (batch, length, {self.cross_attention_dim}) for cross-attention, found {found}"
+        f"context: expected (batch, length, {self.cross_attention_dim}) for cross-attention, found {found}"
       )
 
     def attention(name: str) -> Attention:
       return Attention(
-          self.heads, self.dim_head, qkv_bias=self.attention_bias, dropout=self.dropout,
-          dtype=self.dtype, name=name,
+        self.heads,
+        self.dim_head,
+        qkv_bias=self.attention_bias,
+        dropout=self.dropout,
+        dtype=self.dtype,
+        name=name,
       )
 
     def norm(name: str) -> nn.LayerNorm:
@@ -125,7 +133,7 @@ class BasicTransformerBlock(nn.Module):
     x = x + attention("attn1")(norm("norm1")(x), mask=mask, deterministic=deterministic)
     if self.cross_attention_dim is not None:
       x = x + attention("attn2")(
-          norm("norm2")(x), context, mask=context_mask, deterministic=deterministic
+        norm("norm2")(x), context, mask=context_mask, deterministic=deterministic
       )
     ff = FeedForward(activation=self.activation, dropout=self.dropout, dtype=self.dtype, name="ff")
     return x + ff(norm("norm3")(x), deterministic=deterministic)
@@ -150,11 +158,11 @@ class Transformer2DModel(nn.Module):
 
   @nn.compact
   def __call__(
-      self,
-      x: jax.Array,
-      context: jax.Array | None = None,
-      context_mask: jax.Array | None = None,
-      deterministic: bool = True,
+    self,
+    x: jax.Array,
+    context: jax.Array | None = None,
+    context_mask: jax.Array | None = None,
+    deterministic: bool = True,
   ) -> jax.Array:
     """x: (B, H, W, C); context: (B, L, cross_attention_dim); context_mask: (B, L)."""
     batch, height, width, channels = x.shape
@@ -167,12 +175,12 @@ class Transformer2DModel(nn.Module):
     h = h.reshape(batch, height * width, inner)
     for i in range(self.num_layers):
       h = BasicTransformerBlock(
-          self.heads,
-          self.dim_head,
-          cross_attention_dim=self.cross_attention_dim,
-          dropout=self.dropout,
-          dtype=self.dtype,
-          name=f"transformer_blocks_{i}",
+        self.heads,
+        self.dim_head,
+        cross_attention_dim=self.cross_attention_dim,
+        dropout=self.dropout,
+        dtype=self.dtype,
+        name=f"transformer_blocks_{i}",
       )(h, context, context_mask=context_mask, deterministic=deterministic)
     h = h.reshape(batch, height, width, inner)
     if self.use_linear_projection:

@@ -12,19 +12,15 @@ from etils import epath
 from PIL import Image, ImageDraw, ImageFont
 
 
-def to_uint8(images: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
-  """Float images in `value_range` -> uint8 [0, 255] (uint8 input passes through)."""
-  images = np.asarray(images)
-  if images.dtype == np.uint8:
-    return images
-  lo, hi = value_range
-  scaled = (images.astype(np.float32) - lo) / (hi - lo)
-  return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
-def make_grid(images: np.ndarray, captions: Sequence[str] | None = None, *,
-              ncols: int | None = None, scale: int = 1, pad: int = 2,
-              caption_width: int | None = None) -> np.ndarray:
+def make_grid(
+  images: np.ndarray,
+  captions: Sequence[str] | None = None,
+  *,
+  ncols: int | None = None,
+  scale: int = 1,
+  pad: int = 2,
+  caption_width: int | None = None,
+) -> np.ndarray:
   """Tiles N×H×W×3 uint8 images into one picture, each with its caption below.
 
   Args:

@@ -31,29 +31,30 @@ def find_ffmpeg() -> str:
   """Path of an ffmpeg binary: imageio-ffmpeg's, else one on PATH."""
   try:
     import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+
     return imageio_ffmpeg.get_ffmpeg_exe()
   except (ImportError, RuntimeError):
     pass
   path = shutil.which("ffmpeg")
   if path is None:
     raise FfmpegNotFoundError(
-        "writing .mp4 needs ffmpeg: `pip install imageio-ffmpeg` (ships a "
-        "binary) or install ffmpeg on PATH; or write a .gif instead.")
+      "writing .mp4 needs ffmpeg: `pip install imageio-ffmpeg` (ships a "
+      "binary) or install ffmpeg on PATH; or write a .gif instead."
+    )
   return path
 
 
-def _check_samples(joints, captions, fmt) -> tuple[list[np.ndarray],
-                                                   list[str]]:
-  samples = [joints] if isinstance(joints, np.ndarray) and joints.ndim == 3 \
-      else list(joints)
+def _check_samples(joints, captions, fmt) -> tuple[list[np.ndarray], list[str]]:
+  samples = [joints] if isinstance(joints, np.ndarray) and joints.ndim == 3 else list(joints)
   if not samples:
     raise ValueError("joints must hold at least one sample, got none.")
   checked = []
   for i, sample in enumerate(samples):
     sample = np.asarray(sample, np.float64)
     if sample.ndim != 3 or sample.shape[1:] != (fmt.num_joints, 3):
-      raise ValueError(f"joints[{i}] must have shape (T, {fmt.num_joints}, 3)"
-                       f" ({fmt.name}), got {sample.shape}.")
+      raise ValueError(
+        f"joints[{i}] must have shape (T, {fmt.num_joints}, 3) ({fmt.name}), got {sample.shape}."
+      )
     if sample.shape[0] == 0:
       raise ValueError(f"joints[{i}] must have at least one frame, got 0.")
     if not np.isfinite(sample).all():
@@ -65,8 +66,9 @@ def _check_samples(joints, captions, fmt) -> tuple[list[np.ndarray],
     captions = [captions]
   captions = list(captions)
   if len(captions) != len(checked):
-    raise ValueError(f"captions must have one entry per sample "
-                     f"({len(checked)}), got {len(captions)}.")
+    raise ValueError(
+      f"captions must have one entry per sample ({len(checked)}), got {len(captions)}."
+    )
   return checked, captions
 
 
@@ -100,12 +102,12 @@ class _Panel:
     ax.axis("off")
     if caption:
       ax.set_title("\n".join(textwrap.wrap(caption, 38)), fontsize=8)
-    self.grid = [ax.plot([], [], color="#bbbbbb", lw=0.6)[0]
-                 for _ in range(2 * 9)]
+    self.grid = [ax.plot([], [], color="#bbbbbb", lw=0.6)[0] for _ in range(2 * 9)]
     self.trace = ax.plot([], [], color="#8e44ad", lw=1.2)[0]
-    self.bones = [ax.plot([], [], color=_CHAIN_COLOURS[i % 5], lw=2.2,
-                          solid_capstyle="round")[0]
-                  for i in range(len(self.chains))]
+    self.bones = [
+      ax.plot([], [], color=_CHAIN_COLOURS[i % 5], lw=2.2, solid_capstyle="round")[0]
+      for i in range(len(self.chains))
+    ]
 
   def draw(self, t: int):
     t = min(t, len(self.joints) - 1)  # Shorter samples hold their end pose.
@@ -129,7 +131,7 @@ class _Panel:
           ends[:, 0] = centre[0] + np.array([-reach, reach])
         uv = self.camera.project(ends, centre)
         line.set_data(uv[:, 0], uv[:, 1])
-    path = self.joints[:t + 1, 0] * np.array([1.0, 0.0, 1.0])
+    path = self.joints[: t + 1, 0] * np.array([1.0, 0.0, 1.0])
     path[:, 1] = floor
     uv = self.camera.project(path, centre)
     self.trace.set_data(uv[:, 0], uv[:, 1])
@@ -138,12 +140,19 @@ class _Panel:
       line.set_data(uv[:, 0], uv[:, 1])
 
 
-def render_frames(joints, captions=None, fmt=motion_lib.HUMANML3D,
-                  ncols: int | None = None, panel_inches: float = 2.6,
-                  dpi: int = 72, azimuth: float = -35.0,
-                  elevation: float = 20.0) -> np.ndarray:
+def render_frames(
+  joints,
+  captions=None,
+  fmt=motion_lib.HUMANML3D,
+  ncols: int | None = None,
+  panel_inches: float = 2.6,
+  dpi: int = 72,
+  azimuth: float = -35.0,
+  elevation: float = 20.0,
+) -> np.ndarray:
   """Draws every frame: (T_max, H, W, 3) uint8, H and W even."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg", force=False)
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
@@ -152,12 +161,13 @@ def render_frames(joints, captions=None, fmt=motion_lib.HUMANML3D,
   n = len(samples)
   ncols = ncols or min(n, 4)
   nrows = -(-n // ncols)
-  fig = Figure(figsize=(ncols * panel_inches, nrows * (panel_inches + 0.35)),
-               dpi=dpi)
+  fig = Figure(figsize=(ncols * panel_inches, nrows * (panel_inches + 0.35)), dpi=dpi)
   canvas = FigureCanvasAgg(fig)
   camera = _Camera(azimuth, elevation)
-  panels = [_Panel(fig.add_subplot(nrows, ncols, i + 1), s, c, fmt, camera)
-            for i, (s, c) in enumerate(zip(samples, captions))]
+  panels = [
+    _Panel(fig.add_subplot(nrows, ncols, i + 1), s, c, fmt, camera)
+    for i, (s, c) in enumerate(zip(samples, captions))
+  ]
   fig.tight_layout()
   frames = []
   for t in range(max(len(s) for s in samples)):
@@ -172,28 +182,58 @@ def render_frames(joints, captions=None, fmt=motion_lib.HUMANML3D,
 
 def _write_gif(path: str, frames: np.ndarray, fps: float):
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   images = [Image.fromarray(f) for f in frames]
-  images[0].save(path, save_all=True, append_images=images[1:],
-                 duration=int(round(1000 / fps)), loop=0, optimize=False)
+  images[0].save(
+    path,
+    save_all=True,
+    append_images=images[1:],
+    duration=int(round(1000 / fps)),
+    loop=0,
+    optimize=False,
+  )
 
 
 def _write_mp4(path: str, frames: np.ndarray, fps: float):
   ffmpeg = find_ffmpeg()
   _, h, w, _ = frames.shape
-  command = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo",
-             "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "-",
-             "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p", path]
-  result = subprocess.run(command, input=frames.tobytes(), capture_output=True,
-                          check=False)
+  command = [
+    ffmpeg,
+    "-y",
+    "-loglevel",
+    "error",
+    "-f",
+    "rawvideo",
+    "-pix_fmt",
+    "rgb24",
+    "-s",
+    f"{w}x{h}",
+    "-r",
+    f"{fps}",
+    "-i",
+    "-",
+    "-an",
+    "-vcodec",
+    "libx264",
+    "-pix_fmt",
+    "yuv420p",
+    path,
+  ]
+  result = subprocess.run(command, input=frames.tobytes(), capture_output=True, check=False)
   if result.returncode:
-    raise RuntimeError(f"ffmpeg failed writing {path!r}: "
-                       f"{result.stderr.decode(errors='replace')[-500:]}")
+    raise RuntimeError(
+      f"ffmpeg failed writing {path!r}: {result.stderr.decode(errors='replace')[-500:]}"
+    )
 
 
-def render_motion(joints, captions=None, path: str = "motion.gif",
-                  fps: float | None = None,
-                  fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
-                  **kwargs) -> str:
+def render_motion(
+  joints,
+  captions=None,
+  path: str = "motion.gif",
+  fps: float | None = None,
+  fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
+  **kwargs,
+) -> str:
   """Writes stick-figure animations of one or several samples.
 
   Args:

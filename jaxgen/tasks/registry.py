@@ -15,14 +15,14 @@ import logging
 # name -> "module:Class", imported lazily so one task's dependencies never
 # slow down another's start-up.
 TASKS = {
-    "text_to_image": "jaxgen.tasks.image.text_to_image:TextToImageTask",
-    "latent_diffusion": "jaxgen.tasks.image.latent_diffusion:LatentDiffusionTask",
-    "autoencoder": "jaxgen.tasks.image.autoencoder:AutoencoderTask",
-    "t2m_mdm": "jaxgen.tasks.motion.t2m_mdm:TextToMotionTask",
-    "t2m_vq": "jaxgen.tasks.motion.t2m_vq:MotionVQTask",
-    "t2m_gpt": "jaxgen.tasks.motion.t2m_gpt:MotionGPTTask",
-    "t2m_vae": "jaxgen.tasks.motion.t2m_vae:MotionVAETask",
-    "t2m_evaluator": "jaxgen.tasks.motion.t2m_evaluator:MotionEvaluatorTask",
+  "text_to_image": "jaxgen.tasks.image.text_to_image:TextToImageTask",
+  "latent_diffusion": "jaxgen.tasks.image.latent_diffusion:LatentDiffusionTask",
+  "autoencoder": "jaxgen.tasks.image.autoencoder:AutoencoderTask",
+  "t2m_mdm": "jaxgen.tasks.motion.t2m_mdm:MotionDiffusionTask",
+  "t2m_vq": "jaxgen.tasks.motion.t2m_vq:MotionVQTask",
+  "t2m_gpt": "jaxgen.tasks.motion.t2m_gpt:MotionGPTTask",
+  "t2m_vae": "jaxgen.tasks.motion.t2m_vae:MotionVAETask",
+  "t2m_evaluator": "jaxgen.tasks.motion.t2m_evaluator:MotionEvaluatorTask",
 }
 
 # Names that run directories written before the tasks were renamed still carry.
@@ -36,8 +36,10 @@ class UnknownTaskError(ValueError):
 def task_name(config) -> str:
   """The registered name of `config.task` (old names of renamed tasks are accepted)."""
   if "task" not in config:
-    raise UnknownTaskError(f"config has no `task` field (fields: {sorted(config.keys())}); "
-                           f"expected one of {sorted(TASKS)}")
+    raise UnknownTaskError(
+      f"config has no `task` field (fields: {sorted(config.keys())}); "
+      f"expected one of {sorted(TASKS)}"
+    )
   name = config.task
   if name in RENAMED:
     logging.info("task %r is now called %r", name, RENAMED[name])
@@ -61,6 +63,7 @@ def get_task(config):
 def load_run(workdir: str, step: int | None = None):
   """(task, EMA params) of the newest readable checkpoint (or `step`) of a run directory."""
   from jaxgen.training import inference  # pylint: disable=g-import-not-at-top  (JAX: lazily)
+
   config = inference.load_run_config(workdir)
   task = get_task(config)
   return task, inference.restore_ema_params(task, workdir, step)

@@ -40,18 +40,21 @@ class DistributedConfig:
     explicit = (self.coordinator_address, self.num_processes, self.process_id)
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
       raise DistributedConfigError(
-          "coordinator address, number of processes and process id must be given together "
-          f"(or all left to auto-detection), got coordinator_address="
-          f"{self.coordinator_address!r}, num_processes={self.num_processes}, "
-          f"process_id={self.process_id}")
+        "coordinator address, number of processes and process id must be given together "
+        f"(or all left to auto-detection), got coordinator_address="
+        f"{self.coordinator_address!r}, num_processes={self.num_processes}, "
+        f"process_id={self.process_id}"
+      )
     if self.num_processes is not None and self.num_processes < 1:
       raise DistributedConfigError(f"num_processes must be >= 1, got {self.num_processes}")
     if self.process_id is not None and not 0 <= self.process_id < self.num_processes:
       raise DistributedConfigError(
-          f"process_id must be in [0, {self.num_processes}), got {self.process_id}")
+        f"process_id must be in [0, {self.num_processes}), got {self.process_id}"
+      )
     if self.coordinator_address is not None and ":" not in self.coordinator_address:
       raise DistributedConfigError(
-          f"coordinator_address must be host:port, got {self.coordinator_address!r}")
+        f"coordinator_address must be host:port, got {self.coordinator_address!r}"
+      )
 
 
 def initialize(config: DistributedConfig) -> None:
@@ -65,9 +68,15 @@ def initialize(config: DistributedConfig) -> None:
     return
   # Only the CPU backend reads this; TPU and GPU bring their own collectives.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=config.coordinator_address,
-                             num_processes=config.num_processes,
-                             process_id=config.process_id)
-  logging.info("process %d of %d joined; %d local and %d global devices",
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  jax.distributed.initialize(
+    coordinator_address=config.coordinator_address,
+    num_processes=config.num_processes,
+    process_id=config.process_id,
+  )
+  logging.info(
+    "process %d of %d joined; %d local and %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )

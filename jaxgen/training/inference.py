@@ -1,39 +1,49 @@
-"""Restoring a trained run's weights for sampling, given its task object."""
+"""Restoring a trained run's weights for sampling, given its task object.
+
+Only the EMA parameters are read from the checkpoint: no optimizer or train
+state is built, so restoring costs the memory of one copy of the weights.
+"""
 
 from __future__ import annotations
 
 import os
 
+import flax.linen as nn
 import jax
 
-from jaxgen.training.checkpoint import CheckpointNotFoundError, Checkpointer, checkpoint_dir
-from jaxgen.training.optimizers import make_optimizer
-from jaxgen.training.trainer import init_state_fn, load_config
-from jaxgen.training.train_state import TrainState
+from jaxgen.training.checkpoint import (
+  CheckpointNotFoundError,
+  Checkpointer,
+  checkpoint_dir,
+  load_run_config,
+)
+from jaxgen.training.task import PyTree, Task
 
-load_run_config = load_config
+__all__ = ["abstract_params", "load_run_config", "restore_ema_params"]
 
 
-def abstract_train_state(task, config, example_batch) -> TrainState:
-  """Shapes and dtypes of the train state, on the first local device."""
-  tx, _ = make_optimizer(config.optim, config.train.num_steps)
+def abstract_params(task: Task) -> PyTree:
+  """Shapes and dtypes of `task`'s (unboxed) params, placed on the first local device."""
   rng = jax.random.PRNGKey(0)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.eval_shape(init_state_fn(task, tx), rng, rng, example_batch)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                      abstract)
+  abstract = nn.meta.unbox(jax.eval_shape(task.init, rng, task.abstract_batch(1)))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
 
 
-def restore_ema_params(task, workdir: str, step: int | None = None):
-  """EMA params of `task` from the newest readable checkpoint (or `step`) of a run directory."""
+def restore_ema_params(task: Task, workdir: str, step: int | None = None) -> PyTree:
+  """EMA params of `task` from the newest readable checkpoint (or `step`) of a run directory.
+
+  An unreadable newest checkpoint (e.g. a truncated write) is named in a
+  warning and the one before it is read instead.
+  """
   if not os.path.isdir(checkpoint_dir(workdir)):
     raise CheckpointNotFoundError(
-        f"--checkpoint: {workdir!r} has no {os.path.basename(checkpoint_dir(workdir))}/ "
-        "folder: is it a directory written by `jaxgen train`?")
-  template = abstract_train_state(task, task.config, task.abstract_batch(1))
+      f"--checkpoint: {workdir!r} has no {os.path.basename(checkpoint_dir(workdir))}/ "
+      "folder: is it a directory written by `jaxgen train`?"
+    )
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
-    state, _, _ = checkpointer.restore(template, step)
+    items, _, _ = checkpointer.restore_items(dict(ema_params=abstract_params(task)), step)
   finally:
     checkpointer.close()
-  return state.ema_params
+  return items["ema_params"]

@@ -21,6 +21,7 @@ class MetricWriter:
     self._writer = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       if "://" not in logdir:  # remote logdirs (gs://) are tensorboardX's to create
         os.makedirs(logdir, exist_ok=True)
       self._writer = SummaryWriter(logdir)
@@ -30,8 +31,9 @@ class MetricWriter:
       return
     for k, v in values.items():
       self._writer.add_scalar(k, float(v), step)
-    logging.info("step %d: %s", step,
-                 ", ".join(f"{k}={float(v):.5g}" for k, v in sorted(values.items())))
+    logging.info(
+      "step %d: %s", step, ", ".join(f"{k}={float(v):.5g}" for k, v in sorted(values.items()))
+    )
 
   def image(self, step: int, tag: str, image: np.ndarray) -> None:
     if self.enabled:

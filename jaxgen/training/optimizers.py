@@ -6,9 +6,17 @@ from typing import Mapping
 
 import optax
 
+from jaxgen.training.config import fill_section
 
-def make_lr_schedule(*, learning_rate: float, warmup_steps: int, total_steps: int,
-                     end_factor: float = 0.0, decay: str = "cosine") -> optax.Schedule:
+
+def make_lr_schedule(
+  *,
+  learning_rate: float,
+  warmup_steps: int,
+  total_steps: int,
+  end_factor: float = 0.0,
+  decay: str = "cosine",
+) -> optax.Schedule:
   """Linear warm-up to `learning_rate`, then cosine decay (or constant)."""
   if learning_rate <= 0:
     raise ValueError(f"optim.learning_rate must be > 0, got {learning_rate}")
@@ -16,39 +24,44 @@ def make_lr_schedule(*, learning_rate: float, warmup_steps: int, total_steps: in
     raise ValueError(f"optim.warmup_steps must be >= 0, got {warmup_steps}")
   if decay == "constant":
     warm = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
-    return optax.join_schedules([warm, optax.constant_schedule(learning_rate)],
-                                [warmup_steps])
+    return optax.join_schedules([warm, optax.constant_schedule(learning_rate)], [warmup_steps])
   if decay != "cosine":
     raise ValueError(f"optim.decay must be 'cosine' or 'constant', got {decay!r}")
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0,
-      peak_value=learning_rate,
-      warmup_steps=warmup_steps,
-      decay_steps=max(total_steps, warmup_steps + 1),
-      end_value=learning_rate * end_factor,
+    init_value=0.0,
+    peak_value=learning_rate,
+    warmup_steps=warmup_steps,
+    decay_steps=max(total_steps, warmup_steps + 1),
+    end_value=learning_rate * end_factor,
   )
 
 
-def make_optimizer(optim: Mapping, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+  optim: Mapping, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW with warm-up + cosine decay and global-norm gradient clipping.
 
   Args:
-    optim: mapping with `learning_rate`, `warmup_steps`, `weight_decay`, `b1`,
-      `b2`, `eps`, `grad_clip_norm` (0 disables clipping), optional `decay`.
+    optim: the `optim` section of a config: `learning_rate` (required),
+      `warmup_steps`, `decay`, `end_factor`, `weight_decay`, `b1`, `b2`,
+      `eps`, `grad_clip_norm` (0 disables clipping); missing keys take the
+      defaults of `jaxgen.training.config`.
     total_steps: length of the run, for the decay.
   Returns:
     (optimizer, learning-rate schedule) — the schedule is returned for logging.
   """
+  optim = fill_section("optim", optim)
   schedule = make_lr_schedule(
-      learning_rate=optim["learning_rate"],
-      warmup_steps=optim["warmup_steps"],
-      total_steps=total_steps,
-      end_factor=optim.get("end_factor", 0.0),
-      decay=optim.get("decay", "cosine"),
+    learning_rate=optim.learning_rate,
+    warmup_steps=optim.warmup_steps,
+    total_steps=total_steps,
+    end_factor=optim.end_factor,
+    decay=optim.decay,
   )
   chain = []
-  if optim["grad_clip_norm"]:
-    chain.append(optax.clip_by_global_norm(optim["grad_clip_norm"]))
-  chain.append(optax.adamw(schedule, b1=optim["b1"], b2=optim["b2"], eps=optim["eps"],
-                           weight_decay=optim["weight_decay"]))
+  if optim.grad_clip_norm:
+    chain.append(optax.clip_by_global_norm(optim.grad_clip_norm))
+  chain.append(
+    optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay)
+  )
   return optax.chain(*chain), schedule

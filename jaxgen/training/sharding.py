@@ -21,23 +21,24 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # Logical parameter/activation axis -> mesh axis (None = replicated). The only
 # place a sharding decision is made.
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("embed", "fsdp"),
-    ("conv_in", None),
-    ("conv_out", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    # Small axes too: under FSDP every replicated byte is paid on each device
-    # (cross-attention K/V and the time embedding alone cost +17% on SD 1.5).
-    ("kv", "fsdp"),
-    ("vocab", "tensor"),
-    ("time_embed", "fsdp"),
-    ("norm", None),
+  ("batch", ("data", "fsdp")),
+  ("embed", "fsdp"),
+  ("conv_in", None),
+  ("conv_out", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  # Small axes too: under FSDP every replicated byte is paid on each device
+  # (cross-attention K/V and the time embedding alone cost +17% on SD 1.5).
+  ("kv", "fsdp"),
+  ("vocab", "tensor"),
+  ("time_embed", "fsdp"),
+  ("norm", None),
 )
 
 
-def make_mesh(shape: Sequence[int] | None = None,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+  shape: Sequence[int] | None = None, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   """A (data, fsdp, tensor) mesh; `shape=None` puts every device on `data`."""
   devices = list(jax.devices() if devices is None else devices)
   if shape is None:
@@ -46,11 +47,11 @@ def make_mesh(shape: Sequence[int] | None = None,
   if len(shape) != 3 or any(s <= 0 for s in shape):
     raise ValueError(f"mesh shape must be three positive sizes (data, fsdp, tensor), got {shape}")
   if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"mesh shape {shape} needs {int(np.prod(shape))} devices, "
-                     f"but {len(devices)} are available")
+    raise ValueError(
+      f"mesh shape {shape} needs {int(np.prod(shape))} devices, but {len(devices)} are available"
+    )
   device_array = np.asarray(devices).reshape(shape)
-  return Mesh(device_array, MESH_AXES,
-              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  return Mesh(device_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -81,18 +82,26 @@ def param_shardings(abstract_boxed_params: Any, mesh: Mesh) -> Any:
   mesh_specs = nn.logical_to_mesh(nn.get_partition_spec(abstract_boxed_params), LOGICAL_RULES)
   shapes = nn.meta.unbox(abstract_boxed_params)
   return jax.tree.map(
-      lambda spec, x: NamedSharding(mesh, _fit_to_shape(spec, x.shape, mesh)),
-      mesh_specs, shapes, is_leaf=lambda x: isinstance(x, P))
+    lambda spec, x: NamedSharding(mesh, _fit_to_shape(spec, x.shape, mesh)),
+    mesh_specs,
+    shapes,
+    is_leaf=lambda x: isinstance(x, P),
+  )
 
 
-def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,
-                        params_sharding: Any, mesh: Mesh) -> Any:
+def opt_state_shardings(
+  tx: optax.GradientTransformation, abstract_opt_state: Any, params_sharding: Any, mesh: Mesh
+) -> Any:
   """Optimizer moments follow their parameter; counters etc. are replicated."""
   rep = replicated(mesh)
   return optax.tree_map_params(
-      tx, lambda _, sharding: sharding, abstract_opt_state, params_sharding,
-      transform_non_params=lambda _: rep,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
+    tx,
+    lambda _, sharding: sharding,
+    abstract_opt_state,
+    params_sharding,
+    transform_non_params=lambda _: rep,
+    is_leaf=lambda x: isinstance(x, NamedSharding),
+  )
 
 
 def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

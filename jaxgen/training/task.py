@@ -28,6 +28,23 @@ Batch = Mapping[str, jax.Array]
 STATE_UPDATES_KEY = "state_updates"
 
 
+class PromptError(ValueError):
+  """Prompts for an image task are missing or empty, or come with a duration."""
+
+
+def check_prompts(prompts: Any, name: str = "prompts") -> list[str]:
+  """The prompts as a list of str; a PromptError for none, a lone string or an empty one."""
+  if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (Sequence, np.ndarray)):
+    raise PromptError(f"{name}: expected a sequence of strings, found {type(prompts).__name__}")
+  prompts = list(prompts)
+  if not prompts:
+    raise PromptError(f"{name}: expected at least one prompt, found none")
+  empty = [p for p in prompts if not isinstance(p, str) or not p.strip()]
+  if empty:
+    raise PromptError(f"{name}: expected non-empty strings, found {empty[:5]!r}")
+  return [str(p) for p in prompts]
+
+
 class Task:
   """A trainable task: its data, its model's init, loss and preview pictures.
 
@@ -99,8 +116,9 @@ class GenerativeTask(Task):
 
   sample_spec: ClassVar[SampleSpec]
 
-  def conditions(self, prompts: Sequence[str], *, seconds: float | None = None
-                 ) -> dict[str, np.ndarray]:
+  def conditions(
+    self, prompts: Sequence[str], *, seconds: float | None = None
+  ) -> dict[str, np.ndarray]:
     """Host conditions for `generate` (keyed like a batch), with named errors for bad input."""
     raise NotImplementedError
 
@@ -108,15 +126,24 @@ class GenerativeTask(Task):
     """Named error if `path` is not a file `save_samples` can write (checked before sampling)."""
     extensions = self.sample_spec.out_extensions
     if not str(path).lower().endswith(extensions):
-      raise ValueError(f"--out: expected a file ending in one of {extensions} for task "
-                       f"{self.config.task!r}, got {path!r}")
+      raise ValueError(
+        f"--out: expected a file ending in one of {extensions} for task "
+        f"{self.config.task!r}, got {path!r}"
+      )
 
-  def generate(self, params: PyTree, conditions: Mapping[str, Any], rng: jax.Array,
-               **options) -> dict[str, np.ndarray]:
+  def generate(
+    self, params: PyTree, conditions: Mapping[str, Any], rng: jax.Array, **options
+  ) -> dict[str, np.ndarray]:
     """Samples for `conditions`, as host arrays keyed like a batch (e.g. `image`, `motion`)."""
     raise NotImplementedError
 
-  def save_samples(self, samples: Mapping[str, np.ndarray], conditions: Mapping[str, Any],
-                   path: str, **display) -> str:
-    """Writes samples to `path` (a kind from `sample_spec.out_extensions`); returns the path."""
+  def save_samples(
+    self, samples: Mapping[str, np.ndarray], conditions: Mapping[str, Any], path: str, **display
+  ) -> str:
+    """Writes samples to `path` (a kind from `sample_spec.out_extensions`); returns the path.
+
+    `display` carries the command line's layout options to every task alike:
+    `scale` (pixel upscaling of an image grid) and `ncols` (grid columns). A
+    task uses those that apply to its output and ignores the others.
+    """
     raise NotImplementedError

@@ -37,17 +37,16 @@ class TrainState:
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, params: PyTree, tx: optax.GradientTransformation,
-             rng: jax.Array) -> "TrainState":
+  def create(cls, params: PyTree, tx: optax.GradientTransformation, rng: jax.Array) -> "TrainState":
     return cls(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        ema_params=jax.tree.map(jnp.copy, params),
-        opt_state=tx.init(params),
-        rng=rng,
-        skipped_steps=jnp.zeros((), jnp.int32),
-        consecutive_skips=jnp.zeros((), jnp.int32),
-        tx=tx,
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      ema_params=jax.tree.map(jnp.copy, params),
+      opt_state=tx.init(params),
+      rng=rng,
+      skipped_steps=jnp.zeros((), jnp.int32),
+      consecutive_skips=jnp.zeros((), jnp.int32),
+      tx=tx,
     )
 
   def apply_gradients(self, grads: PyTree, ema_decay: float | jax.Array) -> "TrainState":
@@ -55,10 +54,10 @@ class TrainState:
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     params = optax.apply_updates(self.params, updates)
     return self.replace(
-        step=self.step + 1,
-        params=params,
-        ema_params=ema_update(self.ema_params, params, ema_decay),
-        opt_state=opt_state,
+      step=self.step + 1,
+      params=params,
+      ema_params=ema_update(self.ema_params, params, ema_decay),
+      opt_state=opt_state,
     )
 
 

@@ -21,17 +21,22 @@ from jaxgen.data.pipeline import ArrayIterator
 from jaxgen.render.grid import save_png
 from jaxgen.training.task import STATE_UPDATES_KEY, Task
 from jaxgen.training import sharding
-from jaxgen.training.checkpoint import Checkpointer
+from jaxgen.training.checkpoint import Checkpointer, write_run_config
+from jaxgen.training.config import with_trainer_defaults
 from jaxgen.training.metric_writer import MetricWriter
 from jaxgen.training.optimizers import make_optimizer
 from jaxgen.training.train_state import TrainState, ema_decay_at, replace_leaves
 
-CONFIG_FILE = "config.json"
 
-
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
-               ema_decay: float, ema_warmup: int, max_consecutive_skips: int = 0
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  task: Task,
+  ema_decay: float,
+  ema_warmup: int,
+  max_consecutive_skips: int = 0,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update. A non-finite loss or gradient leaves the state unchanged.
 
   Skipped updates are counted in the state (`skipped_steps`,
@@ -53,41 +58,26 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
   if state_updates is not None:
     # Non-gradient parameters (e.g. EMA codebooks) take their new values in
     # both copies, so the EMA model samples with the current statistics.
-    updated = updated.replace(params=replace_leaves(updated.params, state_updates),
-                              ema_params=replace_leaves(updated.ema_params, state_updates))
+    updated = updated.replace(
+      params=replace_leaves(updated.params, state_updates),
+      ema_params=replace_leaves(updated.ema_params, state_updates),
+    )
   # Select leaf-wise: the bad update never reaches params, EMA or moments.
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
   skipped = (~finite).astype(jnp.int32)
   new_state = new_state.replace(
-      step=state.step + 1,  # counts batches consumed, skipped or not
-      rng=rng,
-      skipped_steps=state.skipped_steps + skipped,
-      consecutive_skips=(state.consecutive_skips + 1) * skipped)
+    step=state.step + 1,  # counts batches consumed, skipped or not
+    rng=rng,
+    skipped_steps=state.skipped_steps + skipped,
+    consecutive_skips=(state.consecutive_skips + 1) * skipped,
+  )
   if max_consecutive_skips > 0:
     halted = state.consecutive_skips >= max_consecutive_skips
     new_state = jax.tree.map(lambda new, old: jnp.where(halted, old, new), new_state, state)
-  metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                 consecutive_skips=new_state.consecutive_skips)
+  metrics = dict(
+    metrics, loss=loss, grad_norm=grad_norm, consecutive_skips=new_state.consecutive_skips
+  )
   return new_state, metrics
-
-
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  path = epath.Path(workdir) / CONFIG_FILE
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if path.exists() and path.read_text() != text:
-    logging.warning("%s differs from the config of this run; the run's config wins "
-                    "and the file is rewritten", path)
-  if jax.process_index() == 0:
-    path.write_text(text)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run directory was trained with."""
-  path = epath.Path(workdir) / CONFIG_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"checkpoint directory {workdir!r} has no {CONFIG_FILE}: "
-                            "is it a jaxgen run directory?")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def init_state_fn(task: Task, tx: optax.GradientTransformation):
@@ -100,12 +90,16 @@ def init_state_fn(task: Task, tx: optax.GradientTransformation):
   return init_state
 
 
-def create_state(task: Task, config: ml_collections.ConfigDict, example_batch: dict,
-                 mesh: jax.sharding.Mesh) -> tuple[TrainState, Any, optax.Schedule]:
+def create_state(
+  task: Task, config: ml_collections.ConfigDict, example_batch: dict, mesh: jax.sharding.Mesh
+) -> tuple[TrainState, Any, optax.Schedule]:
   """Initialises the train state directly into its shardings.
 
-  Returns (state, state shardings, learning-rate schedule).
+  Reads `optim.*`, `train.num_steps` and `seed` (defaults and checks in
+  `jaxgen.training.config`). Returns (state, state shardings, learning-rate
+  schedule).
   """
+  config = with_trainer_defaults(config)
   tx, schedule = make_optimizer(config.optim, config.train.num_steps)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, state_rng = jax.random.split(rng)
@@ -115,22 +109,19 @@ def create_state(task: Task, config: ml_collections.ConfigDict, example_batch: d
   params_sharding = sharding.param_shardings(abstract_boxed, mesh)
   rep = sharding.replicated(mesh)
   state_sharding = abstract_state.replace(
-      step=rep, rng=rep, skipped_steps=rep, consecutive_skips=rep,
-      params=params_sharding, ema_params=params_sharding,
-      opt_state=sharding.opt_state_shardings(tx, abstract_state.opt_state,
-                                             params_sharding, mesh))
+    step=rep,
+    rng=rep,
+    skipped_steps=rep,
+    consecutive_skips=rep,
+    params=params_sharding,
+    ema_params=params_sharding,
+    opt_state=sharding.opt_state_shardings(tx, abstract_state.opt_state, params_sharding, mesh),
+  )
   batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh), example_batch)
-  state = jax.jit(init_state, in_shardings=(rep, rep, batch_sharding),
-                  out_shardings=state_sharding)(init_rng, state_rng, example_batch)
+  state = jax.jit(
+    init_state, in_shardings=(rep, rep, batch_sharding), out_shardings=state_sharding
+  )(init_rng, state_rng, example_batch)
   return state, state_sharding, schedule
-
-
-def max_consecutive_skips(config: ml_collections.ConfigDict) -> int:
-  """K: this many skipped updates in a row stop the run (0 = never)."""
-  k = config.train.get("max_consecutive_skips", 10)
-  if k < 0:
-    raise ValueError(f"train.max_consecutive_skips must be >= 0, got {k}")
-  return k
 
 
 def estimated_flops(compiled: jax.stages.Compiled) -> float | None:
@@ -145,20 +136,33 @@ def estimated_flops(compiled: jax.stages.Compiled) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
-def jit_train_step(task: Task, config: ml_collections.ConfigDict, state_sharding: Any,
-                   example_batch: dict, mesh: jax.sharding.Mesh):
+def jit_train_step(
+  task: Task,
+  config: ml_collections.ConfigDict,
+  state_sharding: Any,
+  example_batch: dict,
+  mesh: jax.sharding.Mesh,
+):
   """`train_step` compiled for the mesh: state per the rules, batch over data × fsdp.
 
-  The incoming state is donated (updated in place on device).
+  Reads `train.ema_decay`, `train.ema_warmup` and `train.max_consecutive_skips`
+  (defaults in `jaxgen.training.config`). The incoming state is donated
+  (updated in place on device).
   """
+  tcfg = with_trainer_defaults(config).train
   batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh), example_batch)
   return jax.jit(
-      functools.partial(train_step, task=task, ema_decay=config.train.ema_decay,
-                        ema_warmup=config.train.ema_warmup,
-                        max_consecutive_skips=max_consecutive_skips(config)),
-      in_shardings=(state_sharding, batch_sharding),
-      out_shardings=(state_sharding, sharding.replicated(mesh)),
-      donate_argnums=0)
+    functools.partial(
+      train_step,
+      task=task,
+      ema_decay=tcfg.ema_decay,
+      ema_warmup=tcfg.ema_warmup,
+      max_consecutive_skips=tcfg.max_consecutive_skips,
+    ),
+    in_shardings=(state_sharding, batch_sharding),
+    out_shardings=(state_sharding, sharding.replicated(mesh)),
+    donate_argnums=0,
+  )
 
 
 def batch_shape_key(batch: dict) -> tuple:
@@ -166,9 +170,15 @@ def batch_shape_key(batch: dict) -> tuple:
   return tuple(sorted((key, tuple(value.shape)) for key, value in batch.items()))
 
 
-def compile_train_steps(task: Task, config: ml_collections.ConfigDict, state: TrainState,
-                        state_sharding: Any, example_batch: dict, mesh: jax.sharding.Mesh,
-                        iterator: ArrayIterator) -> dict[tuple, tuple[Any, float | None]]:
+def compile_train_steps(
+  task: Task,
+  config: ml_collections.ConfigDict,
+  state: TrainState,
+  state_sharding: Any,
+  example_batch: dict,
+  mesh: jax.sharding.Mesh,
+  iterator: ArrayIterator,
+) -> dict[tuple, tuple[Any, float | None]]:
   """The train step compiled ahead of time for every batch shape the iterator yields.
 
   Returns {batch_shape_key: (compiled step, its FLOPs per device or None)}.
@@ -180,25 +190,45 @@ def compile_train_steps(task: Task, config: ml_collections.ConfigDict, state: Tr
   compiled = {}
   start = time.monotonic()
   for shapes in iterator.batch_shapes():
-    batch = {key: jax.ShapeDtypeStruct((rows,) + shape, example_batch[key].dtype,
-                                       sharding=example_batch[key].sharding)
-             for key, shape in shapes.items()}
+    batch = {
+      key: jax.ShapeDtypeStruct(
+        (rows,) + shape, example_batch[key].dtype, sharding=example_batch[key].sharding
+      )
+      for key, shape in shapes.items()
+    }
     step_fn = jitted.lower(state, batch).compile()
     compiled[batch_shape_key(batch)] = (step_fn, estimated_flops(step_fn))
   flops = [f"{f:.3g}" if f else "no" for _, f in compiled.values()]
-  logging.info("train step compiled for %d batch shape(s) in %.1f s; XLA estimates %s FLOPs "
-               "per step per device", len(compiled), time.monotonic() - start, ", ".join(flops))
+  logging.info(
+    "train step compiled for %d batch shape(s) in %.1f s; XLA estimates %s FLOPs "
+    "per step per device",
+    len(compiled),
+    time.monotonic() - start,
+    ", ".join(flops),
+  )
   return compiled
 
 
-def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
-          mesh: jax.sharding.Mesh | None = None) -> TrainState:
+def train(
+  task: Task,
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+) -> TrainState:
   """Trains `task` into `workdir`, resuming from its newest checkpoint.
 
   `task` is any object with the `jaxgen.training.task.Task` methods (a
   registered task, `jaxgen.tasks.registry.get_task(config)`, or one of your
   own); `config` holds the trainer's settings (`train.*`, `optim.*`,
-  `checkpoint.*`, `seed`) and is saved as the run's `config.json`.
+  `checkpoint.*`, `seed`, `mesh_shape`: every key, its default and its
+  checks are in `jaxgen.training.config`) beside the task's own sections.
+  It is saved, defaults filled in, as the run's `config.json`.
+
+  `train.max_minutes` stops the loop early; the learning-rate decay is
+  planned for `train.num_steps`, so a capped run warns at start that its
+  decay may be cut, and once the first steps are timed it logs where the
+  run will likely stop and which `train.num_steps` would fit the budget.
 
   `workdir` may be local or remote (`gs://…`); remote paths go unchanged to
   orbax and `etils.epath`. In a multi-process run every process calls this
@@ -208,18 +238,24 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
 
   Returns the final train state (also saved as the last checkpoint).
   """
+  config = with_trainer_defaults(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  _write_config(workdir, config)
-  mesh = mesh or sharding.make_mesh(config.get("mesh_shape"))
+  write_run_config(workdir, config)
+  mesh = mesh or sharding.make_mesh(config.mesh_shape)
   tcfg = config.train
-  max_skips = max_consecutive_skips(config)
+  max_skips = tcfg.max_consecutive_skips
 
   arrays = task.train_arrays()
   # Optional task hook: length buckets that crop padding off short examples.
   buckets = task.train_buckets(arrays)
-  iterator = ArrayIterator(arrays, tcfg.batch_size, seed=config.seed,
-                           process_index=jax.process_index(),
-                           process_count=jax.process_count(), buckets=buckets)
+  iterator = ArrayIterator(
+    arrays,
+    tcfg.batch_size,
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    buckets=buckets,
+  )
   batch_sharding = sharding.batch_sharding(mesh)
   first = next(iterator)
   task.check_batch(first)
@@ -227,8 +263,9 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
   iterator.set_state(dict(epoch=0, position=0))
   state, state_sharding, schedule = create_state(task, config, example, mesh)
 
-  checkpointer = Checkpointer(workdir, save_every=config.checkpoint.save_every,
-                              keep=config.checkpoint.keep)
+  checkpointer = Checkpointer(
+    workdir, save_every=config.checkpoint.save_every, keep=config.checkpoint.keep
+  )
   if checkpointer.latest_step() is not None:
     # The template carries this run's shardings: a checkpoint written on
     # another mesh shape is resharded as it is read.
@@ -236,15 +273,22 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
     iterator.set_state(meta["data_iterator"])
     logging.info("resumed from step %d in %s", step, workdir)
 
-  compiled_steps = compile_train_steps(task, config, state, state_sharding, example, mesh,
-                                       iterator)
+  compiled_steps = compile_train_steps(task, config, state, state_sharding, example, mesh, iterator)
 
   writer = MetricWriter(os.path.join(workdir, "tensorboard"))
   first_step = int(state.step)
-  deadline = time.monotonic() + 60 * tcfg.max_minutes if tcfg.get("max_minutes") else None
+  deadline = None
+  if tcfg.max_minutes:
+    deadline = time.monotonic() + 60 * tcfg.max_minutes
+    warn_decay_may_be_cut(config, first_step)
   window_start, window_steps, window_flops = time.monotonic(), 0, 0.0
-  progress = tqdm.tqdm(total=tcfg.num_steps, initial=first_step, desc="train",
-                       disable=jax.process_index() != 0, dynamic_ncols=True)
+  progress = tqdm.tqdm(
+    total=tcfg.num_steps,
+    initial=first_step,
+    desc="train",
+    disable=jax.process_index() != 0,
+    dynamic_ncols=True,
+  )
   step, previous_metrics = first_step, None
   while step < tcfg.num_steps:
     batch = sharding.global_batch(next(iterator), batch_sharding)
@@ -265,11 +309,16 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
       metrics = jax.device_get(metrics)
       elapsed = time.monotonic() - window_start
       steps_per_sec = window_steps / elapsed
-      metrics.update(lr=float(schedule(step - 1)), steps_per_sec=steps_per_sec,
-                     skipped_steps=int(jax.device_get(state.skipped_steps)))
+      metrics.update(
+        lr=float(schedule(step - 1)),
+        steps_per_sec=steps_per_sec,
+        skipped_steps=int(jax.device_get(state.skipped_steps)),
+      )
       if window_flops:
         metrics["tflops_per_sec_per_device"] = window_flops / elapsed / 1e12
       writer.scalars(step, metrics)
+      if deadline is not None and step - first_step == window_steps:  # the first window
+        warn_projected_stop(config, step, steps_per_sec, deadline - time.monotonic(), schedule)
       progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
       window_start, window_steps, window_flops = time.monotonic(), 0, 0.0
 
@@ -278,8 +327,15 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
     if checkpointer.should_save(step):
       checkpointer.save(step, state, _meta(iterator, config))
     if deadline is not None and time.monotonic() > deadline:
-      logging.warning("train.max_minutes=%s reached at step %d of %d; stopping early",
-                      tcfg.max_minutes, step, tcfg.num_steps)
+      logging.warning(
+        "train.max_minutes=%s reached at step %d of train.num_steps=%d; stopping "
+        "early with the learning rate at %.3g (its planned end: %.3g)",
+        tcfg.max_minutes,
+        step,
+        tcfg.num_steps,
+        float(schedule(step - 1)),
+        float(schedule(tcfg.num_steps)),
+      )
       break
   progress.close()
   if max_skips and int(jax.device_get(state.consecutive_skips)) >= max_skips:
@@ -293,8 +349,71 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
   return state
 
 
-def _stop_diverged(checkpointer: Checkpointer, state: TrainState, iterator: ArrayIterator,
-                   config: ml_collections.ConfigDict, workdir: str, max_skips: int) -> None:
+def warn_decay_may_be_cut(config: ml_collections.ConfigDict, first_step: int) -> bool:
+  """At start: a time-capped run with a decaying learning rate may stop mid-decay."""
+  tcfg, optim = config.train, config.optim
+  if optim.decay == "constant" or first_step >= tcfg.num_steps:
+    return False
+  logging.warning(
+    "train.max_minutes=%s may stop this run before train.num_steps=%d: the %s learning-rate "
+    "decay (optim.decay) is planned for train.num_steps and would be cut part-way. The "
+    "number of steps that fit is logged after the first %d steps; set train.num_steps to it "
+    "for a full decay, or optim.decay='constant'.",
+    tcfg.max_minutes,
+    tcfg.num_steps,
+    optim.decay,
+    tcfg.log_every,
+  )
+  return True
+
+
+def warn_projected_stop(
+  config: ml_collections.ConfigDict,
+  step: int,
+  steps_per_sec: float,
+  seconds_left: float,
+  schedule: optax.Schedule,
+) -> bool:
+  """After the first timed steps: where `train.max_minutes` will likely stop the run."""
+  tcfg = config.train
+  projected = step + int(steps_per_sec * max(seconds_left, 0.0))
+  if projected >= tcfg.num_steps:
+    return False
+  logging.warning(
+    "train.max_minutes=%s: at %.3g steps/s this run will stop near step %d of "
+    "train.num_steps=%d, with the learning rate at %.3g (its planned end: %.3g); "
+    "train.num_steps=%d would fit the time budget with the full decay.",
+    tcfg.max_minutes,
+    steps_per_sec,
+    projected,
+    tcfg.num_steps,
+    float(schedule(projected)),
+    float(schedule(tcfg.num_steps)),
+    projected,
+  )
+  return True
+
+
+def abstract_train_state(
+  task: Task, config: ml_collections.ConfigDict, example_batch: dict
+) -> TrainState:
+  """Shapes and dtypes of the whole train state on the first local device (for restores)."""
+  config = with_trainer_defaults(config)
+  tx, _ = make_optimizer(config.optim, config.train.num_steps)
+  rng = jax.random.PRNGKey(0)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.eval_shape(init_state_fn(task, tx), rng, rng, example_batch)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+
+
+def _stop_diverged(
+  checkpointer: Checkpointer,
+  state: TrainState,
+  iterator: ArrayIterator,
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  max_skips: int,
+) -> None:
   """Checkpoints the (frozen, last good) state of a diverged run and stops it."""
   frozen_step = int(jax.device_get(state.step))
   if frozen_step not in checkpointer.all_steps():
@@ -302,14 +421,14 @@ def _stop_diverged(checkpointer: Checkpointer, state: TrainState, iterator: Arra
   checkpointer.wait()
   checkpointer.close()
   raise FloatingPointError(
-      f"{max_skips} consecutive non-finite losses or gradients (train.max_consecutive_skips) "
-      f"at step {frozen_step}: the run stopped; its last good state is checkpointed in "
-      f"{workdir} at step {frozen_step}")
+    f"{max_skips} consecutive non-finite losses or gradients (train.max_consecutive_skips) "
+    f"at step {frozen_step}: the run stopped; its last good state is checkpointed in "
+    f"{workdir} at step {frozen_step}"
+  )
 
 
 def _meta(iterator: ArrayIterator, config: ml_collections.ConfigDict) -> dict:
-  return dict(data_iterator=iterator.get_state(),
-              config=json.loads(config.to_json_best_effort()))
+  return dict(data_iterator=iterator.get_state(), config=json.loads(config.to_json_best_effort()))
 
 
 def _write_preview(task: Task, state: TrainState, workdir: str, step: int, writer) -> None:

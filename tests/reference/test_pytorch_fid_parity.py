@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from jaxgen.models import inception
+from jaxgen.convert import metric_networks
 
 _BENCHMARK = pathlib.Path(__file__).parents[2] / "benchmarks" / "fid_extraction.py"
 _spec = importlib.util.spec_from_file_location("fid_extraction", _BENCHMARK)
@@ -30,7 +30,7 @@ def state_dict():
 def models(state_dict):
   return (
     fid_extraction.pytorch_fid_inception(state_dict),
-    inception.variables_from_torch_state_dict(state_dict),
+    metric_networks.FID_INCEPTION.from_torch(state_dict),
   )
 
 
@@ -60,6 +60,7 @@ def test_pool3_features_equal_pytorch_fid(models, size):
 def test_frechet_distance_equals_pytorch_fid(method):
   from pytorch_fid.fid_score import calculate_frechet_distance  # pylint: disable=g-import-not-at-top
   from jaxgen.metrics import frechet  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   real = rng.normal(size=(500, 64))
   fake = rng.normal(size=(400, 64)) @ rng.normal(scale=0.3, size=(64, 64)) + 0.2

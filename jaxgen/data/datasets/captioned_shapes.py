@@ -47,10 +47,8 @@ class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      CaptionedShapesConfig(name="32px", description="32x32 images.",
-                            resolution=32),
-      CaptionedShapesConfig(name="64px", description="64x64 images.",
-                            resolution=64),
+    CaptionedShapesConfig(name="32px", description="32x32 images.", resolution=32),
+    CaptionedShapesConfig(name="64px", description="64x64 images.", resolution=64),
   ]
 
   def __init__(self, *, file_format: str | None = None, **kwargs):
@@ -65,40 +63,45 @@ class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     side = self.builder_config.resolution
     return self.dataset_info_from_configs(
-        description=("One circle, square or triangle per image, in one of six "
-                     "colours, two sizes and nine grid positions, on a dark "
-                     "background, with a caption naming all four; the test "
-                     "split holds out ~10% of the attribute combinations."),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(side, side, 3),
-                                          dtype=np.uint8),
-            "caption": tfds.features.Text(),
-            "shape": tfds.features.ClassLabel(names=shapes.SHAPES),
-            "colour": tfds.features.ClassLabel(names=shapes.COLOURS),
-            "size": tfds.features.ClassLabel(names=shapes.SIZES),
-            "position": tfds.features.ClassLabel(names=shapes.POSITIONS),
-        }),
-        supervised_keys=("caption", "image"),
-        # Keep make_split's (already shuffled) order: example i of a split is
-        # make_split(...)[i].
-        disable_shuffling=True,
+      description=(
+        "One circle, square or triangle per image, in one of six "
+        "colours, two sizes and nine grid positions, on a dark "
+        "background, with a caption naming all four; the test "
+        "split holds out ~10% of the attribute combinations."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(side, side, 3), dtype=np.uint8),
+          "caption": tfds.features.Text(),
+          "shape": tfds.features.ClassLabel(names=shapes.SHAPES),
+          "colour": tfds.features.ClassLabel(names=shapes.COLOURS),
+          "size": tfds.features.ClassLabel(names=shapes.SIZES),
+          "position": tfds.features.ClassLabel(names=shapes.POSITIONS),
+        }
+      ),
+      supervised_keys=("caption", "image"),
+      # Keep make_split's (already shuffled) order: example i of a split is
+      # make_split(...)[i].
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Everything is rendered locally.
     config = self.builder_config
     return {
-        "train": self._generate_examples("train", config.num_train),
-        "test": self._generate_examples("test", config.num_test),
+      "train": self._generate_examples("train", config.num_train),
+      "test": self._generate_examples("test", config.num_test),
     }
 
   def _generate_examples(self, split: str, num_examples: int):
     config = self.builder_config
-    data = shapes.make_split(split, num_examples, config.resolution,
-                             config.seed)
+    data = shapes.make_split(split, num_examples, config.resolution, config.seed)
     for i in range(num_examples):
-      yield i, {
+      yield (
+        i,
+        {
           "image": data["image"][i],
           "caption": str(data["caption"][i]),
           **{k: int(data[k][i]) for k in shapes.ATTRIBUTES},
-      }
+        },
+      )

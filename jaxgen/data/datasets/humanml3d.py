@@ -67,43 +67,47 @@ def parse_text_file(path: str) -> list[Caption]:
       fields = line.split("#")
       if len(fields) < 4:
         raise DatasetLayoutError(
-            f"text file {path!r} line {number} must be "
-            f"'caption#tokens#start#end', got {len(fields)} field(s): "
-            f"{line!r}.")
+          f"text file {path!r} line {number} must be "
+          f"'caption#tokens#start#end', got {len(fields)} field(s): "
+          f"{line!r}."
+        )
       try:
         start, end = float(fields[2]), float(fields[3])
       except ValueError as e:
         raise DatasetLayoutError(
-            f"text file {path!r} line {number} must end with numeric "
-            f"start#end seconds, got {fields[2]!r}#{fields[3]!r}.") from e
-      captions.append(Caption(
-          caption=fields[0], tokens=fields[1],
+          f"text file {path!r} line {number} must end with numeric "
+          f"start#end seconds, got {fields[2]!r}#{fields[3]!r}."
+        ) from e
+      captions.append(
+        Caption(
+          caption=fields[0],
+          tokens=fields[1],
           start=0.0 if np.isnan(start) else start,
-          end=0.0 if np.isnan(end) else end))
+          end=0.0 if np.isnan(end) else end,
+        )
+      )
   return captions
 
 
-def check_layout(folder: str | os.PathLike | None,
-                 fmt: motion_lib.MotionFormat) -> str:
+def check_layout(folder: str | os.PathLike | None, fmt: motion_lib.MotionFormat) -> str:
   """Raises DatasetLayoutError unless `folder` has the released layout."""
   if folder is None:
     raise DatasetLayoutError(
-        f"{fmt.name} is read from a manual directory: pass "
-        f"download_config=tfds.download.DownloadConfig(manual_dir=...) "
-        f"pointing at the released {fmt.name} folder.")
+      f"{fmt.name} is read from a manual directory: pass "
+      f"download_config=tfds.download.DownloadConfig(manual_dir=...) "
+      f"pointing at the released {fmt.name} folder."
+    )
   folder = os.fspath(folder)
   if not os.path.isdir(folder):
-    raise DatasetLayoutError(f"{fmt.name} manual_dir {folder!r} is not a "
-                             f"directory.")
-  required = ["new_joint_vecs", "texts", *SPLIT_FILES.values(), "Mean.npy",
-              "Std.npy"]
-  missing = [r for r in required if not os.path.exists(os.path.join(folder,
-                                                                   r))]
+    raise DatasetLayoutError(f"{fmt.name} manual_dir {folder!r} is not a directory.")
+  required = ["new_joint_vecs", "texts", *SPLIT_FILES.values(), "Mean.npy", "Std.npy"]
+  missing = [r for r in required if not os.path.exists(os.path.join(folder, r))]
   if missing:
     found = sorted(os.listdir(folder))[:20]
     raise DatasetLayoutError(
-        f"{fmt.name} manual_dir {folder!r} must contain {required} (the "
-        f"released layout); missing {missing}, found {found}.")
+      f"{fmt.name} manual_dir {folder!r} must contain {required} (the "
+      f"released layout); missing {missing}, found {found}."
+    )
   return folder
 
 
@@ -112,21 +116,21 @@ def read_split_names(folder: str, split: str) -> list[str]:
     return [line.strip() for line in f if line.strip()]
 
 
-def load_motion(folder: str, name: str, fmt: motion_lib.MotionFormat
-                ) -> np.ndarray:
+def load_motion(folder: str, name: str, fmt: motion_lib.MotionFormat) -> np.ndarray:
   """new_joint_vecs/<name>.npy as float32 (T, D), checked."""
   path = os.path.join(folder, "new_joint_vecs", f"{name}.npy")
   if not os.path.isfile(path):
-    raise DatasetLayoutError(f"motion {name!r} is listed in a split file but "
-                             f"{path!r} does not exist.")
+    raise DatasetLayoutError(
+      f"motion {name!r} is listed in a split file but {path!r} does not exist."
+    )
   features = np.load(path).astype(np.float32)
   if features.ndim != 2 or features.shape[-1] != fmt.feature_dim:
     raise motion_lib.InvalidMotionError(
-        f"motion file {path!r} must have shape (T, {fmt.feature_dim}) "
-        f"({fmt.name}), got {features.shape}.")
+      f"motion file {path!r} must have shape (T, {fmt.feature_dim}) "
+      f"({fmt.name}), got {features.shape}."
+    )
   if not np.isfinite(features).all():
-    raise motion_lib.InvalidMotionError(f"motion file {path!r} has NaN/inf "
-                                        f"values.")
+    raise motion_lib.InvalidMotionError(f"motion file {path!r} has NaN/inf values.")
   return features
 
 
@@ -137,8 +141,7 @@ def split_examples(folder: str, split: str, fmt: motion_lib.MotionFormat):
     features = load_motion(folder, name, fmt)
     text_path = os.path.join(folder, "texts", f"{name}.txt")
     if not os.path.isfile(text_path):
-      raise DatasetLayoutError(f"motion {name!r} has no text file "
-                               f"{text_path!r}.")
+      raise DatasetLayoutError(f"motion {name!r} has no text file {text_path!r}.")
     if not fmt.min_frames <= len(features) < MAX_SOURCE_FRAMES:
       dropped += 1
       continue
@@ -156,29 +159,32 @@ def split_examples(folder: str, split: str, fmt: motion_lib.MotionFormat):
         dropped += 1
         continue
       kept += 1
-      yield f"{name}:{index}", _example(name, span, first, first + len(span),
-                                        [caption])
-  logging.info("%s %s: %d examples, %d motions/spans dropped by length",
-               fmt.name, split, kept, dropped)
+      yield f"{name}:{index}", _example(name, span, first, first + len(span), [caption])
+  logging.info(
+    "%s %s: %d examples, %d motions/spans dropped by length", fmt.name, split, kept, dropped
+  )
 
 
 def _example(name, features, first, last, captions):
   return {
-      "name": name,
-      "motion": features,
-      "length": np.int32(len(features)),
-      "start_frame": np.int32(first),
-      "end_frame": np.int32(last),
-      "caption": [c.caption for c in captions],
-      "tokens": [c.tokens for c in captions],
-      "start": np.array([c.start for c in captions], np.float32),
-      "end": np.array([c.end for c in captions], np.float32),
+    "name": name,
+    "motion": features,
+    "length": np.int32(len(features)),
+    "start_frame": np.int32(first),
+    "end_frame": np.int32(last),
+    "caption": [c.caption for c in captions],
+    "tokens": [c.tokens for c in captions],
+    "start": np.array([c.start for c in captions], np.float32),
+    "end": np.array([c.end for c in captions], np.float32),
   }
 
 
-def load_split(folder: str | os.PathLike, split: str,
-               fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
-               all_captions: bool = True) -> dict:
+def load_split(
+  folder: str | os.PathLike,
+  split: str,
+  fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
+  all_captions: bool = True,
+) -> dict:
   """One split of a released folder as padded arrays (no TFDS needed).
 
   Each example's clip is cut to a multiple of 4 frames (at most
@@ -191,23 +197,26 @@ def load_split(folder: str | os.PathLike, split: str,
   """
   folder = check_layout(folder, fmt)
   if split not in SPLIT_FILES:
-    raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got "
-                     f"{split!r}.")
+    raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}.")
   motions, lengths, captions, names = [], [], [], []
   for key, example in split_examples(folder, split, fmt):
     length = min(fmt.max_frames, len(example["motion"]) // 4 * 4)
     padded = motion_lib.pad_motion(example["motion"][:length], fmt.max_frames)
-    for caption in (example["caption"] if all_captions
-                    else example["caption"][:1]):
+    for caption in example["caption"] if all_captions else example["caption"][:1]:
       motions.append(padded)
       lengths.append(length)
       captions.append(caption)
       names.append(key)
   if not motions:
-    raise DatasetLayoutError(f"{fmt.name} split {split!r} in {folder!r} has "
-                             f"no clip of {fmt.min_frames}..199 frames.")
-  return {"motion": np.stack(motions), "length": np.array(lengths, np.int32),
-          "caption": captions, "name": names}
+    raise DatasetLayoutError(
+      f"{fmt.name} split {split!r} in {folder!r} has no clip of {fmt.min_frames}..199 frames."
+    )
+  return {
+    "motion": np.stack(motions),
+    "length": np.array(lengths, np.int32),
+    "caption": captions,
+    "name": names,
+  }
 
 
 class HumanML3D(tfds.core.GeneratorBasedBuilder):
@@ -218,9 +227,10 @@ class HumanML3D(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Build the released folder with the HumanML3D scripts (new_joint_vecs/, "
-      "texts/, train.txt, val.txt, test.txt, Mean.npy, Std.npy) and pass it "
-      "as manual_dir.")
+    "Build the released folder with the HumanML3D scripts (new_joint_vecs/, "
+    "texts/, train.txt, val.txt, test.txt, Mean.npy, Std.npy) and pass it "
+    "as manual_dir."
+  )
 
   def __init__(self, *, file_format: str | None = None, **kwargs):
     super().__init__(file_format=file_format, **kwargs)
@@ -232,25 +242,26 @@ class HumanML3D(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     fmt = self.FORMAT
     return self.dataset_info_from_configs(
-        description=(f"{fmt.name}: {fmt.feature_dim}-d motion features at "
-                     f"{fmt.fps} fps with their captions, POS-tagged tokens "
-                     f"and caption time spans."),
-        features=tfds.features.FeaturesDict({
-            "name": tfds.features.Text(),
-            "motion": tfds.features.Tensor(shape=(None, fmt.feature_dim),
-                                           dtype=np.float32),
-            "length": tfds.features.Scalar(dtype=np.int32),
-            "start_frame": tfds.features.Scalar(dtype=np.int32),
-            "end_frame": tfds.features.Scalar(dtype=np.int32),
-            "caption": tfds.features.Sequence(tfds.features.Text()),
-            "tokens": tfds.features.Sequence(tfds.features.Text()),
-            "start": tfds.features.Sequence(
-                tfds.features.Scalar(dtype=np.float32)),
-            "end": tfds.features.Sequence(
-                tfds.features.Scalar(dtype=np.float32)),
-        }),
-        metadata=tfds.core.MetadataDict(),
-        disable_shuffling=True,
+      description=(
+        f"{fmt.name}: {fmt.feature_dim}-d motion features at "
+        f"{fmt.fps} fps with their captions, POS-tagged tokens "
+        f"and caption time spans."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "name": tfds.features.Text(),
+          "motion": tfds.features.Tensor(shape=(None, fmt.feature_dim), dtype=np.float32),
+          "length": tfds.features.Scalar(dtype=np.int32),
+          "start_frame": tfds.features.Scalar(dtype=np.int32),
+          "end_frame": tfds.features.Scalar(dtype=np.int32),
+          "caption": tfds.features.Sequence(tfds.features.Text()),
+          "tokens": tfds.features.Sequence(tfds.features.Text()),
+          "start": tfds.features.Sequence(tfds.features.Scalar(dtype=np.float32)),
+          "end": tfds.features.Sequence(tfds.features.Scalar(dtype=np.float32)),
+        }
+      ),
+      metadata=tfds.core.MetadataDict(),
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -259,8 +270,7 @@ class HumanML3D(tfds.core.GeneratorBasedBuilder):
     normalizer = motion_lib.Normalizer.load(folder, fmt)
     self.info.metadata["mean"] = normalizer.mean.tolist()
     self.info.metadata["std"] = normalizer.std.tolist()
-    return {split: self._generate_examples(folder, split)
-            for split in SPLIT_FILES}
+    return {split: self._generate_examples(folder, split) for split in SPLIT_FILES}
 
   def _generate_examples(self, folder: str, split: str):
     yield from split_examples(folder, split, self.FORMAT)

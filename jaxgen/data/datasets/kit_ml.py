@@ -30,5 +30,6 @@ class KitMl(humanml3d.HumanML3D):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Pass the released KIT-ML folder (new_joint_vecs/, texts/, train.txt, "
-      "val.txt, test.txt, Mean.npy, Std.npy) as manual_dir.")
+    "Pass the released KIT-ML folder (new_joint_vecs/, texts/, train.txt, "
+    "val.txt, test.txt, Mean.npy, Std.npy) as manual_dir."
+  )

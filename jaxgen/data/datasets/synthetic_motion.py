@@ -36,8 +36,9 @@ class SyntheticMotion(tfds.core.GeneratorBasedBuilder):
   name = "synthetic_motion"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [SyntheticMotionConfig(
-      name="default", description="3000 train and 600 test clips.")]
+  BUILDER_CONFIGS = [
+    SyntheticMotionConfig(name="default", description="3000 train and 600 test clips.")
+  ]
 
   def __init__(self, *, file_format: str | None = None, **kwargs):
     super().__init__(file_format=file_format, **kwargs)
@@ -47,31 +48,29 @@ class SyntheticMotion(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     dim = motion_lib.HUMANML3D.feature_dim
     return self.dataset_info_from_configs(
-        description="Procedural SMPL-22 motions with templated captions, "
-                    "in HumanML3D's 263-d features at 20 fps.",
-        features=tfds.features.FeaturesDict({
-            "motion": tfds.features.Tensor(shape=(None, dim),
-                                           dtype=np.float32),
-            "length": tfds.features.Scalar(dtype=np.int32),
-            "caption": tfds.features.Text(),
-            "action": tfds.features.ClassLabel(
-                names=synthetic_motion.ACTIONS),
-            "second_action": tfds.features.Scalar(dtype=np.int32),
-        }),
-        metadata=tfds.core.MetadataDict(),
-        disable_shuffling=True,
+      description="Procedural SMPL-22 motions with templated captions, "
+      "in HumanML3D's 263-d features at 20 fps.",
+      features=tfds.features.FeaturesDict(
+        {
+          "motion": tfds.features.Tensor(shape=(None, dim), dtype=np.float32),
+          "length": tfds.features.Scalar(dtype=np.int32),
+          "caption": tfds.features.Text(),
+          "action": tfds.features.ClassLabel(names=synthetic_motion.ACTIONS),
+          "second_action": tfds.features.Scalar(dtype=np.int32),
+        }
+      ),
+      metadata=tfds.core.MetadataDict(),
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Generated locally.
-    return {split: self._generate_examples(split)
-            for split in synthetic_motion.SPLITS}
+    return {split: self._generate_examples(split) for split in synthetic_motion.SPLITS}
 
   def _generate_examples(self, split: str):
     config = self.builder_config
     num = config.num_train if split == "train" else config.num_test
-    data = synthetic_motion.make_split(split, seed=config.seed,
-                                       num_examples=num)
+    data = synthetic_motion.make_split(split, seed=config.seed, num_examples=num)
     if split == "train":
       mask = motion_lib.length_mask(data["length"], data["motion"].shape[1])
       normalizer = motion_lib.fit_normalizer(data["motion"], mask)
@@ -79,6 +78,13 @@ class SyntheticMotion(tfds.core.GeneratorBasedBuilder):
       self.info.metadata["std"] = normalizer.std.tolist()
     for i, caption in enumerate(data["caption"]):
       length = int(data["length"][i])
-      yield i, {"motion": data["motion"][i, :length], "length": length,
-                "caption": caption, "action": int(data["action"][i]),
-                "second_action": int(data["second_action"][i])}
+      yield (
+        i,
+        {
+          "motion": data["motion"][i, :length],
+          "length": length,
+          "caption": caption,
+          "action": int(data["action"][i]),
+          "second_action": int(data["second_action"][i]),
+        },
+      )

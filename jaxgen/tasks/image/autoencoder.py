@@ -37,21 +37,23 @@ import numpy as np
 
 from jaxgen.data import judge as shapes_judge
 from jaxgen.data import shapes
+from jaxgen.data.images import to_uint8
 from jaxgen.models import discriminator as disc_lib
 from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian, vae_loss
-from jaxgen.render.grid import make_grid, to_uint8
+from jaxgen.render.grid import make_grid
+from jaxgen.training.task import Task
 
 IMAGE_CHANNELS = shapes.CHANNELS
 
 
 def adversarial_objective(
-    images: jax.Array,
-    reconstructions: jax.Array,
-    disc_fn,
-    disc_params,
-    *,
-    weight: float,
-    active: jax.Array | float,
+  images: jax.Array,
+  reconstructions: jax.Array,
+  disc_fn,
+  disc_params,
+  *,
+  weight: float,
+  active: jax.Array | float,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The two hinge games as one scalar, for one optimizer over both players.
 
@@ -72,11 +74,16 @@ def adversarial_objective(
   logits_real, logits_fake = jnp.split(logits, 2, axis=0)
   d_loss = disc_lib.hinge_discriminator_loss(logits_real, logits_fake)
   total = active * (weight * g_loss + d_loss)
-  return total, dict(g_loss=g_loss, d_loss=d_loss, logits_real=jnp.mean(logits_real),
-                     logits_fake=jnp.mean(logits_fake), disc_active=jnp.asarray(active, jnp.float32))
+  return total, dict(
+    g_loss=g_loss,
+    d_loss=d_loss,
+    logits_real=jnp.mean(logits_real),
+    logits_fake=jnp.mean(logits_fake),
+    disc_active=jnp.asarray(active, jnp.float32),
+  )
 
 
-class AutoencoderTask:
+class AutoencoderTask(Task):
   """The `autoencoder` task (see module docstring). Batches: {"image": uint8 (B, H, W, 3)}."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -87,36 +94,50 @@ class AutoencoderTask:
     loss = config.loss
     if loss.get("perceptual_weight", 0.0):
       raise ValueError(
-          f"loss.perceptual_weight: jaxgen has no LPIPS network, so the perceptual term is "
-          f"not available; expected 0, found {loss.perceptual_weight}")
+        f"loss.perceptual_weight: jaxgen has no LPIPS network, so the perceptual term is "
+        f"not available; expected 0, found {loss.perceptual_weight}"
+      )
     if loss.kl_weight < 0:
       raise ValueError(f"loss.kl_weight: expected a number >= 0, found {loss.kl_weight}")
     d = config.disc
     self.use_disc = bool(d.enabled)
     if self.use_disc:
       self.disc_config = disc_lib.PatchDiscriminatorConfig(
-          in_channels=IMAGE_CHANNELS, channels=d.channels, num_layers=d.num_layers, norm=d.norm,
-          norm_num_groups=d.norm_num_groups)
+        in_channels=IMAGE_CHANNELS,
+        channels=d.channels,
+        num_layers=d.num_layers,
+        norm=d.norm,
+        norm_num_groups=d.norm_num_groups,
+      )
       self.discriminator = disc_lib.PatchDiscriminator(self.disc_config)
       if d.start < 0 or d.weight < 0:
-        raise ValueError(f"disc.start and disc.weight: expected numbers >= 0, found "
-                         f"{d.start} and {d.weight}")
+        raise ValueError(
+          f"disc.start and disc.weight: expected numbers >= 0, found {d.start} and {d.weight}"
+        )
     self._check_resolution()
 
   def _check_resolution(self) -> None:
     factor = self.vae_config.downsample_factor
     if self.resolution % factor:
-      raise ValueError(f"data.resolution must be a multiple of the autoencoder's downsample "
-                       f"factor {factor}, got {self.resolution}")
+      raise ValueError(
+        f"data.resolution must be a multiple of the autoencoder's downsample "
+        f"factor {factor}, got {self.resolution}"
+      )
     if self.use_disc and self.resolution < self.disc_config.min_input_size():
-      raise ValueError(f"disc.num_layers={self.disc_config.num_layers} needs data.resolution >= "
-                       f"{self.disc_config.min_input_size()}, got {self.resolution}")
+      raise ValueError(
+        f"disc.num_layers={self.disc_config.num_layers} needs data.resolution >= "
+        f"{self.disc_config.min_input_size()}, got {self.resolution}"
+      )
 
   # -- data --------------------------------------------------------------
 
   def train_arrays(self) -> Mapping[str, np.ndarray]:
-    data = shapes.make_split("train", self.config.data.num_train_examples,
-                             resolution=self.resolution, seed=self.config.data.seed)
+    data = shapes.make_split(
+      "train",
+      self.config.data.num_train_examples,
+      resolution=self.resolution,
+      seed=self.config.data.seed,
+    )
     return dict(image=data["image"])
 
   def abstract_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -125,8 +146,9 @@ class AutoencoderTask:
 
   def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
     """Held-out images (caption combinations never seen in training)."""
-    return shapes.make_split("test", num_examples, resolution=self.resolution,
-                             seed=self.config.data.seed + 1)
+    return shapes.make_split(
+      "test", num_examples, resolution=self.resolution, seed=self.config.data.seed + 1
+    )
 
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     shapes.check_image_batch(batch["image"], self.resolution)
@@ -147,22 +169,30 @@ class AutoencoderTask:
       return 1.0
     if "step" not in batch:
       raise ValueError(
-          f"disc.start={start} needs the training step, but the batch has no 'step' entry (keys "
-          f"{sorted(batch)}); set disc.start=0 or pass the step in the batch")
+        f"disc.start={start} needs the training step, but the batch has no 'step' entry (keys "
+        f"{sorted(batch)}); set disc.start=0 or pass the step in the batch"
+      )
     return (batch["step"] >= start).astype(jnp.float32)
 
   def loss(self, params, batch: Mapping[str, jax.Array], rng: jax.Array):
     images = batch["image"].astype(jnp.float32) / 127.5 - 1.0
     cfg = self.config.loss
     reconstructions, posterior = self.model.apply(
-        {"params": params["autoencoder"]}, images, rng, sample_posterior=True)
-    loss, metrics = vae_loss(images, reconstructions, posterior, kl_weight=cfg.kl_weight,
-                             kind=cfg.reconstruction)
+      {"params": params["autoencoder"]}, images, rng, sample_posterior=True
+    )
+    loss, metrics = vae_loss(
+      images, reconstructions, posterior, kl_weight=cfg.kl_weight, kind=cfg.reconstruction
+    )
     if self.use_disc:
       disc_fn = lambda p, x: self.discriminator.apply({"params": p}, x)
       adversarial, adv_metrics = adversarial_objective(
-          images, reconstructions, disc_fn, params["discriminator"],
-          weight=self.config.disc.weight, active=self._disc_active(batch))
+        images,
+        reconstructions,
+        disc_fn,
+        params["discriminator"],
+        weight=self.config.disc.weight,
+        active=self._disc_active(batch),
+      )
       loss = loss + adversarial
       metrics.update(adv_metrics)
     metrics["loss"] = loss
@@ -184,8 +214,9 @@ class AutoencoderTask:
     moments = self.model.apply({"params": params["autoencoder"]}, x, method=AutoencoderKL.encode)
     return DiagonalGaussian.from_moments(moments)
 
-  def evaluate(self, params, num_examples: int | None = None,
-               batch_size: int = 256) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+  def evaluate(
+    self, params, num_examples: int | None = None, batch_size: int = 256
+  ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Reconstruction quality on held-out images.
 
     Returns ({"mse", "psnr", and the judge's accuracies on the
@@ -196,7 +227,7 @@ class AutoencoderTask:
     originals = data["image"]
     recs = []
     for start in range(0, len(originals), batch_size):
-      chunk = originals[start:start + batch_size]
+      chunk = originals[start : start + batch_size]
       recs.append(np.asarray(self.reconstruct(params, jnp.asarray(chunk))))
     recs = np.concatenate(recs)
     x = originals.astype(np.float32) / 127.5 - 1.0

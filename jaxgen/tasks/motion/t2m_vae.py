@@ -16,7 +16,8 @@ there is no loop to scan).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxgen.models.motion_vae import TEMOS, MotionVAEConfig, gaussian_kl, reparameterize
-from jaxgen.tasks.motion import t2m_mdm as t2m
 from jaxgen.data.chunks import map_padded_chunks
+from jaxgen.models.motion_vae import TEMOS, MotionVAEConfig, gaussian_kl, reparameterize
+from jaxgen.tasks.motion.motion_task import MotionGenerativeTask, frame_mask, motion_sample_spec
+from jaxgen.tasks.motion.text_conditioning import load_frozen_clip
 
 
 def masked_smooth_l1(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
@@ -36,42 +38,41 @@ def masked_smooth_l1(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
   return (error * weights).sum() / jnp.maximum(weights.sum() * error.shape[-1], 1.0)
 
 
-class MotionVAETask(t2m.MotionDataMixin):
+class MotionVAETask(MotionGenerativeTask):
   """The `t2m_vae` task: TEMOS (see module docstring)."""
+
+  sample_spec = motion_sample_spec("sample_mean")
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     t = config.text
-    if t.encoder not in t2m.TEXT_ENCODERS:
-      raise ValueError(f"text.encoder: expected one of {t2m.TEXT_ENCODERS}, found {t.encoder!r}")
-    self.clip = None
-    if t.encoder == "clip":
-      self.clip = t2m.FrozenCLIPText.load(t.clip_path, t.max_length)
+    self.clip = load_frozen_clip(t)
+    if self.clip is not None:
       text_dim = self.clip.config.hidden_size  # per-token states, before the projection
     else:
       text_dim = t.width
-    self.vae_config = MotionVAEConfig(input_dim=self.fmt.feature_dim, text_dim=text_dim,
-                                      max_frames=self.max_frames, **config.vae.to_dict())
+    self.vae_config = MotionVAEConfig(
+      input_dim=self.fmt.feature_dim,
+      text_dim=text_dim,
+      max_frames=self.max_frames,
+      **config.vae.to_dict(),
+    )
 
   @functools.cached_property
   def model(self) -> TEMOS:
     if self.clip is not None:
       return TEMOS(self.vae_config)
     t = self.config.text
-    return TEMOS(self.vae_config, text=dict(vocab_size=self.tokenizer.vocab_size,
-                                            max_length=t.max_length, width=t.width,
-                                            num_layers=t.num_layers, num_heads=t.num_heads))
-
-  def tokenize(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    if self.clip is not None:
-      return self.clip.tokenize(captions)
-    return super().tokenize(captions)
-
-  def train_arrays(self) -> Mapping[str, np.ndarray]:
-    arrays = dict(self.motion_arrays(self._train_split))
-    if self.clip is not None:
-      arrays["text_tokens"], arrays["text_mask"] = self.tokenize(self._train_split["caption"])
-    return arrays
+    return TEMOS(
+      self.vae_config,
+      text=dict(
+        vocab_size=self.tokenizer.vocab_size,
+        max_length=t.max_length,
+        width=t.width,
+        num_layers=t.num_layers,
+        num_heads=t.num_heads,
+      ),
+    )
 
   # -- model ---------------------------------------------------------------
 
@@ -79,14 +80,19 @@ class MotionVAETask(t2m.MotionDataMixin):
     """{"temos": the VAE (and its text model)} (+ {"clip": the frozen tower})."""
     motion = jnp.zeros(batch["motion"].shape, jnp.float32)
     if self.clip is None:
-      return dict(temos=self.model.init(rng, batch["text_tokens"], batch["text_mask"], motion,
-                                        batch["motion_mask"])["params"])
+      return dict(
+        temos=self.model.init(
+          rng, batch["text_tokens"], batch["text_mask"], motion, batch["motion_mask"]
+        )["params"]
+      )
     states = jnp.zeros(batch["text_tokens"].shape + (self.vae_config.text_dim,), jnp.float32)
     latent = jnp.zeros(motion.shape[:1] + (self.vae_config.latent_dim,))
     temos = {}
-    for method, args in ((TEMOS.encode_text_states, (states, batch["text_mask"])),
-                         (TEMOS.encode_motion, (motion, batch["motion_mask"])),
-                         (TEMOS.decode, (latent, batch["motion_mask"]))):
+    for method, args in (
+      (TEMOS.encode_text_states, (states, batch["text_mask"])),
+      (TEMOS.encode_motion, (motion, batch["motion_mask"])),
+      (TEMOS.decode, (latent, batch["motion_mask"])),
+    ):
       temos.update(self.model.init(rng, *args, method=method)["params"])
     return dict(temos=temos, clip=self.clip.boxed_params())
 
@@ -117,10 +123,12 @@ class MotionVAETask(t2m.MotionDataMixin):
     recons_text = masked_smooth_l1(x_from_text, x, mask)
     recons_motion = masked_smooth_l1(x_from_motion, x, mask)
     zeros = jnp.zeros_like(mu_t)
-    kl = (gaussian_kl(mu_t, logvar_t, mu_m, logvar_m).mean()
-          + gaussian_kl(mu_m, logvar_m, mu_t, logvar_t).mean()
-          + gaussian_kl(mu_t, logvar_t, zeros, zeros).mean()
-          + gaussian_kl(mu_m, logvar_m, zeros, zeros).mean())
+    kl = (
+      gaussian_kl(mu_t, logvar_t, mu_m, logvar_m).mean()
+      + gaussian_kl(mu_m, logvar_m, mu_t, logvar_t).mean()
+      + gaussian_kl(mu_t, logvar_t, zeros, zeros).mean()
+      + gaussian_kl(mu_m, logvar_m, zeros, zeros).mean()
+    )
     latent = jnp.mean(optax.huber_loss(z_t, z_m, delta=1.0))
     total = w.recons * (recons_text + recons_motion) + w.kl * kl + w.latent * latent
     return total, dict(recons_text=recons_text, recons_motion=recons_motion, kl=kl, latent=latent)
@@ -128,29 +136,53 @@ class MotionVAETask(t2m.MotionDataMixin):
   # -- generation ------------------------------------------------------------
 
   @functools.partial(jax.jit, static_argnames=("self", "sample_mean"))
-  def sample(self, params, tokens: jax.Array, text_mask: jax.Array, motion_mask: jax.Array,
-             rng: jax.Array, *, sample_mean: bool, fact: float | jax.Array) -> jax.Array:
+  def sample(
+    self,
+    params,
+    tokens: jax.Array,
+    text_mask: jax.Array,
+    motion_mask: jax.Array,
+    rng: jax.Array,
+    *,
+    sample_mean: bool,
+    fact: float | jax.Array,
+  ) -> jax.Array:
     """Normalised motions (B, T, D), zero beyond each mask: one forward pass."""
     mu, logvar = self.encode_text(params, tokens, text_mask)
     z = mu if sample_mean else mu + fact * (reparameterize(rng, mu, logvar) - mu)
     return self.model.apply({"params": params["temos"]}, z, motion_mask, method=TEMOS.decode)
 
-  def generate(self, params, captions: Sequence[str], lengths: np.ndarray, rng: jax.Array, *,
-               batch_size: int = 64, sample_mean: bool | None = None) -> np.ndarray:
-    """De-normalised features (N, max_frames, D) for captions, zero beyond each length."""
+  def generate(
+    self,
+    params,
+    conditions: Mapping[str, Any],
+    rng: jax.Array,
+    *,
+    sample_mean: bool | None = None,
+    batch_size: int = 64,
+  ) -> dict[str, np.ndarray]:
+    """Samples for `conditions`: the posterior mean, or a sample scaled by `sample.fact`.
+
+    Returns {"motion": de-normalised features (N, max_frames, D), zero beyond
+    each length, "length": the requested frames (N,)}.
+    """
     s = self.config.sample
     sample_mean = s.sample_mean if sample_mean is None else sample_mean
+    if not isinstance(sample_mean, (bool, np.bool_)):
+      raise ValueError(f"sample_mean: expected True or False, found {sample_mean!r}")
+    captions, lengths = self.check_conditions(conditions)
     tokens, text_mask = self.tokenize(captions)
-    lengths = t2m.check_lengths(lengths, len(tokens), self.max_frames)
-    masks = t2m.frame_mask(lengths, self.max_frames)
+    masks = frame_mask(lengths, self.max_frames)
     x = map_padded_chunks(
-        lambda i, *parts: self.sample(params, *parts, jax.random.fold_in(rng, i),
-                                      sample_mean=bool(sample_mean), fact=jnp.float32(s.fact)),
-        [tokens, text_mask, masks], min(batch_size, len(tokens)))
-    return np.asarray(self.normalizer.denormalize(x), np.float32) * masks[..., None]
-
-  def preview(self, params, rng: jax.Array, num: int = 4) -> np.ndarray:
-    data = self.split("test")
-    captions, lengths = data["caption"][:num], data["length"][:num]
-    features = self.generate(params, captions, lengths, rng, batch_size=num)
-    return t2m.motion_preview(features, lengths, captions, self.fmt)
+      lambda i, *parts: self.sample(
+        params,
+        *parts,
+        jax.random.fold_in(rng, i),
+        sample_mean=bool(sample_mean),
+        fact=jnp.float32(s.fact),
+      ),
+      [tokens, text_mask, masks],
+      min(batch_size, len(tokens)),
+    )
+    motion = np.asarray(self.normalizer.denormalize(x), np.float32) * masks[..., None]
+    return dict(motion=motion, length=lengths)

@@ -1,18 +1,8 @@
-"""`jaxgen eval` for image and video folders: FID, KID, IS, SSIM, PSNR, FVD, CLIP score.
+"""The work of `jaxgen eval`: metrics between folders of images or videos.
 
-    jaxgen eval --metric fid --real data/real --fake samples/ \
-        --weights pt_inception-2015-12-05-6726825d.pth --out fid.json
-
-FID/KID/IS run pytorch-fid's InceptionV3 from the local `--weights` file
-(nothing downloads). FID's `--real`/`--fake` may also be a pytorch-fid style
-`.npz` of precomputed `mu`/`sigma`. SSIM/PSNR pair `--fake` images with the
-`--real` images of the same file name, on uint8 values (data range 255).
-FVD compares two folders of videos (`jaxgen.metrics.video_folder`: .npy
-clips, frame folders, .gif/.mp4) with pytorch-i3d's InceptionI3d from the
-local `--weights` file, on the first `--clip-length` frames of each video.
-CLIP score rates `--fake` images against their `--captions` with a local
-transformers CLIPModel folder (`--clip-model`), as torchmetrics `CLIPScore`.
-All argument and folder checks run before the network is loaded or compiled.
+`run_eval(args)` takes the namespace `jaxgen.cli.eval.add_arguments` parses;
+see that module for the metrics and their inputs. All argument and folder
+checks run before a network is loaded or compiled.
 """
 
 from __future__ import annotations
@@ -30,17 +20,24 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxgen.metrics import (clip_score, frechet, fvd, image_folder, image_quality,
-                            inception_score, kid)
-from jaxgen.models import i3d, inception
+from jaxgen.cli.errors import UsageError
+from jaxgen.metrics import (
+  clip_score,
+  frechet,
+  fvd,
+  image_folder,
+  image_quality,
+  inception_score,
+  kid,
+)
+from jaxgen.convert import metric_networks, torch_state_dict
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score")
 PIXEL_DATA_RANGE = 255.0  # SSIM/PSNR compare the uint8 pixel values
 
 
-class UnknownMetricError(ValueError):
+class UnknownMetricError(UsageError):
   """--metric names no metric this command computes."""
 
 
@@ -48,67 +45,14 @@ class UnpairedImagesError(ValueError):
   """SSIM/PSNR found fake images without a same-named real image (or the reverse)."""
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-  """Adds the image-metric arguments to an argparse (sub)parser."""
-  parser.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")
-  parser.add_argument("--real", help="folder of real images (fid: or a .npz with mu/sigma)")
-  parser.add_argument("--fake", required=True, help="folder of generated images (fid: or .npz)")
-  parser.add_argument(
-    "--weights",
-    help="local network weights (.pth/.pt or .safetensors): pytorch-fid Inception for "
-    "fid/kid/is, pytorch-i3d InceptionI3d (400 classes) for fvd",
-  )
-  parser.add_argument("--batch-size", type=int, default=50, help="images per network call")
-  parser.add_argument("--out", help="write the result as JSON to this file")
-  parser.add_argument("--kid-subsets", type=int, default=100, help="KID: number of subsets")
-  parser.add_argument("--kid-subset-size", type=int, default=1000, help="KID: samples per subset")
-  parser.add_argument("--is-splits", type=int, default=10, help="Inception Score: number of splits")
-  parser.add_argument(
-    "--fid-method",
-    default="eigh",
-    choices=("eigh", "sqrtm"),
-    help="trace of the matrix square root: symmetric eigh (fast) or scipy "
-    "sqrtm (pytorch-fid's exact procedure, slow at 2048-d)",
-  )
-  parser.add_argument("--seed", type=int, default=0, help="KID subsets / IS shuffling")
-  parser.add_argument(
-    "--clip-length", type=int, default=16, help="fvd: frames per clip, the first of each video"
-  )
-  parser.add_argument(
-    "--fvd-resolution", type=int, default=224, help="fvd: side of the frames I3D sees (>= 193)"
-  )
-  parser.add_argument(
-    "--fvd-resize",
-    default="tf1",
-    choices=fvd.RESIZE_MODES,
-    help="fvd: tf1 = the reference FVD's TF1 bilinear resize to a square; center_crop = "
-    "StyleGAN-V's shorter side to the resolution (torch bilinear) and a centre crop",
-  )
-  parser.add_argument(
-    "--fvd-features",
-    default="logits",
-    choices=tuple(fvd.FEATURE_DIMS),
-    help="fvd: I3D embedding, the 400 logits (reference FVD) or the 1024-d pool",
-  )
-  parser.add_argument(
-    "--captions",
-    help="clip-score: a .txt with one caption per image (sorted file names) or a .json "
-    "mapping file name -> caption (default: captions.json/.txt inside --fake)",
-  )
-  parser.add_argument(
-    "--clip-model", help="clip-score: local transformers CLIPModel folder with its tokenizer"
-  )
-  parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
   """Computes `args.metric`, writes JSON to `args.out` if given, returns the result dict."""
   metric = str(args.metric).lower()
-  if metric not in _RUNNERS:
-    raise UnknownMetricError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric!r}")
+  if metric not in RUNNERS:
+    raise UnknownMetricError(f"--metric must be one of {', '.join(RUNNERS)}, got {args.metric!r}")
   if args.batch_size < 1:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-  result = {"metric": metric, **_RUNNERS[metric](args)}
+  result = {"metric": metric, **RUNNERS[metric](args)}
   logger.info("%s", result)
   if args.out:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -129,11 +73,11 @@ def _require(args: argparse.Namespace, name: str, metric: str) -> str:
 def _load_weights(args: argparse.Namespace, metric: str) -> Any:
   path = args.weights
   if not path:
-    raise inception.MissingWeightsError(
+    raise torch_state_dict.MissingWeightsError(
       f"--weights is required for --metric {metric}: a local copy of pytorch-fid's "
       "pt_inception-2015-12-05-6726825d.pth (jaxgen never downloads weights)"
     )
-  return inception.load_fid_inception_variables(path)
+  return metric_networks.FID_INCEPTION.load(path)
 
 
 def _check_count(paths: list[Path], needed: int, name: str, why: str) -> None:
@@ -176,10 +120,17 @@ def _run_fid(args: argparse.Namespace) -> dict[str, Any]:
       _check_count(folders[name], 2, f"--{name}", "FID (a covariance)")
   variables = _load_weights(args, "fid") if folders else None
   value, counts = _frechet_between(
-    sources, folders, args.fid_method,
+    sources,
+    folders,
+    args.fid_method,
     lambda name, paths: image_folder.pool_feature_statistics(
-      paths, variables, batch_size=args.batch_size, progress=not args.no_progress,
-      description=f"fid {name}"))
+      paths,
+      variables,
+      batch_size=args.batch_size,
+      progress=not args.no_progress,
+      description=f"fid {name}",
+    ),
+  )
   return {"value": value, "num_real": counts["real"], "num_fake": counts["fake"]}
 
 
@@ -309,16 +260,24 @@ def _run_fvd(args: argparse.Namespace) -> dict[str, Any]:
   variables = None
   if folders:
     if not args.weights:
-      raise i3d.MissingWeightsError(
+      raise torch_state_dict.MissingWeightsError(
         "--weights is required for --metric fvd: a local pytorch-i3d checkpoint "
         "(e.g. rgb_imagenet.pt, 400 Kinetics classes; jaxgen never downloads weights)"
       )
-    variables = i3d.load_i3d_variables(args.weights)
+    variables = metric_networks.I3D.load(args.weights)
   value, counts = _frechet_between(
-    sources, folders, args.fid_method,
+    sources,
+    folders,
+    args.fid_method,
     lambda name, paths: fvd.embedding_statistics(
-      paths, variables, config, batch_size=args.batch_size, progress=not args.no_progress,
-      description=f"fvd {name}"))
+      paths,
+      variables,
+      config,
+      batch_size=args.batch_size,
+      progress=not args.no_progress,
+      description=f"fvd {name}",
+    ),
+  )
   return {
     "value": value,
     "num_real": counts["real"],
@@ -371,7 +330,8 @@ def _run_clip_score(args: argparse.Namespace) -> dict[str, Any]:
   }
 
 
-_RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+# --metric -> its runner (`jaxgen.cli.eval.METRICS` lists the same names for --help).
+RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
   "fid": _run_fid,
   "kid": _run_kid,
   "is": _run_is,

@@ -4,7 +4,8 @@
   jaxgen convert --from jaxgen SRC --to diffusers DST       jaxgen checkpoint -> diffusers folder
 
 The target format may be omitted (`--to DST`): it is then the other format.
-A jaxgen checkpoint is the layout of `jaxgen.tasks.image.latent_diffusion.save_checkpoint`
+A jaxgen checkpoint is the layout of
+`jaxgen.pipelines.stable_diffusion_checkpoint.save_checkpoint`
 (configs as JSON, flattened float32 params in one safetensors file, the
 tokenizer files). The destination must not exist, or be empty, unless
 --overwrite is given.
@@ -13,21 +14,24 @@ tokenizer files). The destination must not exist, or be empty, unless
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
 from typing import Any
+
+from jaxgen.cli.errors import UsageError
 
 FORMATS = ("diffusers", "jaxgen")
 
 _LOG = logging.getLogger(__name__)
 
 
-class ConvertUsageError(ValueError):
+class ConvertUsageError(UsageError):
   """An argument of `jaxgen convert` is invalid."""
 
 
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the `convert` arguments to an argparse (sub)parser."""
   parser.add_argument(
     "--from",
@@ -82,15 +86,15 @@ def _prepare_target(target: str, overwrite: bool) -> None:
 def run_convert(args: argparse.Namespace) -> dict[str, Any]:
   """Converts `args.source` into `args.target`; returns a small summary dict."""
   from jaxgen.convert import diffusers_pipeline  # pylint: disable=g-import-not-at-top
-  from jaxgen.tasks.image import latent_diffusion  # pylint: disable=g-import-not-at-top
+  from jaxgen.pipelines import stable_diffusion_checkpoint  # pylint: disable=g-import-not-at-top
 
   source_format, source, target_format, target = _parse_formats(args)
   _prepare_target(target, args.overwrite)
   if source_format == "diffusers":
     sd = diffusers_pipeline.load_stable_diffusion(source)
-    latent_diffusion.save_checkpoint(sd, target)
+    stable_diffusion_checkpoint.save_checkpoint(sd, target)
   else:
-    sd = latent_diffusion.load_checkpoint(source)
+    sd = stable_diffusion_checkpoint.load_checkpoint(source)
     diffusers_pipeline.save_stable_diffusion(sd, target)
   _LOG.info("converted %s (%s) -> %s (%s)", source, source_format, target, target_format)
   return {
@@ -100,3 +104,8 @@ def run_convert(args: argparse.Namespace) -> dict[str, Any]:
     "target": target,
     "sampler": sd.scheduler.sampler,
   }
+
+
+def run(args: argparse.Namespace) -> int:
+  print(json.dumps(run_convert(args), indent=2))
+  return 0

@@ -1,0 +1,88 @@
+"""`jaxgen eval`: FID, KID, IS, SSIM, PSNR, FVD or CLIP score of image or video folders.
+
+    jaxgen eval --metric fid --real data/real --fake samples/ \
+        --weights pt_inception-2015-12-05-6726825d.pth --out fid.json
+
+FID/KID/IS run pytorch-fid's InceptionV3 from the local `--weights` file
+(nothing downloads). FID's `--real`/`--fake` may also be a pytorch-fid style
+`.npz` of precomputed `mu`/`sigma`. SSIM/PSNR pair `--fake` images with the
+`--real` images of the same file name, on uint8 values (data range 255).
+FVD compares two folders of videos (`jaxgen.metrics.video_folder`: .npy
+clips, frame folders, .gif/.mp4) with pytorch-i3d's InceptionI3d from the
+local `--weights` file, on the first `--clip-length` frames of each video.
+CLIP score rates `--fake` images against their `--captions` with a local
+transformers CLIPModel folder (`--clip-model`), as torchmetrics `CLIPScore`.
+All argument and folder checks run before the network is loaded or compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+# The keys of `eval_folders.RUNNERS` and jaxgen.metrics.fvd's RESIZE_MODES and
+# FEATURE_DIMS, spelled out so that `--help` imports no JAX (tests/test_cli.py
+# checks they agree).
+METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score")
+FVD_RESIZE_MODES = ("tf1", "center_crop")
+FVD_FEATURES = ("logits", "pool")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the image-metric arguments to an argparse (sub)parser."""
+  parser.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")
+  parser.add_argument("--real", help="folder of real images (fid: or a .npz with mu/sigma)")
+  parser.add_argument("--fake", required=True, help="folder of generated images (fid: or .npz)")
+  parser.add_argument(
+    "--weights",
+    help="local network weights (.pth/.pt or .safetensors): pytorch-fid Inception for "
+    "fid/kid/is, pytorch-i3d InceptionI3d (400 classes) for fvd",
+  )
+  parser.add_argument("--batch-size", type=int, default=50, help="images per network call")
+  parser.add_argument("--out", help="write the result as JSON to this file")
+  parser.add_argument("--kid-subsets", type=int, default=100, help="KID: number of subsets")
+  parser.add_argument("--kid-subset-size", type=int, default=1000, help="KID: samples per subset")
+  parser.add_argument("--is-splits", type=int, default=10, help="Inception Score: number of splits")
+  parser.add_argument(
+    "--fid-method",
+    default="eigh",
+    choices=("eigh", "sqrtm"),
+    help="trace of the matrix square root: symmetric eigh (fast) or scipy "
+    "sqrtm (pytorch-fid's exact procedure, slow at 2048-d)",
+  )
+  parser.add_argument("--seed", type=int, default=0, help="KID subsets / IS shuffling")
+  parser.add_argument(
+    "--clip-length", type=int, default=16, help="fvd: frames per clip, the first of each video"
+  )
+  parser.add_argument(
+    "--fvd-resolution", type=int, default=224, help="fvd: side of the frames I3D sees (>= 193)"
+  )
+  parser.add_argument(
+    "--fvd-resize",
+    default="tf1",
+    choices=FVD_RESIZE_MODES,
+    help="fvd: tf1 = the reference FVD's TF1 bilinear resize to a square; center_crop = "
+    "StyleGAN-V's shorter side to the resolution (torch bilinear) and a centre crop",
+  )
+  parser.add_argument(
+    "--fvd-features",
+    default="logits",
+    choices=FVD_FEATURES,
+    help="fvd: I3D embedding, the 400 logits (reference FVD) or the 1024-d pool",
+  )
+  parser.add_argument(
+    "--captions",
+    help="clip-score: a .txt with one caption per image (sorted file names) or a .json "
+    "mapping file name -> caption (default: captions.json/.txt inside --fake)",
+  )
+  parser.add_argument(
+    "--clip-model", help="clip-score: local transformers CLIPModel folder with its tokenizer"
+  )
+  parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+  from jaxgen.cli.eval_folders import run_eval  # pylint: disable=g-import-not-at-top
+
+  print(json.dumps(run_eval(args), indent=2))
+  return 0

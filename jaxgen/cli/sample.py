@@ -1,0 +1,161 @@
+"""`jaxgen sample`: generate from a trained run; its config.json says which task it is.
+
+    jaxgen sample --checkpoint runs/shapes --prompt "a small red circle in the top left"
+    jaxgen sample --checkpoint runs/t2m_mdm --prompt "a person waves" --seconds 6 --out wave.mp4
+
+The run's task (a `jaxgen.training.task.GenerativeTask`) declares in its
+`sample_spec` what it takes: the output kinds, the sampler options and
+whether samples need a duration. Every argument is checked against it before
+the weights are read or anything compiles. Every task's `save_samples`
+receives the display options (`scale`: pixel upscaling of a picture,
+`ncols`: columns of a grid) and uses those that apply to its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from jaxgen.cli.errors import UsageError
+
+# flag -> the keyword option of `GenerativeTask.generate` it sets.
+SAMPLER_OPTIONS = {"--sampler": "sampler", "--steps": "num_steps", "--guidance": "guidance_scale"}
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+  """--sampler/--steps/--guidance: unset ones leave the run's config defaults."""
+  parser.add_argument(
+    "--sampler",
+    default=None,
+    help="diffusion sampler: ddpm | ddim | dpm_solver_pp_2m | euler (default: the run's config)",
+  )
+  parser.add_argument(
+    "--steps", type=int, default=None, help="sampling steps (default: the run's config)"
+  )
+  parser.add_argument(
+    "--guidance",
+    type=float,
+    default=None,
+    help="classifier-free guidance scale (default: the run's config)",
+  )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", required=True, help="run directory written by `jaxgen train`")
+  parser.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+  parser.add_argument("--prompts-file", help="a text file with one prompt per line")
+  add_sampler_arguments(parser)
+  parser.add_argument("--num-per-prompt", type=int, default=1)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--seconds",
+    type=float,
+    default=None,
+    help="duration of each sample, for tasks that generate sequences (motion)",
+  )
+  parser.add_argument(
+    "--out",
+    default=None,
+    help="output file (default: the task's, e.g. grid.png for images, "
+    "motion.mp4 for motions); motions also write .gif or .npy (joints)",
+  )
+  parser.add_argument("--scale", type=int, default=4, help="images: pixel upscaling in the grid")
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+  """--prompt values then --prompts-file lines, with named errors."""
+  prompts = list(args.prompt or [])
+  if args.prompts_file:
+    if not os.path.isfile(args.prompts_file):
+      raise FileNotFoundError(f"--prompts-file: no such file {args.prompts_file!r}")
+    with open(args.prompts_file) as f:
+      prompts += [line.strip() for line in f if line.strip()]
+  if not prompts:
+    raise UsageError("--prompt: expected at least one prompt, got none")
+  if any(not p.strip() for p in prompts):
+    raise UsageError("--prompt: prompts must be non-empty strings, got an empty one")
+  return prompts
+
+
+def check_sampler_values(args: argparse.Namespace) -> None:
+  """Named errors for --steps/--guidance values that no task takes."""
+  if args.steps is not None and args.steps <= 0:
+    raise UsageError(f"--steps: expected a positive number of steps, got {args.steps}")
+  if args.guidance is not None and args.guidance < 0:
+    raise UsageError(f"--guidance: expected a scale >= 0, got {args.guidance}")
+
+
+def sampler_options(args: argparse.Namespace, spec, task_name: str) -> dict:
+  """The `generate` options the user set, checked against the task's `SampleSpec.options`."""
+  from jaxgen.diffusion.samplers import SAMPLERS  # pylint: disable=g-import-not-at-top
+
+  options = {}
+  for flag, name in SAMPLER_OPTIONS.items():
+    value = getattr(args, flag[2:])
+    if value is None:
+      continue
+    if name not in spec.options:
+      raise UsageError(
+        f"{flag}: task {task_name!r} takes no {name} (its options: "
+        f"{', '.join(spec.options) or 'none'})"
+      )
+    options[name] = value
+  if "sampler" in options and options["sampler"] not in SAMPLERS:
+    raise UsageError(f"--sampler: expected one of {sorted(SAMPLERS)}, got {options['sampler']!r}")
+  return options
+
+
+def generative_task_class(run_dir: str, flag: str):
+  """(config, task class) of a run directory whose task generates from prompts."""
+  from jaxgen.tasks.registry import task_class  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.inference import load_run_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.task import GenerativeTask  # pylint: disable=g-import-not-at-top
+
+  if not os.path.isdir(run_dir):
+    raise UsageError(f"{flag}: directory {run_dir!r} does not exist")
+  if not os.path.isfile(os.path.join(run_dir, "config.json")):
+    raise UsageError(
+      f"{flag}: {run_dir!r} has no config.json: is it a directory written by `jaxgen train`?"
+    )
+  config = load_run_config(run_dir)
+  cls = task_class(config)
+  if not issubclass(cls, GenerativeTask):
+    raise UsageError(
+      f"{flag}: {run_dir!r} is a {config.task!r} run, a task that does not generate from prompts"
+    )
+  return config, cls
+
+
+def _check_seconds(seconds: float | None, spec, task_name: str) -> None:
+  if spec.takes_seconds and (seconds is None or not seconds > 0):
+    raise UsageError(
+      f"--seconds: expected a positive duration for task {task_name!r}, got {seconds}"
+    )
+  if not spec.takes_seconds and seconds is not None:
+    raise UsageError(f"--seconds: task {task_name!r} takes no duration, got --seconds {seconds}")
+
+
+def run(args: argparse.Namespace) -> int:
+  prompts = read_prompts(args)
+  if args.num_per_prompt <= 0:
+    raise UsageError(f"--num-per-prompt: expected >= 1, got {args.num_per_prompt}")
+  check_sampler_values(args)
+  config, cls = generative_task_class(args.checkpoint, "--checkpoint")
+  spec = cls.sample_spec
+  _check_seconds(args.seconds, spec, config.task)
+  options = sampler_options(args, spec, config.task)
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.inference import restore_ema_params  # pylint: disable=g-import-not-at-top
+
+  task = cls(config)
+  out = args.out or spec.default_out
+  task.check_output(out)
+  captions = [p for p in prompts for _ in range(args.num_per_prompt)]
+  conditions = task.conditions(captions, seconds=args.seconds)
+  params = restore_ema_params(task, args.checkpoint)
+  samples = task.generate(params, conditions, jax.random.PRNGKey(args.seed), **options)
+  display = dict(scale=args.scale, ncols=args.num_per_prompt if len(prompts) > 1 else None)
+  path = task.save_samples(samples, conditions, out, **display)
+  print(f"wrote {len(captions)} samples to {path}")
+  return 0
