@@ -112,10 +112,10 @@ def humanml3d_args(tmp_path_factory):
   """data.path and text.clip_path overrides: a fake HumanML3D folder and a tiny CLIP."""
   from test_humanml3d_builder import _write_folder  # pylint: disable=g-import-not-at-top
   from test_text_to_motion import _tiny_clip_folder  # pylint: disable=g-import-not-at-top
-  from jaxgen.data import motion  # pylint: disable=g-import-not-at-top
+  from jaxgen.data import motion_formats  # pylint: disable=g-import-not-at-top
 
   root = tmp_path_factory.mktemp("humanml3d")
-  _write_folder(root / "HumanML3D", motion.HUMANML3D)
+  _write_folder(root / "HumanML3D", motion_formats.HUMANML3D)
   _tiny_clip_folder(str(root / "clip"))
   # Five training examples in the fake folder: a batch of 4 over the README's 4 devices.
   return {

@@ -24,7 +24,7 @@ from jaxgen.models.clip import (
   abstract_variables,
   abstract_vision_variables,
 )
-from jaxgen.models.text_encoders import CLIPTextConfig
+from jaxgen.models.clip_text import CLIPTextConfig
 from jaxgen.nn.partitioning import unannotated_params
 
 torch = pytest.importorskip("torch")

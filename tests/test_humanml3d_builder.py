@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxgen.data import motion
+from jaxgen.data import motion_formats
 from jaxgen.data.datasets import humanml3d
 from jaxgen.data.datasets import kit_ml
 
@@ -114,7 +114,7 @@ def test_builder_reads_every_caption_span_and_split(tmp_path, builder_cls):
 
 
 def test_expected_grouping_matches_the_reference_rules():
-  fmt = motion.HUMANML3D
+  fmt = motion_formats.HUMANML3D
   keys = _expected(fmt, {n: np.zeros((c[0], 1)) for s in _CLIPS.values() for n, c in s.items()})
   # Span 1.0-3.5 s = frames 20..70 kept; 1.0-2.0 s = 20 frames dropped;
   # a clip with only spans has no whole-clip example; 30 and 250 dropped.
@@ -123,7 +123,7 @@ def test_expected_grouping_matches_the_reference_rules():
 
 
 def test_unknown_layout_and_bad_files_raise_named_errors(tmp_path):
-  fmt = motion.HUMANML3D
+  fmt = motion_formats.HUMANML3D
   with pytest.raises(humanml3d.DatasetLayoutError, match="manual directory"):
     humanml3d.check_layout(None, fmt)
   (tmp_path / "motions").mkdir()
@@ -136,8 +136,8 @@ def test_unknown_layout_and_bad_files_raise_named_errors(tmp_path):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=tmp_path))
   # A KIT-ML folder read as HumanML3D: wrong width, named with its file.
   kit = tmp_path / "kit"
-  _write_folder(kit, motion.KIT_ML)
-  with pytest.raises(motion.InvalidMotionError, match=r"000001.npy.*263"):
+  _write_folder(kit, motion_formats.KIT_ML)
+  with pytest.raises(motion_formats.InvalidMotionError, match=r"000001.npy.*263"):
     list(humanml3d.split_examples(str(kit), "train", fmt))
   (folder / "texts" / "000001.txt").write_text("no hashes here\n")
   with pytest.raises(humanml3d.DatasetLayoutError, match="line 1"):
@@ -148,12 +148,12 @@ def test_unknown_layout_and_bad_files_raise_named_errors(tmp_path):
   bad = np.zeros((50, 263), np.float32)
   bad[3] = np.nan
   np.save(folder / "new_joint_vecs" / "000005.npy", bad)
-  with pytest.raises(motion.InvalidMotionError, match="NaN"):
+  with pytest.raises(motion_formats.InvalidMotionError, match="NaN"):
     list(humanml3d.split_examples(str(folder), "val", fmt))
 
 
 def test_load_split_pads_crops_and_expands_captions(tmp_path):
-  motions = _write_folder(tmp_path, motion.HUMANML3D)
+  motions = _write_folder(tmp_path, motion_formats.HUMANML3D)
   train = humanml3d.load_split(tmp_path, "train")
   assert train["motion"].shape == (5, 196, 263)
   assert train["caption"] == [
@@ -177,7 +177,7 @@ def test_load_split_pads_crops_and_expands_captions(tmp_path):
     "only a span",
   ]
   kit = tmp_path / "kit"
-  _write_folder(kit, motion.KIT_ML)
+  _write_folder(kit, motion_formats.KIT_ML)
   assert kit_ml.load_split(kit, "test")["motion"].shape == (1, 196, 251)
   with pytest.raises(ValueError, match="split must be one of"):
     humanml3d.load_split(tmp_path, "dev")

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from jaxgen.data import motion
+from jaxgen.data import motion_formats
 from jaxgen.data import synthetic_motion
 
-FMT = motion.HUMANML3D
+FMT = motion_formats.HUMANML3D
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +29,19 @@ def _yaw(angle):
 
 
 def test_formats_layout():
-  for fmt, dim, joints in ((motion.HUMANML3D, 263, 22), (motion.KIT_ML, 251, 21)):
+  for fmt, dim, joints in ((motion_formats.HUMANML3D, 263, 22), (motion_formats.KIT_ML, 251, 21)):
     assert fmt.feature_dim == dim and fmt.num_joints == joints
     slices = fmt.slices
     assert slices["foot_contact"].stop == dim
     widths = [s.stop - s.start for s in slices.values()]
     assert widths == [1, 2, 1, 3 * (joints - 1), 6 * (joints - 1), 3 * joints, 4]
     assert fmt.parents[0] == -1 and all(p < j for j, p in enumerate(fmt.parents) if j)
-  assert motion.HUMANML3D.fps == 20 and motion.KIT_ML.fps == 12.5
-  assert motion.HUMANML3D.contact_threshold == 0.002
-  assert motion.KIT_ML.contact_threshold == 0.05
-  assert motion.get_format("kit_ml") is motion.KIT_ML
+  assert motion_formats.HUMANML3D.fps == 20 and motion_formats.KIT_ML.fps == 12.5
+  assert motion_formats.HUMANML3D.contact_threshold == 0.002
+  assert motion_formats.KIT_ML.contact_threshold == 0.05
+  assert motion_formats.get_format("kit_ml") is motion_formats.KIT_ML
   with pytest.raises(ValueError, match="motion format must be one of"):
-    motion.get_format("amass")
+    motion_formats.get_format("amass")
 
 
 def test_round_trip_joints_features_joints_features_float64(clips):
@@ -135,7 +136,7 @@ def test_features_to_joints_jax_matches_numpy_and_jits(clips):
 
 def test_kit_ml_round_trip():
   """KIT-ML: 21 joints, 251 features; a smooth, moving random skeleton."""
-  fmt = motion.KIT_ML
+  fmt = motion_formats.KIT_ML
   rng = np.random.default_rng(0)
   rest = np.zeros((21, 3))
   for j in range(1, 21):
@@ -161,35 +162,35 @@ def test_kit_ml_round_trip():
   ],
 )
 def test_check_motion_rejects_bad_shapes(bad, message):
-  with pytest.raises(motion.InvalidMotionError, match=message):
-    motion.check_motion(bad, FMT, name="motion")
+  with pytest.raises(motion_formats.InvalidMotionError, match=message):
+    motion_formats.check_motion(bad, FMT, name="motion")
 
 
 def test_check_motion_names_nan_frames_and_passes_good_input():
   features = np.zeros((2, 30, 263), np.float32)
-  assert motion.check_motion(features).shape == (2, 30, 263)
+  assert motion_formats.check_motion(features).shape == (2, 30, 263)
   features[1, 7, 5] = np.nan
-  with pytest.raises(motion.InvalidMotionError, match=r"frames \[7\]"):
-    motion.check_motion(features, name="sample")
-  with pytest.raises(motion.InvalidMotionError, match="251 features"):
-    motion.check_motion(np.zeros((5, 263)), motion.KIT_ML)
+  with pytest.raises(motion_formats.InvalidMotionError, match=r"frames \[7\]"):
+    motion_formats.check_motion(features, name="sample")
+  with pytest.raises(motion_formats.InvalidMotionError, match="251 features"):
+    motion_formats.check_motion(np.zeros((5, 263)), motion_formats.KIT_ML)
 
 
 def test_joint_checks():
-  with pytest.raises(motion.InvalidMotionError, match=r"\(T, 22, 3\)"):
+  with pytest.raises(motion_formats.InvalidMotionError, match=r"\(T, 22, 3\)"):
     motion.joints_to_features(np.zeros((10, 21, 3)))
-  with pytest.raises(motion.InvalidMotionError, match="at least 2 frames"):
+  with pytest.raises(motion_formats.InvalidMotionError, match="at least 2 frames"):
     motion.joints_to_features(np.zeros((1, 22, 3)))
   joints = np.random.default_rng(0).normal(size=(5, 22, 3))
   joints[3, 2, 1] = np.nan
-  with pytest.raises(motion.InvalidMotionError, match=r"frames \[3\]"):
+  with pytest.raises(motion_formats.InvalidMotionError, match=r"frames \[3\]"):
     motion.joints_to_features(joints)
-  with pytest.raises(motion.InvalidMotionError, match="shape"):
+  with pytest.raises(motion_formats.InvalidMotionError, match="shape"):
     motion.features_to_joints(np.zeros((5, 100)))
 
 
 def test_normalizer(clips, tmp_path):
-  mask = motion.length_mask(clips["length"], 196)
+  mask = motion_formats.length_mask(clips["length"], 196)
   assert mask.sum() == clips["length"].sum()
   norm = motion.fit_normalizer(clips["motion"], mask)
   for group in FMT.slices.values():  # One std per feature group.
@@ -206,11 +207,11 @@ def test_normalizer(clips, tmp_path):
   norm.save(tmp_path)
   loaded = motion.Normalizer.load(tmp_path, FMT)
   np.testing.assert_array_equal(loaded.std, norm.std)
-  with pytest.raises(motion.InvalidMotionError, match="shape"):
-    motion.Normalizer.load(tmp_path, motion.KIT_ML)
+  with pytest.raises(motion_formats.InvalidMotionError, match="shape"):
+    motion.Normalizer.load(tmp_path, motion_formats.KIT_ML)
   with pytest.raises(FileNotFoundError, match="Mean.npy"):
     motion.Normalizer.load(tmp_path / "missing")
   with pytest.raises(ValueError, match="std must be finite and positive"):
     motion.Normalizer(np.zeros(3), np.array([1.0, 0.0, 1.0]))
-  with pytest.raises(motion.InvalidMotionError, match="lengths must be in"):
-    motion.length_mask(np.array([0, 5]), 196)
+  with pytest.raises(motion_formats.InvalidMotionError, match="lengths must be in"):
+    motion_formats.length_mask(np.array([0, 5]), 196)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from jaxgen.data import motion
+from jaxgen.data import motion_formats
 from jaxgen.data import synthetic_motion
 from jaxgen.render import motion as render
 
@@ -90,6 +91,8 @@ def test_bad_inputs(samples, tmp_path):
     render.render_motion(bad, None, str(tmp_path / "a.gif"))
   # KIT-ML skeleton renders with its own chains.
   kit = np.random.default_rng(0).normal(size=(3, 21, 3))
-  path = render.render_motion(kit, "kit", str(tmp_path / "k.gif"), fmt=motion.KIT_ML, dpi=30)
+  path = render.render_motion(
+    kit, "kit", str(tmp_path / "k.gif"), fmt=motion_formats.KIT_ML, dpi=30
+  )
   with Image.open(path) as gif:
     assert gif.n_frames == 3

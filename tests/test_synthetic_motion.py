@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxgen.data import motion
+from jaxgen.data import motion_formats
 from jaxgen.data import synthetic_motion as sm
 from jaxgen.data import tokenizer
 
@@ -33,11 +33,11 @@ def test_shapes_lengths_and_padding(data):
   lengths = data["length"]
   assert (lengths % 4 == 0).all() and lengths.min() >= 40
   assert lengths.max() <= 196
-  mask = motion.length_mask(lengths, 196)
+  mask = motion_formats.length_mask(lengths, 196)
   assert np.isfinite(data["motion"]).all()
   assert not data["motion"][~mask].any()
   for i in range(5):
-    motion.check_motion(data["motion"][i, : lengths[i]])
+    motion_formats.check_motion(data["motion"][i, : lengths[i]])
   assert set(data["action"]) == set(range(len(sm.ACTIONS)))
   assert (data["second_action"] != data["action"]).all()
   pairs = data["second_action"] >= 0
@@ -120,7 +120,7 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match="split must be one of"):
     sm.make_split("validation")
   with pytest.raises(ValueError, match="fmt must be the humanml3d format"):
-    sm.make_split("train", motion.KIT_ML)
+    sm.make_split("train", motion_formats.KIT_ML)
   with pytest.raises(ValueError, match="num_examples must be >= 1"):
     sm.make_split("train", num_examples=0)
 

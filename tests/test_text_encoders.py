@@ -23,14 +23,9 @@ from jaxgen.convert.transformers_text import (
   t5_encoder_to_transformers,
 )
 from jaxgen.errors import UnsupportedConfigError
-from jaxgen.models.text_encoders import (
-  CLIPTextConfig,
-  CLIPTextModel,
-  T5EncoderConfig,
-  T5EncoderModel,
-  abstract_variables,
-  relative_position_buckets,
-)
+from jaxgen.models.clip_text import CLIPTextConfig, CLIPTextModel
+from jaxgen.models.t5 import T5EncoderConfig, T5EncoderModel, relative_position_buckets
+from jaxgen.models.text_encoders import abstract_variables
 from jaxgen.nn.partitioning import unannotated_params
 
 torch = pytest.importorskip("torch")

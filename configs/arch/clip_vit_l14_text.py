@@ -10,7 +10,7 @@ Weights are not shipped; load a local folder with
 
 Usage:
   from jaxgen.configs.arch import clip_vit_l14_text
-  from jaxgen.models.text_encoders import CLIPTextConfig, CLIPTextModel
+  from jaxgen.models.clip_text import CLIPTextConfig, CLIPTextModel
   model = CLIPTextModel(CLIPTextConfig(**clip_vit_l14_text.get_config().text_encoder.to_dict()))
 """
 

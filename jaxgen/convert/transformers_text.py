@@ -36,7 +36,9 @@ import jax
 import numpy as np
 
 from jaxgen.convert.keymap import ConversionError, KeyMap, from_torch, to_numpy, to_torch
-from jaxgen.models.text_encoders import CLIPTextConfig, T5EncoderConfig, abstract_variables
+from jaxgen.models.clip_text import CLIPTextConfig
+from jaxgen.models.t5 import T5EncoderConfig
+from jaxgen.models.text_encoders import abstract_variables
 
 CLIP_TEXT_KEYMAP = KeyMap(
   list_modules=frozenset({"layers"}),

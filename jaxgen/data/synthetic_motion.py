@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxgen.data import motion as motion_lib
-from jaxgen.data import synthetic_captions
+from jaxgen.data import motion_formats, synthetic_captions
 
 # The caption vocabulary is part of this dataset's public API (tokenizers are built from it).
 CAPTION_WORDS = synthetic_captions.CAPTION_WORDS
@@ -85,7 +85,7 @@ _REST_OFFSETS = np.array(
     [0.0, -0.25, 0.0],  # 21 right wrist
   ]
 )
-_PARENTS = motion_lib.HUMANML3D.parents
+_PARENTS = motion_formats.HUMANML3D.parents
 _LEG_JOINTS = (4, 5, 7, 8, 10, 11)
 _ARM_JOINTS = (18, 19, 20, 21)
 _LEG_LENGTH = 0.84
@@ -533,7 +533,7 @@ def _clip_joints(
 
 def make_split(
   split: str,
-  fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
+  fmt: motion_formats.MotionFormat = motion_formats.HUMANML3D,
   seed: int = 0,
   num_examples: int | None = None,
   return_joints: bool = False,
@@ -548,7 +548,7 @@ def make_split(
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}.")
-  if fmt != motion_lib.HUMANML3D:
+  if fmt != motion_formats.HUMANML3D:
     raise ValueError(
       f"fmt must be the humanml3d format (the synthetic skeleton is SMPL-22), got {fmt.name!r}."
     )

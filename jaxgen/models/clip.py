@@ -31,14 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.errors import UnsupportedConfigError
-from jaxgen.models.text_encoders import (
-  CLIP_ACTIVATIONS,
-  CLIPEncoder,
-  CLIPTextConfig,
-  CLIPTextModel,
-  check_positive_ints,
-  config_from_transformers,
-)
+from jaxgen.models.clip_text import CLIP_ACTIVATIONS, CLIPEncoder, CLIPTextConfig, CLIPTextModel
+from jaxgen.models.transformers_compat import check_positive_ints, config_from_transformers
 from jaxgen.nn import partitioning as pt
 
 Dtype = Any

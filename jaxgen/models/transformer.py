@@ -18,7 +18,7 @@ class TextTransformer(nn.Module):
   Token + learned position embeddings, `num_layers` pre-norm blocks with a
   key-padding mask, a final LayerNorm. Returns per-token states (B, L, width)
   for cross-attention. (Pretrained CLIP / T5 towers live in
-  `jaxgen.models.text_encoders`.)
+  `jaxgen.models.clip_text` and `jaxgen.models.t5`.)
   """
 
   vocab_size: int

@@ -34,7 +34,7 @@ from jaxgen.diffusion import guidance, samplers, schedules
 from jaxgen.diffusion.gaussian import check_prediction_type
 from jaxgen.diffusion.timesteps import check_spacing
 from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig, unscale_latents
-from jaxgen.models.text_encoders import CLIPTextConfig, CLIPTextModel
+from jaxgen.models.clip_text import CLIPTextConfig, CLIPTextModel
 from jaxgen.models.unet import UNet2DConditionModel
 from jaxgen.models.unet_config import UNetConfig
 

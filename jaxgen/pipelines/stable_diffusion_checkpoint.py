@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxgen.models import autoencoder, text_encoders, unet
+from jaxgen.models import autoencoder, clip_text, text_encoders, unet
 from jaxgen.models.unet_config import UNetConfig
 from jaxgen.pipelines.stable_diffusion import COMPONENTS, SchedulerConfig, StableDiffusion
 
@@ -136,7 +136,7 @@ def load_checkpoint(folder: PathLike) -> StableDiffusion:
     )
   unet_config = UNetConfig.from_diffusers(config["unet"])
   vae_config = autoencoder.AutoencoderKLConfig.from_diffusers(config["vae"])
-  text_config = text_encoders.CLIPTextConfig(**config["text_encoder"])
+  text_config = clip_text.CLIPTextConfig(**config["text_encoder"])
   flat = load_file(os.path.join(folder, CHECKPOINT_PARAMS_NAME))
   tree = _unflatten(flat)
   unknown = sorted(set(tree) - set(COMPONENTS))

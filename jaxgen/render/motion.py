@@ -16,7 +16,7 @@ import textwrap
 
 import numpy as np
 
-from jaxgen.data import motion as motion_lib
+from jaxgen.data import motion_formats
 
 # Chains in kinematic_chain order: right limbs warm (red leg, orange arm),
 # left limbs cool (blue leg, green arm), the spine dark.
@@ -143,7 +143,7 @@ class _Panel:
 def render_frames(
   joints,
   captions=None,
-  fmt=motion_lib.HUMANML3D,
+  fmt=motion_formats.HUMANML3D,
   ncols: int | None = None,
   panel_inches: float = 2.6,
   dpi: int = 72,
@@ -231,7 +231,7 @@ def render_motion(
   captions=None,
   path: str = "motion.gif",
   fps: float | None = None,
-  fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
+  fmt: motion_formats.MotionFormat = motion_formats.HUMANML3D,
   **kwargs,
 ) -> str:
   """Writes stick-figure animations of one or several samples.

@@ -23,7 +23,7 @@ becomes one more example, the sub-span of frames
 [int(start * fps), int(end * fps)). Motions (or spans) shorter than the
 format's `min_frames` (40) or of 200 frames and more are dropped, as there;
 clips keep their full length (< 200) and are cropped to a multiple of 4
-(<= 196) at batching time (`motion.crop_motion`). NaN span bounds read as 0.
+(<= 196) at batching time (`motion_formats.crop_motion`). NaN span bounds read as 0.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxgen.data import motion as motion_lib
+from jaxgen.data import motion_formats
 
 SPLIT_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 # The reference loader drops motions of this many frames or more.
@@ -89,7 +90,7 @@ def parse_text_file(path: str) -> list[Caption]:
   return captions
 
 
-def check_layout(folder: str | os.PathLike | None, fmt: motion_lib.MotionFormat) -> str:
+def check_layout(folder: str | os.PathLike | None, fmt: motion_formats.MotionFormat) -> str:
   """Raises DatasetLayoutError unless `folder` has the released layout."""
   if folder is None:
     raise DatasetLayoutError(
@@ -116,7 +117,7 @@ def read_split_names(folder: str, split: str) -> list[str]:
     return [line.strip() for line in f if line.strip()]
 
 
-def load_motion(folder: str, name: str, fmt: motion_lib.MotionFormat) -> np.ndarray:
+def load_motion(folder: str, name: str, fmt: motion_formats.MotionFormat) -> np.ndarray:
   """new_joint_vecs/<name>.npy as float32 (T, D), checked."""
   path = os.path.join(folder, "new_joint_vecs", f"{name}.npy")
   if not os.path.isfile(path):
@@ -125,16 +126,16 @@ def load_motion(folder: str, name: str, fmt: motion_lib.MotionFormat) -> np.ndar
     )
   features = np.load(path).astype(np.float32)
   if features.ndim != 2 or features.shape[-1] != fmt.feature_dim:
-    raise motion_lib.InvalidMotionError(
+    raise motion_formats.InvalidMotionError(
       f"motion file {path!r} must have shape (T, {fmt.feature_dim}) "
       f"({fmt.name}), got {features.shape}."
     )
   if not np.isfinite(features).all():
-    raise motion_lib.InvalidMotionError(f"motion file {path!r} has NaN/inf values.")
+    raise motion_formats.InvalidMotionError(f"motion file {path!r} has NaN/inf values.")
   return features
 
 
-def split_examples(folder: str, split: str, fmt: motion_lib.MotionFormat):
+def split_examples(folder: str, split: str, fmt: motion_formats.MotionFormat):
   """Yields (key, example) for one split, as the reference loader groups."""
   kept = dropped = 0
   for name in read_split_names(folder, split):
@@ -182,7 +183,7 @@ def _example(name, features, first, last, captions):
 def load_split(
   folder: str | os.PathLike,
   split: str,
-  fmt: motion_lib.MotionFormat = motion_lib.HUMANML3D,
+  fmt: motion_formats.MotionFormat = motion_formats.HUMANML3D,
   all_captions: bool = True,
 ) -> dict:
   """One split of a released folder as padded arrays (no TFDS needed).
@@ -201,7 +202,7 @@ def load_split(
   motions, lengths, captions, names = [], [], [], []
   for key, example in split_examples(folder, split, fmt):
     length = min(fmt.max_frames, len(example["motion"]) // 4 * 4)
-    padded = motion_lib.pad_motion(example["motion"][:length], fmt.max_frames)
+    padded = motion_formats.pad_motion(example["motion"][:length], fmt.max_frames)
     for caption in example["caption"] if all_captions else example["caption"][:1]:
       motions.append(padded)
       lengths.append(length)
@@ -223,7 +224,7 @@ class HumanML3D(tfds.core.GeneratorBasedBuilder):
   """HumanML3D text-to-motion data from the released folder."""
 
   name = "humanml3d"
-  FORMAT = motion_lib.HUMANML3D
+  FORMAT = motion_formats.HUMANML3D
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from jaxgen.data import motion as motion_lib
+from jaxgen.data import motion_formats
 from jaxgen.data.datasets import humanml3d
 
 
 def load_split(folder, split: str, all_captions: bool = True) -> dict:
   """`humanml3d.load_split` with the KIT-ML format."""
-  return humanml3d.load_split(folder, split, motion_lib.KIT_ML, all_captions)
+  return humanml3d.load_split(folder, split, motion_formats.KIT_ML, all_captions)
 
 
 class KitMl(humanml3d.HumanML3D):
   """KIT Motion-Language data from the released folder."""
 
   name = "kit_ml"
-  FORMAT = motion_lib.KIT_ML
+  FORMAT = motion_formats.KIT_ML
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (

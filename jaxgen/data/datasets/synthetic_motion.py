@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxgen.data import motion as motion_lib
-from jaxgen.data import synthetic_motion
+from jaxgen.data import motion_formats, synthetic_motion
 
 
 @dataclasses.dataclass
@@ -46,7 +46,7 @@ class SyntheticMotion(tfds.core.GeneratorBasedBuilder):
       self.info.set_file_format("array_record", override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    dim = motion_lib.HUMANML3D.feature_dim
+    dim = motion_formats.HUMANML3D.feature_dim
     return self.dataset_info_from_configs(
       description="Procedural SMPL-22 motions with templated captions, "
       "in HumanML3D's 263-d features at 20 fps.",
@@ -72,7 +72,7 @@ class SyntheticMotion(tfds.core.GeneratorBasedBuilder):
     num = config.num_train if split == "train" else config.num_test
     data = synthetic_motion.make_split(split, seed=config.seed, num_examples=num)
     if split == "train":
-      mask = motion_lib.length_mask(data["length"], data["motion"].shape[1])
+      mask = motion_formats.length_mask(data["length"], data["motion"].shape[1])
       normalizer = motion_lib.fit_normalizer(data["motion"], mask)
       self.info.metadata["mean"] = normalizer.mean.tolist()
       self.info.metadata["std"] = normalizer.std.tolist()

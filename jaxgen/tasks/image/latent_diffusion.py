@@ -25,13 +25,15 @@ import numpy as np
 
 from jaxgen.data import shapes
 from jaxgen.data.images import to_uint8
-from jaxgen.diffusion import editing, gaussian, guidance
+from jaxgen.diffusion import editing
 from jaxgen.models.autoencoder import AutoencoderKLConfig
 from jaxgen.models.unet_config import UNetConfig
 from jaxgen.pipelines.frozen_autoencoder import FrozenAutoencoder, latent_std
 from jaxgen.tasks.image import text_to_image
 from jaxgen.tasks.image.autoencoder import AutoencoderTask
+from jaxgen.tasks.image.text_to_image import guided_model_fn, sampling_plan
 from jaxgen.training import inference
+from jaxgen.training.task import check_prompts
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,6 +70,19 @@ def check_autoencoder(vae: AutoencoderKLConfig, resolution: int) -> None:
     )
 
 
+def check_latent_patch_size(patch_size: int) -> None:
+  """Named error for a patch size other than 1 (latents are not patchified)."""
+  if patch_size != 1:
+    raise ValueError(
+      f"model.patch_size: latent diffusion works on latents, expected 1, found {patch_size}"
+    )
+
+
+def latent_unet_input_channels(latent_channels: int, inpainting: bool) -> int:
+  """Latents [+ mask + masked-image latents], before the coordinate channels."""
+  return latent_channels + (1 + latent_channels if inpainting else 0)
+
+
 def check_latent_unet(
   unet: UNetConfig,
   *,
@@ -78,7 +93,7 @@ def check_latent_unet(
   latent_resolution: int,
 ) -> None:
   """Named errors when the U-Net's channels or depth do not fit the latents."""
-  expected_in = latent_channels + (1 + latent_channels if inpainting else 0)
+  expected_in = latent_unet_input_channels(latent_channels, inpainting)
   expected_in += 2 if coord_channels else 0
   if unet.in_channels != expected_in or unet.out_channels != latent_channels:
     parts = [f"{latent_channels} latent"]
@@ -156,6 +171,18 @@ def check_edit_images(images: np.ndarray, resolution: int) -> np.ndarray:
   return images
 
 
+def check_edit_inputs(
+  images: np.ndarray, captions: Sequence[str], strength: float, resolution: int
+) -> tuple[np.ndarray, list[str]]:
+  """(images, captions) checked for `LatentDiffusionTask.edit`: named errors before compiling."""
+  editing.check_strength(strength)
+  images = check_edit_images(images, resolution)
+  captions = check_prompts(captions, "captions")
+  if len(captions) != len(images):
+    raise ValueError(f"captions: expected one per image ({len(images)}), found {len(captions)}")
+  return images, captions
+
+
 class LatentDiffusionTask(text_to_image.TextToImageTask):
   """The `latent_diffusion` task: text-to-image diffusion on frozen autoencoder latents.
 
@@ -183,11 +210,7 @@ class LatentDiffusionTask(text_to_image.TextToImageTask):
     self.latent_resolution = config.data.resolution // self.latent_factor
     self.latent_channels = autoencoder.config.latent_channels
     self.inpainting = bool(config.model.get("inpainting", False))
-    patch_size = config.model.get("patch_size", 1)
-    if patch_size != 1:
-      raise ValueError(
-        f"model.patch_size: latent diffusion works on latents, expected 1, found {patch_size}"
-      )
+    check_latent_patch_size(config.model.get("patch_size", 1))
     super().__init__(config)
 
   def check_unet(self, unet: UNetConfig) -> None:
@@ -203,17 +226,14 @@ class LatentDiffusionTask(text_to_image.TextToImageTask):
   @property
   def unet_input_channels(self) -> int:
     """Latents [+ mask + masked-image latents], before the coordinate channels."""
-    c = self.latent_channels
-    return c + (1 + c if self.inpainting else 0)
+    return latent_unet_input_channels(self.latent_channels, self.inpainting)
 
   # -- model ---------------------------------------------------------------
 
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]):
-    b = batch["image"].shape[0]
-    r = self.latent_resolution
-    x = jnp.zeros((b, r, r, self.unet_input_channels), jnp.float32)
-    t = jnp.zeros((b,), jnp.int32)
-    return self.model.init(rng, x, t, batch["text_tokens"], batch["text_mask"])["params"]
+    b, r = batch["image"].shape[0], self.latent_resolution
+    shape = (b, r, r, self.unet_input_channels)
+    return text_to_image.init_params(self.model, rng, shape, batch)
 
   def inpainting_condition(self, images: jax.Array, pixel_mask: jax.Array) -> jax.Array:
     """The extra U-Net channels for images in [-1, 1] and a (B, H, W, 1) mask (1 = generate)."""
@@ -224,34 +244,19 @@ class LatentDiffusionTask(text_to_image.TextToImageTask):
   def loss(self, params, batch: Mapping[str, jax.Array], rng: jax.Array):
     d = self.config.diffusion
     images = batch["image"].astype(jnp.float32) / 127.5 - 1.0
-    latent_rng, drop_rng, mask_rng, diff_rng = jax.random.split(rng, 4)
+    latent_rng, drop_rng, mask_rng, diffusion_rng = jax.random.split(rng, 4)
     sample_posterior = self.config.autoencoder.get("sample_posterior", True)
     z0 = self.autoencoder.encode(images, latent_rng if sample_posterior else None)
-    tokens, mask = guidance.drop_condition(
-      drop_rng,
-      (batch["text_tokens"], batch["text_mask"]),
-      self.null_text(z0.shape[0]),
-      d.cond_drop_prob,
-    )
+    text, null_text = (batch["text_tokens"], batch["text_mask"]), self.null_text(z0.shape[0])
     extra = None
     if self.inpainting:
       b, h, w, _ = images.shape
       pixel_mask = random_box_masks(mask_rng, b, h, w, self.config.inpainting.full_mask_prob)
       extra = self.inpainting_condition(images, pixel_mask)
-
-    def model_fn(z_t, t):
-      x = z_t if extra is None else jnp.concatenate([z_t, extra], axis=-1)
-      return self.model.apply({"params": params}, x, t, tokens, mask, train=True)
-
-    loss, aux = gaussian.diffusion_loss(
-      model_fn,
-      z0,
-      diff_rng,
-      self.schedule,
-      prediction_type=d.prediction_type,
-      min_snr_gamma=d.min_snr_gamma,
+    loss, metrics = text_to_image.text_diffusion_loss(
+      self.model, params, z0, text, null_text, (drop_rng, diffusion_rng), self.schedule, d, extra
     )
-    return loss, dict(mse=aux["mse"], snr_weight=aux["weight"], latent_std=jnp.std(z0))
+    return loss, dict(metrics, latent_std=jnp.std(z0))
 
   # -- sampling: latents, decoded (`TextToImageTask.sample` runs the sampler) --
 
@@ -305,19 +310,14 @@ class LatentDiffusionTask(text_to_image.TextToImageTask):
       extra = self.inpainting_condition(images, full)
     elif pixel_mask is not None:
       keep_mask = editing.downsample_mask(pixel_mask, self.latent_factor)
-    model_fn = self.guided_model_fn(params, tokens, mask, guidance_scale, extra)
+    null_text = self.null_text(tokens.shape[0])
+    model_fn = guided_model_fn(self.model, params, (tokens, mask), null_text, guidance_scale, extra)
+    plan = sampling_plan(self.schedule, self.config.diffusion, sampler, num_steps, eta)
     noise_rng, sample_rng = jax.random.split(rng)
     noise = jax.random.normal(noise_rng, z0.shape)
-    plan = self.plan(sampler, num_steps, eta)
+    step_rng = sample_rng if plan.stochastic else None
     z = editing.edit(
-      model_fn,
-      plan,
-      self.schedule,
-      z0,
-      noise,
-      sample_rng if plan.stochastic else None,
-      strength=strength,
-      keep_mask=keep_mask,
+      model_fn, plan, self.schedule, z0, noise, step_rng, strength=strength, keep_mask=keep_mask
     )
     out = self.autoencoder.decode(z)
     if pixel_mask is not None and paste_pixels:
@@ -344,11 +344,7 @@ class LatentDiffusionTask(text_to_image.TextToImageTask):
     (B, H, W, 1), 1 = generate, 0 = keep. Options left None take the
     config's `sample.*` values. Named errors before compiling.
     """
-    editing.check_strength(strength)
-    images = check_edit_images(images, self.resolution)
-    captions = text_to_image.check_prompts(captions, "captions")
-    if len(captions) != len(images):
-      raise ValueError(f"captions: expected one per image ({len(images)}), found {len(captions)}")
+    images, captions = check_edit_inputs(images, captions, strength, self.resolution)
     sampler, num_steps, guidance_scale = text_to_image.sampling_options(
       self.config, sampler, num_steps, guidance_scale
     )

@@ -16,7 +16,7 @@ num_steps=, guidance_scale=)` -> {"image": uint8 (N, H, W, 3)};
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -26,15 +26,14 @@ import numpy as np
 
 from jaxgen.data import judge as shapes_judge
 from jaxgen.data import shapes
-from jaxgen.data.chunks import map_padded_chunks
-from jaxgen.data.images import to_uint8
 from jaxgen.data.tokenizer import build_caption_tokenizer
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
+from jaxgen.diffusion.samplers import check_sampling_options
 from jaxgen.models.text_conditioned_unet import TextConditionedUNet
 from jaxgen.models.unet_config import UNetConfig
-from jaxgen.render.grid import make_grid, save_png
-from jaxgen.diffusion.samplers import check_sampling_options
-from jaxgen.training.task import GenerativeTask, PromptError, SampleSpec, check_prompts
+from jaxgen.render.grid import make_grid
+from jaxgen.tasks.image import captioned_images
+from jaxgen.training.task import GenerativeTask, SampleSpec
 
 IMAGE_CHANNELS = shapes.CHANNELS
 
@@ -52,6 +51,23 @@ def sampling_options(
   guidance_scale = s.guidance if guidance_scale is None else guidance_scale
   check_sampling_options(sampler, num_steps, guidance_scale, config.diffusion.num_train_timesteps)
   return sampler, int(num_steps), float(guidance_scale)
+
+
+def sampling_plan(
+  schedule: schedules.NoiseSchedule,
+  diffusion: ml_collections.ConfigDict,
+  sampler: str,
+  num_steps: int,
+  eta,
+) -> samplers.SamplerPlan:
+  """The sampler's step table for a `diffusion.*` config (eta is DDIM's alone)."""
+  return samplers.make_plan(
+    schedule,
+    sampler,
+    num_steps,
+    eta=eta if sampler == "ddim" else 0.0,
+    prediction_type=diffusion.prediction_type,
+  )
 
 
 def guided_model_fn(
@@ -84,6 +100,42 @@ def guided_model_fn(
   return guidance.classifier_free_guidance(model_fn, cond, uncond, guidance_scale)
 
 
+def text_diffusion_loss(
+  model: TextConditionedUNet,
+  params,
+  x0: jax.Array,
+  text: tuple[jax.Array, jax.Array],
+  null_text: tuple[jax.Array, jax.Array],
+  rngs: tuple[jax.Array, jax.Array],
+  schedule: schedules.NoiseSchedule,
+  diffusion: ml_collections.ConfigDict,
+  extra: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Diffusion loss of `model` on clean samples `x0` given (tokens, mask) `text`.
+
+  Each example's text is replaced by `null_text` with probability
+  `diffusion.cond_drop_prob` (for classifier-free guidance). `rngs` is
+  (dropout rng, diffusion rng). `extra` channels are concatenated to the
+  noisy input. Returns (loss, {"mse", "snr_weight"}).
+  """
+  drop_rng, diffusion_rng = rngs
+  tokens, mask = guidance.drop_condition(drop_rng, text, null_text, diffusion.cond_drop_prob)
+
+  def model_fn(x_t, t):
+    x = x_t if extra is None else jnp.concatenate([x_t, extra], axis=-1)
+    return model.apply({"params": params}, x, t, tokens, mask, train=True)
+
+  loss, aux = gaussian.diffusion_loss(
+    model_fn,
+    x0,
+    diffusion_rng,
+    schedule,
+    prediction_type=diffusion.prediction_type,
+    min_snr_gamma=diffusion.min_snr_gamma,
+  )
+  return loss, dict(mse=aux["mse"], snr_weight=aux["weight"])
+
+
 def check_unet_fits(unet: UNetConfig, resolution: int, patch: int, coords: bool) -> None:
   """Named errors when the image size or channels do not fit the U-Net config."""
   patched = IMAGE_CHANNELS * patch * patch
@@ -112,6 +164,60 @@ def make_schedule(diffusion: ml_collections.ConfigDict) -> schedules.NoiseSchedu
   )
 
 
+def build_model(
+  config: ml_collections.ConfigDict, unet: UNetConfig, vocab_size: int
+) -> TextConditionedUNet:
+  """The text encoder + U-Net of a `text_to_image` config, for a tokenizer's vocabulary."""
+  return TextConditionedUNet(
+    text=dict(config.text.to_dict(), vocab_size=vocab_size),
+    unet=unet,
+    coord_channels=config.model.coord_channels,
+    patch_size=config.model.get("patch_size", 1),
+  )
+
+
+def init_params(
+  model: TextConditionedUNet,
+  rng: jax.Array,
+  input_shape: tuple[int, ...],
+  batch: Mapping[str, jax.Array],
+):
+  """Fresh parameters of `model` for (B, H, W, C) inputs and the batch's caption tokens."""
+  x = jnp.zeros(input_shape, jnp.float32)
+  t = jnp.zeros((input_shape[0],), jnp.int32)
+  return model.init(rng, x, t, batch["text_tokens"], batch["text_mask"])["params"]
+
+
+def null_text_tokens(batch_size: int, length: int) -> tuple[jax.Array, jax.Array]:
+  """The unconditional 'prompt' (tokens, mask): all padding tokens, all attended."""
+  return jnp.zeros((batch_size, length), jnp.int32), jnp.ones((batch_size, length), jnp.int32)
+
+
+def captioned_shapes_arrays(
+  data: ml_collections.ConfigDict, tokenize: Callable
+) -> dict[str, np.ndarray]:
+  """Training arrays: uint8 images and their int32 caption tokens + mask."""
+  split = shapes.make_split(
+    "train", data.num_train_examples, resolution=data.resolution, seed=data.seed
+  )
+  tokens, mask = tokenize(list(split["caption"]))
+  return dict(
+    image=split["image"], text_tokens=tokens.astype(np.int32), text_mask=mask.astype(np.int32)
+  )
+
+
+def abstract_captioned_batch(
+  batch_size: int, resolution: int, text_length: int
+) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of a batch of uint8 RGB images with caption tokens + mask."""
+  r, c, L = resolution, IMAGE_CHANNELS, text_length
+  return dict(
+    image=jax.ShapeDtypeStruct((batch_size, r, r, c), jnp.uint8),
+    text_tokens=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
+    text_mask=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
+  )
+
+
 class TextToImageTask(GenerativeTask):
   """The `text_to_image` task (see module docstring)."""
 
@@ -130,10 +236,7 @@ class TextToImageTask(GenerativeTask):
     self.patch_size = config.model.get("patch_size", 1)
     unet = UNetConfig(**config.unet.to_dict())
     self.check_unet(unet)
-    text_cfg = dict(config.text.to_dict(), vocab_size=self.tokenizer.vocab_size)
-    self.model = TextConditionedUNet(
-      text=text_cfg, unet=unet, coord_channels=self.coord_channels, patch_size=self.patch_size
-    )
+    self.model = build_model(config, unet, self.tokenizer.vocab_size)
     self.schedule = make_schedule(config.diffusion)
 
   def check_unet(self, unet: UNetConfig) -> None:
@@ -147,31 +250,14 @@ class TextToImageTask(GenerativeTask):
 
   def null_text(self, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """The unconditional 'prompt': all padding tokens, all attended."""
-    return (
-      jnp.zeros((batch_size, self.max_text_length), jnp.int32),
-      jnp.ones((batch_size, self.max_text_length), jnp.int32),
-    )
+    return null_text_tokens(batch_size, self.max_text_length)
 
   def train_arrays(self) -> Mapping[str, np.ndarray]:
-    data = shapes.make_split(
-      "train",
-      self.config.data.num_train_examples,
-      resolution=self.resolution,
-      seed=self.config.data.seed,
-    )
-    tokens, mask = self.tokenize(list(data["caption"]))
-    return dict(
-      image=data["image"], text_tokens=tokens.astype(np.int32), text_mask=mask.astype(np.int32)
-    )
+    return captioned_shapes_arrays(self.config.data, self.tokenize)
 
   def abstract_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of a training batch, without building the data."""
-    r, c, L = self.resolution, IMAGE_CHANNELS, self.max_text_length
-    return dict(
-      image=jax.ShapeDtypeStruct((batch_size, r, r, c), jnp.uint8),
-      text_tokens=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
-      text_mask=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
-    )
+    return abstract_captioned_batch(batch_size, self.resolution, self.max_text_length)
 
   def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
     """Held-out captions (combinations never seen in training)."""
@@ -186,54 +272,18 @@ class TextToImageTask(GenerativeTask):
   # -- model ---------------------------------------------------------------
 
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]):
-    image = batch["image"]
-    x = jnp.zeros(image.shape, jnp.float32)
-    t = jnp.zeros((image.shape[0],), jnp.int32)
-    return self.model.init(rng, x, t, batch["text_tokens"], batch["text_mask"])["params"]
+    return init_params(self.model, rng, batch["image"].shape, batch)
 
   def loss(self, params, batch: Mapping[str, jax.Array], rng: jax.Array):
     d = self.config.diffusion
     x0 = batch["image"].astype(jnp.float32) / 127.5 - 1.0
-    drop_rng, diff_rng = jax.random.split(rng)
-    tokens, mask = guidance.drop_condition(
-      drop_rng,
-      (batch["text_tokens"], batch["text_mask"]),
-      self.null_text(x0.shape[0]),
-      d.cond_drop_prob,
+    drop_rng, diffusion_rng = jax.random.split(rng)
+    text, null_text = (batch["text_tokens"], batch["text_mask"]), self.null_text(x0.shape[0])
+    return text_diffusion_loss(
+      self.model, params, x0, text, null_text, (drop_rng, diffusion_rng), self.schedule, d
     )
-
-    def model_fn(x_t, t):
-      return self.model.apply({"params": params}, x_t, t, tokens, mask, train=True)
-
-    loss, aux = gaussian.diffusion_loss(
-      model_fn,
-      x0,
-      diff_rng,
-      self.schedule,
-      prediction_type=d.prediction_type,
-      min_snr_gamma=d.min_snr_gamma,
-    )
-    return loss, dict(mse=aux["mse"], snr_weight=aux["weight"])
 
   # -- sampling --------------------------------------------------------------
-
-  def guided_model_fn(
-    self, params, tokens: jax.Array, mask: jax.Array, guidance_scale, extra: jax.Array | None = None
-  ):
-    """model_fn(x, t) guided towards the prompts (see `guided_model_fn`)."""
-    return guided_model_fn(
-      self.model, params, (tokens, mask), self.null_text(tokens.shape[0]), guidance_scale, extra
-    )
-
-  def plan(self, sampler: str, num_steps: int, eta) -> samplers.SamplerPlan:
-    """The sampler's step table (eta is DDIM's alone)."""
-    return samplers.make_plan(
-      self.schedule,
-      sampler,
-      num_steps,
-      eta=eta if sampler == "ddim" else 0.0,
-      prediction_type=self.config.diffusion.prediction_type,
-    )
 
   # Where latent diffusion differs: what is sampled, what conditions it
   # besides the text, and how a sample becomes an image.
@@ -267,12 +317,13 @@ class TextToImageTask(GenerativeTask):
     """Images in [-1, 1], [B, H, W, C], for tokenized prompts: one compiled program."""
     resolution = resolution or self.resolution
     batch = tokens.shape[0]
-    model_fn = self.guided_model_fn(
-      params, tokens, mask, guidance_scale, self.sample_channels(batch, resolution)
-    )
+    text, null_text = (tokens, mask), self.null_text(batch)
+    extra = self.sample_channels(batch, resolution)
+    model_fn = guided_model_fn(self.model, params, text, null_text, guidance_scale, extra)
+    plan = sampling_plan(self.schedule, self.config.diffusion, sampler, num_steps, eta)
     noise_rng, sample_rng = jax.random.split(rng)
     x_T = jax.random.normal(noise_rng, self.sample_shape(batch, resolution))
-    x0 = samplers.run_sampler(model_fn, self.plan(sampler, num_steps, eta), x_T, sample_rng)
+    x0 = samplers.run_sampler(model_fn, plan, x_T, sample_rng)
     return self.to_images(x0)
 
   # -- generation (the GenerativeTask signature) -----------------------------
@@ -281,12 +332,7 @@ class TextToImageTask(GenerativeTask):
     self, prompts: Sequence[str], *, seconds: float | None = None
   ) -> dict[str, np.ndarray]:
     """{"caption": (N,) str array}; named errors for no prompts, an empty one, or a duration."""
-    if seconds is not None:
-      raise PromptError(
-        f"seconds: images have no duration; expected None for task "
-        f"{self.config.task!r}, found {seconds!r}"
-      )
-    return {"caption": np.asarray(check_prompts(prompts), dtype=str)}
+    return captioned_images.caption_conditions(prompts, seconds, self.config.task)
 
   def generate(
     self,
@@ -305,33 +351,22 @@ class TextToImageTask(GenerativeTask):
     before anything compiles. Prompts run in chunks of `batch_size` (the last
     padded), so every chunk shares one compiled program.
     """
-    if "caption" not in conditions:
-      raise PromptError(f"conditions: expected a 'caption' entry, found keys {sorted(conditions)}")
-    captions = check_prompts(conditions["caption"], "conditions['caption']")
+    captions = captioned_images.conditions_captions(conditions)
     sampler, num_steps, guidance_scale = sampling_options(
       self.config, sampler, num_steps, guidance_scale
     )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-      raise ValueError(f"batch_size: expected a positive integer, found {batch_size!r}")
+    captioned_images.check_batch_size(batch_size)
     tokens, mask = self.tokenize(captions)
-    eta = jnp.float32(self.config.sample.eta)
-
-    def sample_chunk(i, tok, msk):
-      images = self.sample(
-        params,
-        tok,
-        msk,
-        jax.random.fold_in(rng, i),
-        sampler=sampler,
-        num_steps=num_steps,
-        guidance_scale=jnp.float32(guidance_scale),
-        eta=eta,
-      )
-      return to_uint8(np.asarray(images))
-
-    return {
-      "image": map_padded_chunks(sample_chunk, [tokens, mask], min(batch_size, len(captions)))
-    }
+    sample_fn = functools.partial(
+      self.sample,
+      params,
+      sampler=sampler,
+      num_steps=num_steps,
+      guidance_scale=jnp.float32(guidance_scale),
+      eta=jnp.float32(self.config.sample.eta),
+    )
+    images = captioned_images.sample_in_chunks(sample_fn, tokens, mask, rng, batch_size)
+    return {"image": images}
 
   def save_samples(
     self,
@@ -344,13 +379,9 @@ class TextToImageTask(GenerativeTask):
   ) -> str:
     """Writes the images as one PNG grid, each captioned with its prompt; returns `path`."""
     self.check_output(path)
-    save_png(
-      path,
-      make_grid(
-        samples["image"], [str(c) for c in conditions["caption"]], scale=scale, ncols=ncols
-      ),
+    return captioned_images.save_captioned_grid(
+      path, samples["image"], conditions["caption"], scale=scale, ncols=ncols
     )
-    return str(path)
 
   # -- judging and pictures --------------------------------------------------
 
@@ -368,9 +399,8 @@ class TextToImageTask(GenerativeTask):
     """
     data = self.eval_split(num_examples or self.config.eval.num_examples)
     captions = list(data["caption"])
-    images = self.generate(params, self.conditions(captions), rng, guidance_scale=guidance_scale)[
-      "image"
-    ]
+    conditions = self.conditions(captions)
+    images = self.generate(params, conditions, rng, guidance_scale=guidance_scale)["image"]
     return shapes_judge.judge_images(images, data)["accuracy"], images, captions
 
   def preview(self, params, rng: jax.Array, num: int = 16) -> np.ndarray:

@@ -33,7 +33,13 @@ from jaxgen.models.caption_encoder import CaptionEncoder
 from jaxgen.models.gpt import GPTConfig, MotionGPT, sample_codes
 from jaxgen.tasks.motion.motion_task import MotionGenerativeTask, frame_mask, motion_sample_spec
 from jaxgen.tasks.motion.t2m_vq import MotionVQTask
-from jaxgen.tasks.motion.text_conditioning import load_frozen_clip, make_caption_encoder
+from jaxgen.tasks.motion.text_conditioning import (
+  caption_dims,
+  encode_captions,
+  init_caption_params,
+  load_frozen_clip,
+  make_caption_encoder,
+)
 from jaxgen.training.inference import load_run_config, restore_ema_params
 
 _LOG = logging.getLogger(__name__)
@@ -52,6 +58,69 @@ def load_vq_run(workdir: str) -> tuple[MotionVQTask, Any]:
   return task, restore_ema_params(task, workdir)
 
 
+def check_length_mode(length_mode: str, name: str = "length_mode") -> None:
+  """A named error unless `length_mode` is one of `LENGTH_MODES`."""
+  if length_mode not in LENGTH_MODES:
+    raise ValueError(f"{name}: expected one of {LENGTH_MODES}, found {length_mode!r}")
+
+
+def pad_code_targets(codes: np.ndarray, num_codes: np.ndarray, gpt_config: GPTConfig) -> np.ndarray:
+  """(N, block_size) targets: each clip's first `num_codes` codes, End, then Pad."""
+  g, n = gpt_config, len(codes)
+  targets = np.full((n, g.block_size), g.pad_id, np.int32)
+  steps = np.arange(codes.shape[1])[None]
+  targets[:, : codes.shape[1]] = np.where(steps < num_codes[:, None], codes, g.pad_id)
+  targets[np.arange(n), num_codes] = g.end_id
+  return targets
+
+
+def check_code_batch(
+  batch: Mapping[str, np.ndarray], expected: Mapping[str, jax.ShapeDtypeStruct], pad_id: int
+) -> None:
+  """Named errors for a batch without the `expected` keys and shapes, or with bad code ids."""
+  for key, spec in expected.items():
+    if key not in batch:
+      raise ValueError(f"batch: expected key {key!r}, found keys {sorted(batch)}")
+    if np.shape(batch[key]) != spec.shape:
+      raise ValueError(f"batch[{key!r}]: expected shape {spec.shape}, found {np.shape(batch[key])}")
+  codes = np.asarray(batch["codes"])
+  if codes.min() < 0 or codes.max() > pad_id:
+    raise ValueError(
+      f"batch['codes']: expected ids in [0, {pad_id}], found [{codes.min()}, {codes.max()}]"
+    )
+
+
+def corrupt_codes(
+  keep_rng: jax.Array, random_rng: jax.Array, codes: jax.Array, pkeep: float, num_codes: int
+) -> jax.Array:
+  """T2M-GPT's input noise: each code replaced by a random one with probability 1 - pkeep."""
+  keep = jax.random.bernoulli(keep_rng, pkeep, codes.shape)
+  return jnp.where(keep, codes, jax.random.randint(random_rng, codes.shape, 0, num_codes))
+
+
+def code_cross_entropy(
+  logits: jax.Array, targets: jax.Array, pad_id: int
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(cross-entropy averaged per clip, then over clips; {"accuracy"}), Pad positions ignored."""
+  # Codes and End count; Pad positions do not (the reference slices [:len + 1]).
+  valid = targets != pad_id
+  labels = jnp.where(valid, targets, 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  per_clip = (ce * valid).sum(-1) / jnp.maximum(valid.sum(-1), 1)
+  correct = (jnp.argmax(logits, -1) == labels) & valid
+  return per_clip.mean(), dict(accuracy=correct.sum() / jnp.maximum(valid.sum(), 1))
+
+
+def code_count_bounds(
+  lengths: np.ndarray, length_mode: str, downsample: int, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """(min_codes, max_codes) per motion: the given lengths in whole codes, or 1 .. block - 1."""
+  if length_mode == "given":
+    whole_codes = lengths // downsample
+    return whole_codes, whole_codes
+  return np.ones_like(lengths), np.full_like(lengths, block_size - 1)
+
+
 class MotionGPTTask(MotionGenerativeTask):
   """The `t2m_gpt` task: the T2M-GPT prior over a trained VQ-VAE's codes."""
 
@@ -59,10 +128,7 @@ class MotionGPTTask(MotionGenerativeTask):
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    if config.sample.length_mode not in LENGTH_MODES:
-      raise ValueError(
-        f"sample.length_mode: expected one of {LENGTH_MODES}, found {config.sample.length_mode!r}"
-      )
+    check_length_mode(config.sample.length_mode, "sample.length_mode")
     self.clip = load_frozen_clip(config.text)
     self.vq_task, self.vq_params = load_vq_run(config.vq.workdir)
     if self.vq_task.config.data.to_dict() != config.data.to_dict():
@@ -71,7 +137,7 @@ class MotionGPTTask(MotionGenerativeTask):
         f"{self.vq_task.config.data.to_dict()}, this config has "
         f"{config.data.to_dict()}"
       )
-    cond_dim = config.text.width if self.clip is None else self.clip.embedding_dim
+    cond_dim, _ = caption_dims(config.text, self.clip)
     self.gpt_config = GPTConfig(
       num_codes=self.vq_task.vq_config.num_codes,
       cond_dim=cond_dim,
@@ -104,19 +170,12 @@ class MotionGPTTask(MotionGenerativeTask):
 
   def code_targets(self, motion: np.ndarray, mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """(N, block_size) targets: each clip's codes, End, then Pad."""
-    g = self.gpt_config
-    n, frames = mask.shape
-    lengths = mask.sum(-1) // self.downsample
     codes = map_padded_chunks(
       lambda _, *parts: self.vq_task.encode_codes(self.vq_params, *parts),
       [motion, mask],
-      min(batch_size, n),
+      min(batch_size, len(mask)),
     )
-    targets = np.full((n, g.block_size), g.pad_id, np.int32)
-    steps = np.arange(frames // self.downsample)[None]
-    targets[:, : codes.shape[1]] = np.where(steps < lengths[:, None], codes, g.pad_id)
-    targets[np.arange(n), lengths] = g.end_id
-    return targets
+    return pad_code_targets(codes, mask.sum(-1) // self.downsample, self.gpt_config)
 
   def train_arrays(self) -> Mapping[str, np.ndarray]:
     arrays = dict(self.motion_arrays(self._train_split))
@@ -134,62 +193,36 @@ class MotionGPTTask(MotionGenerativeTask):
 
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     expected = self.abstract_batch(len(batch.get("codes", ())))
-    for key, spec in expected.items():
-      if key not in batch:
-        raise ValueError(f"batch: expected key {key!r}, found keys {sorted(batch)}")
-      if np.shape(batch[key]) != spec.shape:
-        raise ValueError(
-          f"batch[{key!r}]: expected shape {spec.shape}, found {np.shape(batch[key])}"
-        )
-    codes = np.asarray(batch["codes"])
-    if codes.min() < 0 or codes.max() > self.gpt_config.pad_id:
-      raise ValueError(
-        f"batch['codes']: expected ids in [0, {self.gpt_config.pad_id}], "
-        f"found [{codes.min()}, {codes.max()}]"
-      )
+    check_code_batch(batch, expected, self.gpt_config.pad_id)
 
   # -- model ---------------------------------------------------------------
 
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]):
     text_rng, gpt_rng = jax.random.split(rng)
     B = batch["codes"].shape[0]
-    if self.clip is None:
-      params = dict(
-        text_encoder=self.text_encoder.init(text_rng, batch["text_tokens"], batch["text_mask"])[
-          "params"
-        ]
-      )
-    else:  # frozen: kept in the tree so checkpoints are self-contained
-      params = dict(clip=self.clip.boxed_params())
+    params = init_caption_params(
+      self.clip, self.text_encoder, text_rng, batch["text_tokens"], batch["text_mask"]
+    )
     cond = jnp.zeros((B, self.gpt_config.cond_dim), jnp.float32)
     params["gpt"] = self.model.init(gpt_rng, batch["codes"][:, :-1], cond)["params"]
     return params
 
   def encode_text(self, params, tokens: jax.Array, mask: jax.Array) -> jax.Array:
     """(B, cond_dim) text vectors; the CLIP tower is frozen (no gradient)."""
-    if self.clip is not None:
-      return self.clip.embed(jax.lax.stop_gradient(params["clip"]), tokens, mask)[0]
-    pooled, _ = self.text_encoder.apply({"params": params["text_encoder"]}, tokens, mask)
-    return pooled
+    return encode_captions(self.clip, self.text_encoder, params, tokens, mask)[0]
 
   def loss(self, params, batch: Mapping[str, jax.Array], rng: jax.Array):
     g = self.gpt_config
     keep_rng, random_rng, dropout_rng = jax.random.split(rng, 3)
     targets = batch["codes"]
-    inputs = targets[:, :-1]
-    keep = jax.random.bernoulli(keep_rng, self.config.gpt_train.pkeep, inputs.shape)
-    inputs = jnp.where(keep, inputs, jax.random.randint(random_rng, inputs.shape, 0, g.num_codes))
+    inputs = corrupt_codes(
+      keep_rng, random_rng, targets[:, :-1], self.config.gpt_train.pkeep, g.num_codes
+    )
     cond = self.encode_text(params, batch["text_tokens"], batch["text_mask"])
     logits = self.model.apply(
       {"params": params["gpt"]}, inputs, cond, deterministic=False, rngs={"dropout": dropout_rng}
     )
-    # Codes and End count; Pad positions do not (the reference slices [:len + 1]).
-    valid = targets != g.pad_id
-    labels = jnp.where(valid, targets, 0)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-    per_clip = (ce * valid).sum(-1) / jnp.maximum(valid.sum(-1), 1)
-    correct = (jnp.argmax(logits, -1) == labels) & valid
-    return per_clip.mean(), dict(accuracy=correct.sum() / jnp.maximum(valid.sum(), 1))
+    return code_cross_entropy(logits, targets, g.pad_id)
 
   # -- generation ------------------------------------------------------------
 
@@ -245,15 +278,12 @@ class MotionGPTTask(MotionGenerativeTask):
     """
     s = self.config.sample
     length_mode = s.length_mode if length_mode is None else length_mode
-    if length_mode not in LENGTH_MODES:
-      raise ValueError(f"length_mode: expected one of {LENGTH_MODES}, found {length_mode!r}")
+    check_length_mode(length_mode)
     captions, lengths = self.check_conditions(conditions)
     tokens, text_mask = self.tokenize(captions)
-    if length_mode == "given":
-      min_codes = max_codes = lengths // self.downsample
-    else:
-      min_codes = np.ones_like(lengths)
-      max_codes = np.full_like(lengths, self.gpt_config.block_size - 1)
+    min_codes, max_codes = code_count_bounds(
+      lengths, length_mode, self.downsample, self.gpt_config.block_size
+    )
     x, frames = map_padded_chunks(
       lambda i, *parts: self.sample(
         params,

@@ -35,7 +35,14 @@ from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.models.caption_encoder import CaptionEncoder
 from jaxgen.models.motion_transformer import MDM, MDMConfig
 from jaxgen.tasks.motion.motion_task import MotionGenerativeTask, frame_mask, motion_sample_spec
-from jaxgen.tasks.motion.text_conditioning import load_frozen_clip, make_caption_encoder
+from jaxgen.tasks.motion.text_conditioning import (
+  caption_dims,
+  check_frozen_clip_optim,
+  encode_captions,
+  init_caption_params,
+  load_frozen_clip,
+  make_caption_encoder,
+)
 
 # A foot counts as still when it moves less than this per frame (MDM: 0.01).
 FOOT_STILL_THRESHOLD = 0.01
@@ -73,6 +80,89 @@ def geometric_losses(
   )
 
 
+def make_mdm_config(
+  mdm: ml_collections.ConfigDict, fmt, text_dim: int, token_dim: int
+) -> MDMConfig:
+  """The denoiser's config: `mdm` (whose `text_tokens` flag picks token states) for `fmt`."""
+  mdm = dict(mdm.to_dict())
+  use_text_tokens = mdm.pop("text_tokens", False)
+  config = MDMConfig(
+    feature_dim=fmt.feature_dim,
+    text_dim=text_dim,
+    text_token_dim=token_dim if use_text_tokens else 0,
+    **mdm,
+  )
+  if fmt.max_frames % config.frames_per_token:
+    raise ValueError(
+      f"mdm.frames_per_token: expected a divisor of the {fmt.max_frames} "
+      f"frames of {fmt.name}, found {config.frames_per_token}"
+    )
+  return config
+
+
+def make_length_buckets(
+  spec: Mapping | None, arrays: Mapping[str, np.ndarray], mdm_config: MDMConfig
+) -> tuple[LengthBuckets, ...]:
+  """`data.length_buckets` ({"frames": bounds}) over the training arrays; () without one.
+
+  Cutting padding frames off the end is exact only for a denoiser that
+  masks them (`mdm.mask_padding`; tests/test_text_to_motion.py checks it).
+  Words are not bucketed: with text tokens in the sequence, a shorter text
+  would move every motion token to another position.
+  """
+  if not spec:
+    return ()
+  spec = dict(spec)
+  if set(spec) != {"frames"}:
+    raise ValueError(f"data.length_buckets: expected only the key 'frames', found {sorted(spec)}")
+  if not mdm_config.mask_padding:
+    raise ValueError(
+      "data.length_buckets: expected mdm.mask_padding=True (cropping padding "
+      "changes the output of a denoiser that attends to it), found False"
+    )
+  p = mdm_config.frames_per_token
+  frames = tuple(int(b) for b in spec["frames"])
+  if any(b % p for b in frames):
+    raise ValueError(
+      f"data.length_buckets.frames: expected multiples of mdm.frames_per_token={p}, found {frames}"
+    )
+  buckets = LengthBuckets(arrays["motion_mask"].sum(1), frames, ("motion", "motion_mask"))
+  buckets.check(arrays, name="data.length_buckets.frames")
+  return (buckets,)
+
+
+def placeholder_text_condition(batch_size: int, text_length: int, mdm_config: MDMConfig):
+  """An all-zero text condition of the shapes `encode_text` returns (for `init`)."""
+  B, L = batch_size, text_length
+  return (
+    jnp.zeros((B, mdm_config.text_dim)),
+    jnp.zeros((B, L, max(mdm_config.text_token_dim, 1))),
+    jnp.ones((B, L), bool),
+  )
+
+
+def text_token_kwargs(text, mdm_config: MDMConfig) -> dict:
+  """The denoiser's token-state keywords: none unless it reads text tokens."""
+  if not mdm_config.text_token_dim:
+    return {}
+  return dict(text_states=text[1], text_mask=text[2])
+
+
+def fill_sampling_options(
+  sample: Mapping,
+  sampler: str | None,
+  num_steps: int | None,
+  guidance_scale: float | None,
+  num_train_timesteps: int,
+) -> tuple[str, int, float]:
+  """(sampler, num_steps, guidance_scale), each None taken from `sample`, checked."""
+  sampler = sample["sampler"] if sampler is None else sampler
+  num_steps = sample["num_steps"] if num_steps is None else num_steps
+  guidance_scale = sample["guidance"] if guidance_scale is None else guidance_scale
+  samplers.check_sampling_options(sampler, num_steps, guidance_scale, num_train_timesteps)
+  return sampler, num_steps, guidance_scale
+
+
 class MotionDiffusionTask(MotionGenerativeTask):
   """The `t2m_mdm` task: MDM (see module docstring)."""
 
@@ -80,31 +170,10 @@ class MotionDiffusionTask(MotionGenerativeTask):
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    t = config.text
-    if t.encoder == "clip" and config.optim.weight_decay:
-      raise ValueError(
-        f"optim.weight_decay: expected 0 with the frozen CLIP text encoder "
-        f"(its weights sit in the parameter tree), found "
-        f"{config.optim.weight_decay}"
-      )
-    self.clip = load_frozen_clip(t)
-    if self.clip is not None:
-      text_dim, token_dim = self.clip.embedding_dim, self.clip.config.hidden_size
-    else:
-      text_dim = token_dim = t.width
-    mdm = dict(config.mdm.to_dict())
-    use_text_tokens = mdm.pop("text_tokens", False)
-    self.mdm_config = MDMConfig(
-      feature_dim=self.fmt.feature_dim,
-      text_dim=text_dim,
-      text_token_dim=token_dim if use_text_tokens else 0,
-      **mdm,
-    )
-    if self.max_frames % self.mdm_config.frames_per_token:
-      raise ValueError(
-        f"mdm.frames_per_token: expected a divisor of the {self.max_frames} "
-        f"frames of {self.fmt.name}, found {self.mdm_config.frames_per_token}"
-      )
+    check_frozen_clip_optim(config.text, config.optim)
+    self.clip = load_frozen_clip(config.text)
+    text_dim, token_dim = caption_dims(config.text, self.clip)
+    self.mdm_config = make_mdm_config(config.mdm, self.fmt, text_dim, token_dim)
     self.denoiser = MDM(self.mdm_config)
     d = config.diffusion
     gaussian.check_prediction_type(d.prediction_type)
@@ -117,61 +186,25 @@ class MotionDiffusionTask(MotionGenerativeTask):
   # -- data --------------------------------------------------------------
 
   def train_buckets(self, arrays: Mapping[str, np.ndarray]) -> tuple[LengthBuckets, ...]:
-    """`data.length_buckets` ({"frames": bounds}) over the training arrays.
-
-    Cutting padding frames off the end is exact only for a denoiser that
-    masks them (`mdm.mask_padding`; tests/test_text_to_motion.py checks it).
-    Words are not bucketed: with text tokens in the sequence, a shorter text
-    would move every motion token to another position.
-    """
-    spec = self.config.data.get("length_buckets")
-    if not spec:
-      return ()
-    spec = dict(spec)
-    if set(spec) != {"frames"}:
-      raise ValueError(f"data.length_buckets: expected only the key 'frames', found {sorted(spec)}")
-    if not self.mdm_config.mask_padding:
-      raise ValueError(
-        "data.length_buckets: expected mdm.mask_padding=True (cropping padding "
-        "changes the output of a denoiser that attends to it), found False"
-      )
-    p = self.mdm_config.frames_per_token
-    frames = tuple(int(b) for b in spec["frames"])
-    if any(b % p for b in frames):
-      raise ValueError(
-        f"data.length_buckets.frames: expected multiples of "
-        f"mdm.frames_per_token={p}, found {frames}"
-      )
-    buckets = LengthBuckets(arrays["motion_mask"].sum(1), frames, ("motion", "motion_mask"))
-    buckets.check(arrays, name="data.length_buckets.frames")
-    return (buckets,)
+    """`data.length_buckets` over the training arrays (see `make_length_buckets`)."""
+    return make_length_buckets(self.config.data.get("length_buckets"), arrays, self.mdm_config)
 
   # -- model ---------------------------------------------------------------
 
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]):
     text_rng, mdm_rng = jax.random.split(rng)
-    B = batch["motion"].shape[0]
-    params = {}
-    if self.clip is not None:
-      params["clip"] = self.clip.boxed_params()
-    else:
-      params["text_encoder"] = self.text_encoder.init(
-        text_rng, batch["text_tokens"], batch["text_mask"]
-      )["params"]
-    c = self.mdm_config
-    L = batch["text_tokens"].shape[1]
-    text = (
-      jnp.zeros((B, c.text_dim)),
-      jnp.zeros((B, L, max(c.text_token_dim, 1))),
-      jnp.ones((B, L), bool),
+    B, L = batch["motion"].shape[0], batch["text_tokens"].shape[1]
+    params = init_caption_params(
+      self.clip, self.text_encoder, text_rng, batch["text_tokens"], batch["text_mask"]
     )
+    text = placeholder_text_condition(B, L, self.mdm_config)
     params["mdm"] = self.denoiser.init(
       mdm_rng,
       jnp.zeros(batch["motion"].shape, jnp.float32),
       jnp.zeros((B,), jnp.int32),
       text[0],
       batch["motion_mask"],
-      **self._text_kwargs(text),
+      **text_token_kwargs(text, self.mdm_config),
     )["params"]
     return params
 
@@ -180,16 +213,8 @@ class MotionDiffusionTask(MotionGenerativeTask):
 
     The CLIP tower is frozen (no gradient). The null condition is all zeros.
     """
-    if self.clip is not None:
-      pooled, states = self.clip.embed(jax.lax.stop_gradient(params["clip"]), tokens, mask)
-    else:
-      pooled, states = self.text_encoder.apply({"params": params["text_encoder"]}, tokens, mask)
+    pooled, states = encode_captions(self.clip, self.text_encoder, params, tokens, mask)
     return pooled, states, mask.astype(bool)
-
-  def _text_kwargs(self, text) -> dict:
-    if not self.mdm_config.text_token_dim:
-      return {}
-    return dict(text_states=text[1], text_mask=text[2])
 
   def denoise(self, params, x, t, text, motion_mask, dropout_rng=None):
     """x0 (or the configured target) for x_t; `text` as returned by `encode_text`."""
@@ -202,7 +227,7 @@ class MotionDiffusionTask(MotionGenerativeTask):
       motion_mask,
       train=dropout_rng is not None,
       rngs=rngs,
-      **self._text_kwargs(text),
+      **text_token_kwargs(text, self.mdm_config),
     )
 
   def loss(self, params, batch: Mapping[str, jax.Array], rng: jax.Array):
@@ -289,12 +314,12 @@ class MotionDiffusionTask(MotionGenerativeTask):
     Returns {"motion": de-normalised features (N, max_frames, D), zero beyond
     each length, "length": the requested frames (N,)}.
     """
-    s = self.config.sample
-    sampler = s.sampler if sampler is None else sampler
-    num_steps = s.num_steps if num_steps is None else num_steps
-    guidance_scale = s.guidance if guidance_scale is None else guidance_scale
-    samplers.check_sampling_options(
-      sampler, num_steps, guidance_scale, self.config.diffusion.num_train_timesteps
+    sampler, num_steps, guidance_scale = fill_sampling_options(
+      self.config.sample,
+      sampler,
+      num_steps,
+      guidance_scale,
+      self.config.diffusion.num_train_timesteps,
     )
     captions, lengths = self.check_conditions(conditions)
     tokens, text_mask = self.tokenize(captions)

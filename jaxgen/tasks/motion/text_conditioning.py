@@ -139,3 +139,49 @@ def make_caption_encoder(text: Mapping, vocab_size: int) -> CaptionEncoder:
     num_layers=text["num_layers"],
     num_heads=text["num_heads"],
   )
+
+
+def caption_dims(text: Mapping, clip: FrozenCLIPText | None) -> tuple[int, int]:
+  """(pooled text vector width, token state width) of the encoder `text.encoder` picks."""
+  if clip is None:
+    return text["width"], text["width"]
+  return clip.embedding_dim, clip.config.hidden_size
+
+
+def check_frozen_clip_optim(text: Mapping, optim: Mapping) -> None:
+  """The frozen CLIP tower sits in the parameter tree, so weight decay must leave it alone."""
+  if text["encoder"] == "clip" and optim["weight_decay"]:
+    raise ValueError(
+      f"optim.weight_decay: expected 0 with the frozen CLIP text encoder "
+      f"(its weights sit in the parameter tree), found "
+      f"{optim['weight_decay']}"
+    )
+
+
+def init_caption_params(
+  clip: FrozenCLIPText | None,
+  encoder: CaptionEncoder,
+  rng: jax.Array,
+  tokens: jax.Array,
+  mask: jax.Array,
+) -> dict[str, Any]:
+  """{"clip": the frozen tower} or {"text_encoder": fresh trained-encoder params}.
+
+  The frozen tower is kept in the tree so checkpoints are self-contained.
+  """
+  if clip is not None:
+    return dict(clip=clip.boxed_params())
+  return dict(text_encoder=encoder.init(rng, tokens, mask)["params"])
+
+
+def encode_captions(
+  clip: FrozenCLIPText | None,
+  encoder: CaptionEncoder,
+  params: Mapping,
+  tokens: jax.Array,
+  mask: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+  """(pooled (B, text_dim), token states (B, L, W)); the CLIP tower gets no gradient."""
+  if clip is not None:
+    return clip.embed(jax.lax.stop_gradient(params["clip"]), tokens, mask)
+  return encoder.apply({"params": params["text_encoder"]}, tokens, mask)
