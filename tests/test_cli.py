@@ -222,7 +222,7 @@ def test_dry_run_prints_the_parameter_count_and_compiles_nothing(tmp_path, capsy
 @pytest.mark.parametrize(
   "overrides, message",
   [
-    (["mesh_shape=(1, 8)"], "mesh_shape: expected three positive sizes"),
+    (["mesh_shape=(1, 8)"], "mesh_shape: expected None or three positive ints"),
     (["mesh_shape=(1, 3, 1)"], "train.batch_size: expected a multiple of the mesh's 3 devices"),
     (["train.batch_size=999999"], "train.batch_size: expected at most the 20000"),
     (["data.resolution=15"], "data.resolution must be a multiple of 2"),

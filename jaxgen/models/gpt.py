@@ -74,23 +74,9 @@ class GPTConfig:
     return self.embed_dim // self.num_heads
 
 
-def _dense(
-  features: int,
-  axes: tuple[str, str],
-  *,
-  use_bias: bool = True,
-  dtype: Any = jnp.float32,
-  name: str | None = None,
-) -> nn.Dense:
-  return nn.Dense(
-    features,
-    use_bias=use_bias,
-    dtype=dtype,
-    param_dtype=jnp.float32,
-    kernel_init=pt.annotated(nn.initializers.normal(_INIT_STD), axes),
-    bias_init=pt.annotated(nn.initializers.zeros_init(), axes[1:]),
-    name=name,
-  )
+def _dense(features: int, axes: tuple[str, str], **kwargs) -> nn.Dense:
+  """A `pt.dense` with GPT's N(0, 0.02) kernel initialisation."""
+  return pt.dense(features, axes, kernel_init=nn.initializers.normal(_INIT_STD), **kwargs)
 
 
 def causal_attention(

@@ -42,14 +42,7 @@ class UNetDownBlock(nn.Module):
   def __call__(self, x, temb, context, context_mask, deterministic):
     cfg, skips = self.config, []
     for i in range(self.num_layers):
-      x = ResnetBlock2D(
-        self.out_channels,
-        groups=cfg.norm_num_groups,
-        eps=cfg.norm_eps,
-        dropout=cfg.dropout,
-        dtype=self.dtype,
-        name=f"resnets_{i}",
-      )(x, temb, deterministic)
+      x = _resnet(cfg, self.out_channels, self.dtype, f"resnets_{i}")(x, temb, deterministic)
       if self.attention:
         x = _spatial_transformer(
           cfg, self.out_channels, self.heads, self.transformer_layers, self.dtype, f"attentions_{i}"
@@ -79,14 +72,7 @@ class UNetUpBlock(nn.Module):
     cfg = self.config
     for i, skip in enumerate(skips):
       x = jnp.concatenate([x, skip], axis=-1)
-      x = ResnetBlock2D(
-        self.out_channels,
-        groups=cfg.norm_num_groups,
-        eps=cfg.norm_eps,
-        dropout=cfg.dropout,
-        dtype=self.dtype,
-        name=f"resnets_{i}",
-      )(x, temb, deterministic)
+      x = _resnet(cfg, self.out_channels, self.dtype, f"resnets_{i}")(x, temb, deterministic)
       if self.attention:
         x = _spatial_transformer(
           cfg, self.out_channels, self.heads, self.transformer_layers, self.dtype, f"attentions_{i}"
@@ -110,13 +96,8 @@ class UNetMidBlock(nn.Module):
     cfg = self.config
 
     def resnet(i):
-      return ResnetBlock2D(
-        groups=cfg.norm_num_groups,
-        eps=cfg.norm_eps,
-        dropout=cfg.dropout,
-        output_scale_factor=cfg.mid_block_scale_factor,
-        dtype=self.dtype,
-        name=f"resnets_{i}",
+      return _resnet(
+        cfg, None, self.dtype, f"resnets_{i}", output_scale_factor=cfg.mid_block_scale_factor
       )
 
     x = resnet(0)(x, temb, deterministic)
@@ -126,6 +107,19 @@ class UNetMidBlock(nn.Module):
       )(x, context, context_mask, deterministic)
       x = resnet(1)(x, temb, deterministic)
     return x
+
+
+def _resnet(cfg: UNetConfig, channels: int | None, dtype, name: str, **kwargs) -> ResnetBlock2D:
+  """A ResNet block with the U-Net's norm and dropout settings (channels None: keep the input's)."""
+  return ResnetBlock2D(
+    channels,
+    groups=cfg.norm_num_groups,
+    eps=cfg.norm_eps,
+    dropout=cfg.dropout,
+    dtype=dtype,
+    name=name,
+    **kwargs,
+  )
 
 
 def _spatial_transformer(

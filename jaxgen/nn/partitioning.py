@@ -68,6 +68,7 @@ def dense(
   *,
   use_bias: bool = True,
   dtype: Dtype = jnp.float32,
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal(),
   name: str | None = None,
 ) -> nn.Dense:
   """`nn.Dense` whose kernel is named `axes` = (input axis, output axis)."""
@@ -76,7 +77,7 @@ def dense(
     use_bias=use_bias,
     dtype=dtype,
     param_dtype=jnp.float32,
-    kernel_init=annotated(nn.initializers.lecun_normal(), axes),
+    kernel_init=annotated(kernel_init, axes),
     bias_init=annotated(nn.initializers.zeros_init(), axes[1:]),
     name=name,
   )
