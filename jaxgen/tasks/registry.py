@@ -67,3 +67,26 @@ def load_run(workdir: str, step: int | None = None):
   config = inference.load_run_config(workdir)
   task = get_task(config)
   return task, inference.restore_ema_params(task, workdir, step)
+
+
+def load_run_of(
+  task_cls: type, workdir: str, *, flag: str, step: int | None = None, error: type = ValueError
+):
+  """(task, EMA params) of a run directory that must hold a run of `task_cls`.
+
+  For the tasks that start from another task's run (a frozen autoencoder, a
+  VQ tokenizer, the motion evaluator): a run of any other task is `error`,
+  naming `flag`; old names of renamed tasks count as their new ones.
+  """
+  from jaxgen.training import inference  # pylint: disable=g-import-not-at-top  (JAX: lazily)
+
+  config = inference.load_run_config(workdir)
+  expected = next(
+    name for name, path in TASKS.items() if path == f"{task_cls.__module__}:{task_cls.__name__}"
+  )
+  found = config.get("task")
+  if RENAMED.get(found, found) != expected:
+    article = "an" if expected[0] in "aeiou" else "a"
+    raise error(f"{flag}: expected {article} {expected} run, found a {found!r} run in {workdir!r}")
+  task = task_cls(config)
+  return task, inference.restore_ema_params(task, workdir, step)

@@ -32,7 +32,7 @@ from jaxgen.pipelines.frozen_autoencoder import FrozenAutoencoder, latent_std
 from jaxgen.tasks.image import text_to_image
 from jaxgen.tasks.image.autoencoder import AutoencoderTask
 from jaxgen.tasks.image.text_to_image import guided_model_fn, sampling_plan
-from jaxgen.training import inference
+from jaxgen.tasks.registry import load_run_of
 from jaxgen.training.task import check_prompts
 
 _LOG = logging.getLogger(__name__)
@@ -45,14 +45,7 @@ def load_autoencoder(workdir: str, step: int | None = None) -> FrozenAutoencoder
       "autoencoder.workdir: expected the run directory of a trained autoencoder "
       "(`jaxgen train --config configs/autoencoder_shapes.py`), found nothing"
     )
-  config = inference.load_run_config(workdir)
-  if config.get("task") != "autoencoder":
-    raise ValueError(
-      f"autoencoder.workdir: expected a run of task 'autoencoder', found task "
-      f"{config.get('task')!r} in {workdir!r}"
-    )
-  task = AutoencoderTask(config)
-  params = inference.restore_ema_params(task, workdir, step)
+  task, params = load_run_of(AutoencoderTask, workdir, flag="autoencoder.workdir", step=step)
   return FrozenAutoencoder(task.vae_config, jax.device_put(params["autoencoder"]))
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from jaxgen.metrics import motion as motion_metrics
 from jaxgen.tasks.motion.motion_task import MotionGenerativeTask
 from jaxgen.tasks.motion.t2m_evaluator import MotionEvaluatorTask
-from jaxgen.tasks.registry import task_class
+from jaxgen.tasks.registry import load_run_of, task_class
 from jaxgen.training.inference import load_run_config, restore_ema_params
 
 _LOG = logging.getLogger(__name__)
@@ -70,14 +70,10 @@ def train_evaluator(config: ml_collections.ConfigDict, workdir: str) -> Evaluato
 
 def load_evaluator(workdir: str, batch_size: int = 64) -> Evaluator:
   """The evaluator trained in `workdir` (its newest checkpoint, EMA weights)."""
-  config = load_run_config(workdir)
-  if config.get("task") not in ("t2m_evaluator", "motion_evaluator"):  # the task's old name
-    raise EvaluationError(
-      f"--evaluator: expected a t2m_evaluator run, found a "
-      f"{config.get('task')!r} run in {workdir!r}"
-    )
-  task = MotionEvaluatorTask(config)
-  return Evaluator(task, restore_ema_params(task, workdir), batch_size)
+  task, params = load_run_of(
+    MotionEvaluatorTask, workdir, flag="--evaluator", error=EvaluationError
+  )
+  return Evaluator(task, params, batch_size)
 
 
 def embedding_scores(

@@ -40,7 +40,7 @@ from jaxgen.tasks.motion.text_conditioning import (
   load_frozen_clip,
   make_caption_encoder,
 )
-from jaxgen.training.inference import load_run_config, restore_ema_params
+from jaxgen.tasks.registry import load_run_of
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,13 +49,7 @@ LENGTH_MODES = ("given", "end_token")
 
 def load_vq_run(workdir: str) -> tuple[MotionVQTask, Any]:
   """(the `t2m_vq` task, its EMA params) of a run directory, with a named error for others."""
-  config = load_run_config(workdir)
-  if config.get("task") != "t2m_vq":
-    raise ValueError(
-      f"vq.workdir: expected a t2m_vq run, found task {config.get('task')!r} in {workdir!r}"
-    )
-  task = MotionVQTask(config)
-  return task, restore_ema_params(task, workdir)
+  return load_run_of(MotionVQTask, workdir, flag="vq.workdir")
 
 
 def check_length_mode(length_mode: str, name: str = "length_mode") -> None:
