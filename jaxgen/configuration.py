@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
-from typing import Sequence
+import traceback
+from typing import Callable, Sequence
 
 import ml_collections
 
@@ -24,13 +25,34 @@ class ArchitectureConfigError(ConfigError):
   """An architecture file (configs/arch/) was given where an experiment config is expected."""
 
 
+def _line_in(path: str, error: BaseException) -> int | None:
+  """The line of `path` where `error` was raised (its innermost frame in that file)."""
+  if isinstance(error, SyntaxError) and error.filename == path:
+    return error.lineno
+  frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == path]
+  return frames[-1].lineno if frames else None
+
+
+def _run_config_code(path: str, what: str, fn: Callable[[], object]):
+  """`fn()`, with anything it raises turned into a ConfigError naming the file and line."""
+  try:
+    return fn()
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (user code: any error is possible)
+    line = _line_in(path, e)
+    where = f"{path!r}" + (f", line {line}" if line else "")
+    detail = e.msg if isinstance(e, SyntaxError) else str(e)
+    raise ConfigError(f"--config: {where}: {type(e).__name__} while {what}: {detail}") from e
+
+
 def _load_module(path: str):
   if not os.path.isfile(path):
     raise ConfigError(f"--config: no such file {path!r}")
   name = "jaxgen_config_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  _run_config_code(path, "importing the file", lambda: spec.loader.exec_module(module))
   if not hasattr(module, "get_config"):
     raise ConfigError(
       f"--config: {path!r} defines no get_config(), so it is not a config file; "
@@ -39,9 +61,14 @@ def _load_module(path: str):
   return module
 
 
+def _get_config(module) -> ml_collections.ConfigDict:
+  """`module.get_config()`; an error inside it is a ConfigError naming the file and line."""
+  return _run_config_code(module.__file__, "calling get_config()", module.get_config)
+
+
 def load_config_file(path: str) -> ml_collections.ConfigDict:
   """Imports a config module (an experiment or an architecture) and calls its `get_config()`."""
-  return _load_module(path).get_config()
+  return _get_config(_load_module(path))
 
 
 def load_experiment_config(path: str) -> ml_collections.ConfigDict:
@@ -51,7 +78,7 @@ def load_experiment_config(path: str) -> ml_collections.ConfigDict:
   a model's sizes only: the error quotes the usage its docstring gives.
   """
   module = _load_module(path)
-  config = module.get_config()
+  config = _get_config(module)
   if "task" not in config:
     doc = module.__doc__ or ""
     # The docstring's "Usage:" lines, joined into the one line an error prints.

@@ -1,4 +1,4 @@
-"""Runs 3 train steps of the tiny text-to-image config on several meshes.
+"""Runs 3 train steps of the one-level tiny text-to-image config on several meshes.
 
 Run as a script in a process that sees 8 (simulated) devices; prints one JSON
 line: per mesh, the losses and the largest parameter difference from the
@@ -15,13 +15,13 @@ import numpy as np
 from jaxgen.data.pipeline import ArrayIterator
 from jaxgen.tasks.registry import get_task
 from jaxgen.training import sharding, trainer
-from tiny_configs import tiny_text_to_image_config
+from tiny_configs import ONE_LEVEL_TEXT_TO_IMAGE, TINY_TEXT_TO_IMAGE, tiny_text_to_image_config
 
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]
 
 
 def run(mesh_shape, num_steps=3):
-  config = tiny_text_to_image_config()
+  config = tiny_text_to_image_config(*ONE_LEVEL_TEXT_TO_IMAGE[len(TINY_TEXT_TO_IMAGE) :])
   task = get_task(config)
   devices = jax.devices()[: int(np.prod(mesh_shape))]
   mesh = sharding.make_mesh(mesh_shape, devices)

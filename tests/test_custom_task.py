@@ -211,7 +211,7 @@ def test_trains_with_ema_checkpoints_and_the_trainer_defaults(run):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == ["60", "120"]
   assert not _leaves_equal(state.params, state.ema_params)  # the EMA lags
   # The config left most trainer keys out; the run recorded their defaults.
-  from jaxgen.training.checkpoint import load_run_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.run_directory import load_run_config  # pylint: disable=g-import-not-at-top
 
   saved = load_run_config(workdir)
   assert saved.train.ema_decay == 0.999 and saved.optim.grad_clip_norm == 1.0

@@ -163,7 +163,7 @@ def test_evaluate_generations_of_real_motions_equal_the_ground_truth(trained):
 
 
 def test_bad_inputs_raise_named_errors(trained):
-  from jaxgen.tasks.motion.evaluation import evaluate_generations, load_evaluator
+  from jaxgen.tasks.motion.evaluation import EvaluationError, evaluate_generations, load_evaluator
 
   with pytest.raises(ValueError, match="features"):
     trained.embed_motion(np.zeros((2, 196, 251)), np.array([40, 40]))
@@ -179,7 +179,9 @@ def test_bad_inputs_raise_named_errors(trained):
       np.array([40]),
       jax.random.PRNGKey(0),
     )
-  with pytest.raises(FileNotFoundError):
+  with pytest.raises(
+    EvaluationError, match="--evaluator: .* found no directory '/nonexistent/run'"
+  ):
     load_evaluator("/nonexistent/run")
 
 

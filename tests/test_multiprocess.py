@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from jaxgen.tasks.registry import get_task
-from jaxgen.training.checkpoint import Checkpointer, checkpoint_dir, load_run_config
+from jaxgen.training.checkpoint import Checkpointer, checkpoint_dir
+from jaxgen.training.run_directory import load_run_config
 from jaxgen.training.trainer import abstract_train_state
-from tiny_configs import CONFIGS, TINY_TEXT_TO_IMAGE
+from tiny_configs import CONFIGS, ONE_LEVEL_TEXT_TO_IMAGE
 
 CONFIG = os.path.join(CONFIGS, "text_to_image_shapes.py")
-TEN_STEPS = TINY_TEXT_TO_IMAGE + [
+TEN_STEPS = ONE_LEVEL_TEXT_TO_IMAGE + [
   "train.num_steps=10",
   "train.log_every=5",
   "checkpoint.save_every=5",
@@ -106,24 +107,22 @@ def cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("xla_cache"))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache):
-  """10 steps on one process with 8 devices, FSDP mesh (2, 4, 1)."""
-  workdir = str(tmp_path_factory.mktemp("one_process"))
-  _run(workdir, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
-  return _final_state(workdir)
+def test_two_processes_and_a_resharded_resume_match_one_process(tmp_path, cache):
+  # One test shares the reference run: as a fixture it would run once per
+  # xdist worker.
+  reference = str(tmp_path / "one_process")  # 10 steps, one process, FSDP mesh (2, 4, 1)
+  _run(reference, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
+  ref_step, ref_state = _final_state(reference)
+  assert ref_step == 10
 
-
-def test_two_processes_match_one_process(reference, tmp_path, cache):
-  workdir = str(tmp_path / "two_processes")
+  two_processes = str(tmp_path / "two_processes")
   port = _free_port()
-  overrides = TEN_STEPS + ["mesh_shape=(2, 4, 1)"]
   processes = [
     subprocess.Popen(
       _command(
-        workdir,
+        two_processes,
         cache,
-        overrides,
+        TEN_STEPS + ["mesh_shape=(2, 4, 1)"],
         "--coordinator",
         f"127.0.0.1:{port}",
         "--num-processes",
@@ -141,28 +140,25 @@ def test_two_processes_match_one_process(reference, tmp_path, cache):
   for p in processes:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
-  step, state = _final_state(workdir)
-  ref_step, ref_state = reference
-  assert step == ref_step == 10
+  step, state = _final_state(two_processes)
+  assert step == 10
   assert _max_difference(state.params, ref_state.params) <= 1e-5
   assert _max_difference(state.opt_state, ref_state.opt_state) <= 1e-5
 
-
-def test_resume_onto_another_mesh_shape(reference, tmp_path, cache):
-  workdir = str(tmp_path / "reshard")
   # Steps 1-5 on a pure data-parallel mesh, then 6-10 on the FSDP mesh: the
   # restore reshards every array onto the new layout.
-  _run(workdir, cache, TEN_STEPS + ["mesh_shape=(8, 1, 1)"])
-  shutil.rmtree(os.path.join(checkpoint_dir(workdir), "10"))
-  _run(workdir, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
-  step, state = _final_state(workdir)
+  resharded = str(tmp_path / "reshard")
+  _run(resharded, cache, TEN_STEPS + ["mesh_shape=(8, 1, 1)"])
+  shutil.rmtree(os.path.join(checkpoint_dir(resharded), "10"))
+  _run(resharded, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
+  step, state = _final_state(resharded)
   assert step == 10
-  assert _max_difference(state.params, reference[1].params) <= 1e-5
+  assert _max_difference(state.params, ref_state.params) <= 1e-5
 
 
 def test_sigkill_then_rerun_is_bit_identical(tmp_path, cache):
   # Long enough that the kill lands mid-run: checkpoints every 20 steps.
-  overrides = TINY_TEXT_TO_IMAGE + [
+  overrides = ONE_LEVEL_TEXT_TO_IMAGE + [
     "train.num_steps=200",
     "train.log_every=100",
     "checkpoint.save_every=20",

@@ -203,7 +203,7 @@ def test_dropout_is_active_only_in_training():
   np.testing.assert_array_equal(apply(variables, **inputs), a)
 
 
-# Attention-free and tiny: cheap to initialise for real (eagerly).
+# Attention-free and tiny: cheap to compile.
 LABELLED = dict(
   down_block_types=("DownBlock2D", "DownBlock2D"),
   up_block_types=("UpBlock2D", "UpBlock2D"),
@@ -218,19 +218,27 @@ LABELLED = dict(
 def _labelled_model(**overrides):
   cfg = UNetConfig(**{**LABELLED, **overrides})
   model = UNet2DConditionModel(cfg)
-  variables = nn.meta.unbox(model.init(jax.random.key(0), **example_inputs(cfg)))
-  return model, variables
+  init = jax.jit(lambda rng: nn.meta.unbox(model.init(rng, **example_inputs(cfg))))
+  return model, init(jax.random.key(0))
+
+
+def _with_labels(model, labels, timestep=3):
+  """`apply` for fixed host labels: not traced, so the U-Net still checks them."""
+  return lambda variables, sample: model.apply(
+    variables, sample, timestep, class_labels=np.asarray(labels)
+  )
 
 
 def test_class_label_out_of_range_is_a_named_error_when_concrete():
   model, variables = _labelled_model()
   sample = jnp.zeros((2, 4, 4, 4))
   message = r"class_labels: expected labels in \[0, 10\) .*set class_embed_null=True .*found \[10\]"
+  # The check runs while tracing: no U-Net needs to run for the errors.
   with pytest.raises(ValueError, match=message):
-    model.apply(variables, sample, jnp.array([1, 2]), class_labels=jnp.array([10, 10]))
+    jax.eval_shape(_with_labels(model, [10, 10]), variables, sample)
   with pytest.raises(ValueError, match=r"found \[-1\]"):
-    model.apply(variables, sample, 3, class_labels=np.array([-1, 0]))
-  out = model.apply(variables, sample, 3, class_labels=jnp.array([0, 9]))
+    jax.eval_shape(_with_labels(model, np.array([-1, 0])), variables, sample)
+  out = jax.jit(_with_labels(model, [0, 9]))(variables, sample)
   assert np.isfinite(out).all()
   # Under jit the labels are traced and cannot be checked there: tasks check
   # their host batches with the same helper.
@@ -247,11 +255,13 @@ def test_null_class_adds_one_table_row_and_keeps_diffusers_parity():
   assert cfg.null_class_label == 10
   assert variables["params"]["class_embedding"]["embedding"].shape == (11, cfg.time_embed_dim)
   sample = jax.random.normal(jax.random.key(1), (2, 4, 4, 4))
-  null = model.apply(variables, sample, 5, class_labels=jnp.array([10, 10]))
-  real = model.apply(variables, sample, 5, class_labels=jnp.array([3, 3]))
+  null_and_real = jax.jit(
+    lambda v, x: (_with_labels(model, [10, 10], 5)(v, x), _with_labels(model, [3, 3], 5)(v, x))
+  )
+  null, real = null_and_real(variables, sample)
   assert np.isfinite(null).all() and not np.allclose(null, real)
   with pytest.raises(ValueError, match=r"expected labels in \[0, 11\) .*10 being the null class"):
-    model.apply(variables, sample, 5, class_labels=jnp.array([11, 0]))
+    jax.eval_shape(_with_labels(model, [11, 0], 5), variables, sample)
   # In diffusers terms the null class is one more table row; off by default.
   as_diffusers = cfg.to_diffusers()
   assert as_diffusers["num_class_embeds"] == 11 and "class_embed_null" not in as_diffusers

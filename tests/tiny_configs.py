@@ -48,6 +48,16 @@ TINY_TEXT_TO_IMAGE = [
   "eval.num_examples=8",
 ]
 
+# Smaller still, for the runs that compile on many meshes or in subprocesses:
+# one U-Net level (with cross-attention) at 8x8.
+ONE_LEVEL_TEXT_TO_IMAGE = TINY_TEXT_TO_IMAGE + [
+  "data.resolution=8",
+  "unet.sample_size=8",
+  "unet.block_out_channels=(8,)",
+  "unet.down_block_types=('CrossAttnDownBlock2D',)",
+  "unet.up_block_types=('CrossAttnUpBlock2D',)",
+]
+
 TINY = {
   "text_to_image_shapes.py": TINY_TEXT_TO_IMAGE,
   "autoencoder_shapes.py": _RUN

@@ -9,7 +9,9 @@ answer at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import importlib.metadata
 import logging
 import os
 import sys
@@ -34,9 +36,41 @@ COMMANDS = {
 }
 
 
+def _version() -> str:
+  """The installed package's version (read from its metadata: no JAX import)."""
+  try:
+    return importlib.metadata.version("jaxgen")
+  except importlib.metadata.PackageNotFoundError:
+    return "unknown (not installed)"
+
+
+# What to do about a file-system error, by errno.
+_FIXES = {
+  errno.EACCES: "check its permissions or choose another path",
+  errno.EPERM: "check its permissions or choose another path",
+  errno.EROFS: "the file system is read-only; choose another path",
+  errno.EISDIR: "expected a file there, found a directory",
+  errno.ENOTDIR: "a part of the path is a file, not a directory",
+  errno.EEXIST: "something is already there; remove it or choose another path",
+  errno.ENOSPC: "the disk is full",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+  """One line for a file-system error: the path(s), the problem and what to do."""
+  if e.filename is None:
+    return str(e)  # our own errors (e.g. FileNotFoundError("--flag: ...")) say it all
+  paths = repr(os.fspath(e.filename))
+  if e.filename2 is not None:
+    paths += f" -> {os.fspath(e.filename2)!r}"
+  fix = _FIXES.get(e.errno)
+  return f"{paths}: {e.strerror or type(e).__name__}" + (f" ({fix})" if fix else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The `jaxgen` parser; every subparser's `func` is its module's `run`."""
   parser = argparse.ArgumentParser(prog="jaxgen", description=__doc__.split("\n")[0])
+  parser.add_argument("--version", action="version", version=f"jaxgen {_version()}")
   parser.add_argument("--log-level", default="info", help="python logging level")
   parser.add_argument(
     "--compilation-cache",
@@ -67,14 +101,18 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs `jaxgen ARGV`; a named input error ends with one line on stderr and exit code 2."""
+  """Runs `jaxgen ARGV`; a named input error ends with one line on stderr and exit code 2.
+
+  So does a file-system error (OSError: permissions, a file where a folder
+  should be, ...): the line names the path. `--log-level debug` re-raises both.
+  """
   args = build_parser().parse_args(argv)
   _setup(args)
   try:
     return args.func(args)
-  except (ValueError, FileNotFoundError) as e:
-    # --log-level debug shows the traceback.
+  except (ValueError, OSError) as e:
     if args.log_level.lower() == "debug":
       raise
-    print(f"jaxgen {args.command}: error: {e}", file=sys.stderr)
+    message = describe_os_error(e) if isinstance(e, OSError) else str(e)
+    print(f"jaxgen {args.command}: error: {message}", file=sys.stderr)
     return 2

@@ -7,8 +7,15 @@ The target format may be omitted (`--to DST`): it is then the other format.
 A jaxgen checkpoint is the layout of
 `jaxgen.pipelines.stable_diffusion_checkpoint.save_checkpoint`
 (configs as JSON, flattened float32 params in one safetensors file, the
-tokenizer files). The destination must not exist, or be empty, unless
+tokenizer files): the folder `stable_diffusion_checkpoint.load_checkpoint`
+reads for the pipelines API, not a `jaxgen train` run (`jaxgen sample` does
+not take it). The destination must not exist, or be empty, unless
 --overwrite is given.
+
+The source is read and converted whole, and written to a temporary folder
+beside DST that replaces DST only once it is complete: a failed read or write
+leaves both folders as they were. A DST that is, holds or lies inside SRC is
+refused.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import json
 import logging
 import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from jaxgen.cli.errors import UsageError
@@ -74,13 +83,69 @@ def _parse_formats(args: argparse.Namespace) -> tuple[str, str, str, str]:
   return source_format, source, target_format, target
 
 
-def _prepare_target(target: str, overwrite: bool) -> None:
-  if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
-    if not overwrite:
-      raise ConvertUsageError(
-        f"--to: {target} already exists and is not empty; pass --overwrite to replace it"
-      )
-    shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+class OverlappingFoldersError(ConvertUsageError):
+  """--to is the --from folder, holds it, or lies inside it: writing would destroy the source."""
+
+
+def _check_target(source: str, target: str, overwrite: bool) -> None:
+  """Named errors for a DST that overlaps SRC or that exists without --overwrite."""
+  real_source, real_target = os.path.realpath(source), os.path.realpath(target)
+  if os.path.commonpath([real_source, real_target]) in (real_source, real_target):
+    where = (
+      "is"
+      if real_source == real_target
+      else "lies inside"
+      if real_target.startswith(real_source + os.sep)
+      else "holds"
+    )
+    raise OverlappingFoldersError(
+      f"--to: {target} {where} the source folder {source}; expected a separate folder "
+      "(converting into the source would destroy it)"
+    )
+  exists = os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target))
+  if exists and not overwrite:
+    raise ConvertUsageError(
+      f"--to: {target} already exists and is not empty; pass --overwrite to replace it"
+    )
+
+
+def _remove(path: str) -> None:
+  shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def write_replacing(target: str, write: Callable[[str], None]) -> None:
+  """Runs `write(folder)` on a temporary folder beside `target`, then swaps it in.
+
+  `target` (a folder or file, if any) is replaced only after `write` returned;
+  if `write` raises, the temporary folder is removed and `target` is untouched.
+  """
+  parent = os.path.dirname(os.path.abspath(target))
+  os.makedirs(parent, exist_ok=True)
+  name = os.path.basename(os.path.abspath(target))
+  staging = tempfile.mkdtemp(prefix=f".{name}.converting-", dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would become the target's mode.
+  try:
+    write(staging)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  old = None
+  if os.path.lexists(target):
+    # Renames within one folder are atomic; the old copy goes only once the new one is in place.
+    old = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent)
+    os.rename(target, os.path.join(old, name))
+  try:
+    os.rename(staging, target)
+  except BaseException:
+    if old is not None:
+      os.rename(os.path.join(old, name), target)
+      os.rmdir(old)
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  if old is not None:
+    _remove(old)
 
 
 def run_convert(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,13 +154,14 @@ def run_convert(args: argparse.Namespace) -> dict[str, Any]:
   from jaxgen.pipelines import stable_diffusion_checkpoint  # pylint: disable=g-import-not-at-top
 
   source_format, source, target_format, target = _parse_formats(args)
-  _prepare_target(target, args.overwrite)
+  _check_target(source, target, args.overwrite)
+  # Read everything first: a source that fails to read leaves the target as it was.
   if source_format == "diffusers":
     sd = diffusers_pipeline.load_stable_diffusion(source)
-    stable_diffusion_checkpoint.save_checkpoint(sd, target)
+    write_replacing(target, lambda folder: stable_diffusion_checkpoint.save_checkpoint(sd, folder))
   else:
     sd = stable_diffusion_checkpoint.load_checkpoint(source)
-    diffusers_pipeline.save_stable_diffusion(sd, target)
+    write_replacing(target, lambda folder: diffusers_pipeline.save_stable_diffusion(sd, folder))
   _LOG.info("converted %s (%s) -> %s (%s)", source, source_format, target, target_format)
   return {
     "from": source_format,

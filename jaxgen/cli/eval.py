@@ -6,7 +6,11 @@
 FID/KID/IS run pytorch-fid's InceptionV3 from the local `--weights` file
 (nothing downloads). FID's `--real`/`--fake` may also be a pytorch-fid style
 `.npz` of precomputed `mu`/`sigma`. SSIM/PSNR pair `--fake` images with the
-`--real` images of the same file name, on uint8 values (data range 255).
+`--real` images of the same file name, on pixel values in [0, 255] (data range
+255; 16-bit files are scaled into it at full precision), as many pairs per
+call as fit in `--memory-gb`. An image file that cannot be read stops the
+command with an error naming it (nothing is skipped). `--out` is checked
+before anything is computed.
 FVD compares two folders of videos (`jaxgen.metrics.video_folder`: .npy
 clips, frame folders, .gif/.mp4) with pytorch-i3d's InceptionI3d from the
 local `--weights` file, on the first `--clip-length` frames of each video.
@@ -31,14 +35,26 @@ FVD_FEATURES = ("logits", "pool")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the image-metric arguments to an argparse (sub)parser."""
   parser.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")
-  parser.add_argument("--real", help="folder of real images (fid: or a .npz with mu/sigma)")
-  parser.add_argument("--fake", required=True, help="folder of generated images (fid: or .npz)")
+  parser.add_argument(
+    "--real",
+    help="folder of real images (fid: or a .npz with mu/sigma); a file that cannot be read "
+    "is an error naming it, never skipped",
+  )
+  parser.add_argument(
+    "--fake", required=True, help="folder of generated images (fid: or .npz); as --real"
+  )
   parser.add_argument(
     "--weights",
-    help="local network weights (.pth/.pt or .safetensors): pytorch-fid Inception for "
-    "fid/kid/is, pytorch-i3d InceptionI3d (400 classes) for fvd",
+    help="local network weights (.safetensors, or .pth/.pt that torch.load(weights_only=True) "
+    "reads): pytorch-fid Inception for fid/kid/is, pytorch-i3d InceptionI3d (400 classes) for fvd",
   )
   parser.add_argument("--batch-size", type=int, default=50, help="images per network call")
+  parser.add_argument(
+    "--memory-gb",
+    type=float,
+    default=4.0,
+    help="ssim/psnr: memory budget per call; large images run fewer than --batch-size pairs",
+  )
   parser.add_argument("--out", help="write the result as JSON to this file")
   parser.add_argument("--kid-subsets", type=int, default=100, help="KID: number of subsets")
   parser.add_argument("--kid-subset-size", type=int, default=1000, help="KID: samples per subset")

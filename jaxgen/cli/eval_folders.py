@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgen.cli.errors import UsageError
+from jaxgen.convert import metric_networks, torch_state_dict
 from jaxgen.metrics import (
   clip_score,
   frechet,
@@ -30,11 +31,11 @@ from jaxgen.metrics import (
   inception_score,
   kid,
 )
-from jaxgen.convert import metric_networks, torch_state_dict
 
 logger = logging.getLogger(__name__)
 
-PIXEL_DATA_RANGE = 255.0  # SSIM/PSNR compare the uint8 pixel values
+# SSIM/PSNR compare pixel values in [0, 255] (16-bit files scaled into it at full precision).
+PIXEL_DATA_RANGE = 255.0
 
 
 class UnknownMetricError(UsageError):
@@ -45,6 +46,31 @@ class UnpairedImagesError(ValueError):
   """SSIM/PSNR found fake images without a same-named real image (or the reverse)."""
 
 
+class UnwritableOutputError(ValueError):
+  """--out names a file that cannot be written (checked before any metric is computed)."""
+
+
+def check_output_file(path: str, flag: str = "--out") -> None:
+  """Named error unless `path` can be created or replaced as a file; writes nothing."""
+  target = Path(path)
+  if target.is_dir():
+    raise UnwritableOutputError(f"{flag}: expected a file path, found the directory {path!r}")
+  ancestor = target.absolute().parent
+  while not ancestor.exists():
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise UnwritableOutputError(
+      f"{flag}: cannot create {path!r}: {str(ancestor)!r} is a file, not a directory"
+    )
+  if not os.access(ancestor, os.W_OK | os.X_OK) or (
+    target.exists() and not os.access(target, os.W_OK)
+  ):
+    raise UnwritableOutputError(
+      f"{flag}: cannot write {path!r}: no write permission in {str(ancestor)!r}; "
+      "choose a writable path"
+    )
+
+
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
   """Computes `args.metric`, writes JSON to `args.out` if given, returns the result dict."""
   metric = str(args.metric).lower()
@@ -52,6 +78,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     raise UnknownMetricError(f"--metric must be one of {', '.join(RUNNERS)}, got {args.metric!r}")
   if args.batch_size < 1:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  if not args.memory_gb > 0:
+    raise ValueError(f"--memory-gb: expected a positive budget in GB, got {args.memory_gb}")
+  if args.out:
+    check_output_file(args.out)
   result = {"metric": metric, **RUNNERS[metric](args)}
   logger.info("%s", result)
   if args.out:
@@ -198,7 +228,9 @@ def _run_is(args: argparse.Namespace) -> dict[str, Any]:
 # --- SSIM / PSNR ------------------------------------------------------------
 
 
-def _paired_paths(args: argparse.Namespace, metric: str) -> tuple[list[Path], list[Path]]:
+def _paired_paths(
+  args: argparse.Namespace, metric: str
+) -> tuple[list[Path], list[Path], tuple[int, int]]:
   real = image_folder.list_images(_require(args, "real", metric), name="--real")
   fake = image_folder.list_images(args.fake, name="--fake")
   real_names, fake_names = {p.name for p in real}, {p.name for p in fake}
@@ -212,17 +244,31 @@ def _paired_paths(args: argparse.Namespace, metric: str) -> tuple[list[Path], li
   size = image_folder.common_image_size(real + fake, name=f"--{metric} images (real and fake)")
   if metric == "ssim" and min(size) < 11:
     raise ValueError(f"--metric ssim needs images of at least 11x11 pixels, got {size}")
-  return real, fake
+  image_folder.warn_reduced_precision(real + fake, name=f"--{metric} images")
+  return real, fake, size
 
 
 def _run_pairwise(
   args: argparse.Namespace, metric: str, fn: Callable[..., jax.Array]
 ) -> dict[str, Any]:
-  real, fake = _paired_paths(args, metric)
+  real, fake, size = _paired_paths(args, metric)
+  # Large images would exhaust memory at --batch-size pairs per call (SSIM on 4000x4000 images
+  # needs ~2 GB a pair): the batch is what fits in --memory-gb.
+  batch_size = image_quality.batch_size_for_memory(
+    metric, (*size, 3), args.memory_gb * 1e9, args.batch_size
+  )
+  if batch_size < args.batch_size:
+    logger.info(
+      "%s: %d image pairs per call (%dx%d images, --memory-gb %g)",
+      metric,
+      batch_size,
+      *size,
+      args.memory_gb,
+    )
   values = []
   batches = zip(
-    image_folder.iterate_batches(real, args.batch_size),
-    image_folder.iterate_batches(fake, args.batch_size),
+    image_folder.iterate_batches(real, batch_size, full_precision=True),
+    image_folder.iterate_batches(fake, batch_size, full_precision=True),
   )
   with tqdm(total=len(real), unit="img", desc=metric, disable=args.no_progress) as bar:
     for (real_batch, num_valid), (fake_batch, _) in batches:

@@ -16,6 +16,7 @@ import os
 
 from jaxgen.cli.errors import UsageError
 from jaxgen.cli.sample import (
+  SEED_RANGE,
   add_sampler_arguments,
   check_sampler_values,
   generative_task_class,
@@ -42,9 +43,15 @@ def run(args: argparse.Namespace) -> int:
     raise UsageError(f"--num-examples: expected >= 1, got {args.num_examples}")
   if not os.path.isdir(args.evaluator):
     raise UsageError(f"--evaluator: directory {args.evaluator!r} does not exist")
+  if not 0 <= args.seed < SEED_RANGE:
+    raise UsageError(f"--seed: expected an integer in 0 .. {SEED_RANGE - 1}, got {args.seed}")
   check_sampler_values(args)
   config, cls = generative_task_class(args.run, "--run")
   options = sampler_options(args, cls.sample_spec, config.task)
+  if args.out:
+    from jaxgen.training.task import check_writable_file  # pylint: disable=g-import-not-at-top
+
+    check_writable_file(args.out)
 
   from jaxgen.tasks.motion.evaluation import score_run  # pylint: disable=g-import-not-at-top
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import time
+
+from jaxgen.cli.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+  if not 0 < args.train_minutes < math.inf:  # also refuses nan
+    raise UsageError(
+      f"--train-minutes: expected a finite positive number of minutes, got {args.train_minutes}"
+    )
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.configs import text_to_image_shapes  # pylint: disable=g-import-not-at-top
   from jaxgen.configuration import apply_overrides  # pylint: disable=g-import-not-at-top

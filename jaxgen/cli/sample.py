@@ -5,8 +5,10 @@
 
 The run's task (a `jaxgen.training.task.GenerativeTask`) declares in its
 `sample_spec` what it takes: the output kinds, the sampler options and
-whether samples need a duration. Every argument is checked against it before
-the weights are read or anything compiles. Every task's `save_samples`
+whether samples need a duration. Every argument is checked against it (and
+the sampler options by the task's `check_options`) before the weights are
+read or anything compiles. `--out` may name a directory: the task's default
+file name (grid.png, motion.mp4) is written inside it. Every task's `save_samples`
 receives the display options (`scale`: pixel upscaling of a picture,
 `ncols`: columns of a grid) and uses those that apply to its output.
 """
@@ -14,12 +16,15 @@ receives the display options (`scale`: pixel upscaling of a picture,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 
 from jaxgen.cli.errors import UsageError
 
 # flag -> the keyword option of `GenerativeTask.generate` it sets.
 SAMPLER_OPTIONS = {"--sampler": "sampler", "--steps": "num_steps", "--guidance": "guidance_scale"}
+SEED_RANGE = 2**32  # jax.random.PRNGKey takes a uint32 seed
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--prompts-file", help="a text file with one prompt per line")
   add_sampler_arguments(parser)
   parser.add_argument("--num-per-prompt", type=int, default=1)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help=f"random seed, 0 .. {SEED_RANGE - 1}")
   parser.add_argument(
     "--seconds",
     type=float,
@@ -56,10 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--out",
     default=None,
-    help="output file (default: the task's, e.g. grid.png for images, "
-    "motion.mp4 for motions); motions also write .gif or .npy (joints)",
+    help="output file, or a directory to write the default file name in (default: the "
+    "task's, e.g. grid.png for images, motion.mp4 for motions); motions also write .gif "
+    "or .npy (joints)",
   )
-  parser.add_argument("--scale", type=int, default=4, help="images: pixel upscaling in the grid")
+  parser.add_argument(
+    "--scale", type=int, default=4, help="images: pixel upscaling in the grid (>= 1)"
+  )
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -78,11 +86,23 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def check_sampler_values(args: argparse.Namespace) -> None:
-  """Named errors for --steps/--guidance values that no task takes."""
+  """Named errors for --steps/--guidance values that no task takes (tasks check the rest)."""
   if args.steps is not None and args.steps <= 0:
     raise UsageError(f"--steps: expected a positive number of steps, got {args.steps}")
+  if args.guidance is not None and not math.isfinite(args.guidance):
+    raise UsageError(f"--guidance: expected a finite scale, got {args.guidance}")
   if args.guidance is not None and args.guidance < 0:
     raise UsageError(f"--guidance: expected a scale >= 0, got {args.guidance}")
+
+
+def check_display_values(args: argparse.Namespace) -> None:
+  """Named errors for --num-per-prompt, --seed and --scale values that no task takes."""
+  if args.num_per_prompt <= 0:
+    raise UsageError(f"--num-per-prompt: expected >= 1, got {args.num_per_prompt}")
+  if not 0 <= args.seed < SEED_RANGE:
+    raise UsageError(f"--seed: expected an integer in 0 .. {SEED_RANGE - 1}, got {args.seed}")
+  if args.scale < 1:
+    raise UsageError(f"--scale: expected a pixel upscaling >= 1, got {args.scale}")
 
 
 def sampler_options(args: argparse.Namespace, spec, task_name: str) -> dict:
@@ -105,19 +125,45 @@ def sampler_options(args: argparse.Namespace, spec, task_name: str) -> dict:
   return options
 
 
+@contextlib.contextmanager
+def option_flags():
+  """Re-raises a task's SamplingOptionError under the flag that set the option."""
+  from jaxgen.diffusion.samplers import SamplingOptionError  # pylint: disable=g-import-not-at-top
+
+  flags = {name: flag for flag, name in SAMPLER_OPTIONS.items()}
+  try:
+    yield
+  except SamplingOptionError as e:
+    if e.option not in flags:
+      raise
+    message = str(e).removeprefix(f"{e.option}: ")
+    raise UsageError(f"{flags[e.option]}: {message}") from e
+
+
+def output_path(out: str | None, spec) -> str:
+  """--out, the task's default file name, or that name inside an existing directory --out."""
+  if not out:
+    return spec.default_out
+  if "://" not in out and os.path.isdir(out):
+    return os.path.join(out, os.path.basename(spec.default_out))
+  return out
+
+
 def generative_task_class(run_dir: str, flag: str):
   """(config, task class) of a run directory whose task generates from prompts."""
-  from jaxgen.tasks.registry import task_class  # pylint: disable=g-import-not-at-top
-  from jaxgen.training.inference import load_run_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.registry import run_config, task_class  # pylint: disable=g-import-not-at-top
   from jaxgen.training.task import GenerativeTask  # pylint: disable=g-import-not-at-top
 
   if not os.path.isdir(run_dir):
     raise UsageError(f"{flag}: directory {run_dir!r} does not exist")
   if not os.path.isfile(os.path.join(run_dir, "config.json")):
+    from jaxgen.pipelines import stable_diffusion_checkpoint  # pylint: disable=g-import-not-at-top
+
+    stable_diffusion_checkpoint.check_not_pipeline_checkpoint(run_dir, flag)
     raise UsageError(
       f"{flag}: {run_dir!r} has no config.json: is it a directory written by `jaxgen train`?"
     )
-  config = load_run_config(run_dir)
+  config = run_config(run_dir)  # dependent runs (autoencoder.workdir, ...) resolved
   cls = task_class(config)
   if not issubclass(cls, GenerativeTask):
     raise UsageError(
@@ -127,9 +173,10 @@ def generative_task_class(run_dir: str, flag: str):
 
 
 def _check_seconds(seconds: float | None, spec, task_name: str) -> None:
-  if spec.takes_seconds and (seconds is None or not seconds > 0):
+  if spec.takes_seconds and (seconds is None or not 0 < seconds < math.inf):  # refuses nan
     raise UsageError(
-      f"--seconds: expected a positive duration for task {task_name!r}, got {seconds}"
+      f"--seconds: expected a positive duration for task {task_name!r} (a finite number "
+      f"of seconds), got {seconds}"
     )
   if not spec.takes_seconds and seconds is not None:
     raise UsageError(f"--seconds: task {task_name!r} takes no duration, got --seconds {seconds}")
@@ -137,9 +184,8 @@ def _check_seconds(seconds: float | None, spec, task_name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
   prompts = read_prompts(args)
-  if args.num_per_prompt <= 0:
-    raise UsageError(f"--num-per-prompt: expected >= 1, got {args.num_per_prompt}")
   check_sampler_values(args)
+  check_display_values(args)
   config, cls = generative_task_class(args.checkpoint, "--checkpoint")
   spec = cls.sample_spec
   _check_seconds(args.seconds, spec, config.task)
@@ -149,12 +195,15 @@ def run(args: argparse.Namespace) -> int:
   from jaxgen.training.inference import restore_ema_params  # pylint: disable=g-import-not-at-top
 
   task = cls(config)
-  out = args.out or spec.default_out
+  with option_flags():
+    task.check_options(options)
+  out = output_path(args.out, spec)
   task.check_output(out)
   captions = [p for p in prompts for _ in range(args.num_per_prompt)]
   conditions = task.conditions(captions, seconds=args.seconds)
   params = restore_ema_params(task, args.checkpoint)
-  samples = task.generate(params, conditions, jax.random.PRNGKey(args.seed), **options)
+  with option_flags():
+    samples = task.generate(params, conditions, jax.random.PRNGKey(args.seed), **options)
   display = dict(scale=args.scale, ncols=args.num_per_prompt if len(prompts) > 1 else None)
   path = task.save_samples(samples, conditions, out, **display)
   print(f"wrote {len(captions)} samples to {path}")

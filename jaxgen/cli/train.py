@@ -7,6 +7,13 @@ Architecture files (configs/arch/) are refused with a named error: they hold
 a model's sizes, not an experiment. `--dry-run` checks a config without
 compiling anything: it builds the task, checks one batch, traces the train
 state with `jax.eval_shape` and prints the parameter count.
+
+Running it again on a workdir resumes the run. The resume may extend or
+finish it (`train.num_steps=...`, `train.max_minutes=...`, logging and
+checkpoint cadence, `mesh_shape`); any other change of the config is refused
+with the differing keys unless `--allow-config-change`, which keeps the new
+config as a revision `config.<n>.json` beside the original. One process
+trains a workdir at a time (`train.lock`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="check the config, one batch and the train state's shapes; print the "
     "parameter count and exit without compiling or writing anything",
   )
+  parser.add_argument(
+    "--allow-config-change",
+    action="store_true",
+    help="resume even though the config differs from the run's in keys that shape the "
+    "weights (architecture, data, optimizer); the new config is kept as a revision "
+    "config.<n>.json beside the original",
+  )
   parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
   group = parser.add_argument_group(
     "multi-process (multi-host) runs: every process runs the same command"
@@ -37,16 +51,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   group.add_argument("--coordinator", help="host:port of process 0 (with the two flags below)")
   group.add_argument("--num-processes", type=int, help="number of processes in the run")
   group.add_argument("--process-id", type=int, help="this process's index, 0 .. N-1")
+  group.add_argument(
+    "--coordinator-timeout",
+    type=int,
+    default=300,
+    metavar="SECONDS",
+    help="how long to wait for the coordinator and the other processes (default 300)",
+  )
 
 
 def run(args: argparse.Namespace) -> int:
   # pylint: disable=g-import-not-at-top  (the work imports JAX; --help does not)
   from jaxgen.configuration import apply_overrides, load_experiment_config
   from jaxgen.tasks.registry import get_task
+  from jaxgen.training.run_directory import check_workdir
 
   config = apply_overrides(load_experiment_config(args.config), args.overrides)
   if args.dry_run:
     return dry_run(get_task(config), config)
+  workdir = args.workdir or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
+  check_workdir(workdir)  # before the task loads its data or a process joins a run
 
   from jaxgen.training import distributed  # pylint: disable=g-import-not-at-top
   from jaxgen.training.trainer import train  # pylint: disable=g-import-not-at-top
@@ -58,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
       coordinator_address=args.coordinator,
       num_processes=args.num_processes,
       process_id=args.process_id,
+      initialization_timeout=args.coordinator_timeout,
     )
   )
-  workdir = args.workdir or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
-  train(get_task(config), config, workdir)
+  train(get_task(config), config, workdir, allow_config_change=args.allow_config_change)
   print(f"trained into {workdir}")
   return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,18 @@ class StateDictMismatchError(keymap.ConversionError):
 
 class MissingWeightsError(FileNotFoundError, ValueError):
   """The weights file the user named does not exist (or none was named)."""
+
+
+class UnreadableWeightsError(ValueError):
+  """A weights file is neither a readable safetensors file nor a weights-only torch checkpoint."""
+
+
+def _reason(error: BaseException) -> str:
+  """The telling line of a library error: torch's weights-only refusal buries it mid-message."""
+  lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+  lines = [line for line in lines if line] or [""]
+  telling = next((line for line in lines if "Unpickler error" in line), lines[0])
+  return f"{type(error).__name__}: {telling}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +173,13 @@ def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, np.ndar
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
-    return load_file(path)
+    try:
+      return load_file(path)
+    except Exception as error:  # safetensors raises its own SafetensorError, or OSError.
+      raise UnreadableWeightsError(
+        f"weights file {path!r}: expected a complete safetensors file ({expected}), "
+        f"found one that cannot be read ({_reason(error)}); is it truncated?"
+      ) from error
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as error:
@@ -168,10 +187,24 @@ def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, np.ndar
       f"reading the torch checkpoint {path!r} needs torch; install "
       "jaxgen[torch] or convert the file to .safetensors"
     ) from error
-  state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as error:  # pickle.UnpicklingError, RuntimeError (zip), EOFError, ...
+    raise UnreadableWeightsError(
+      f"weights file {path!r}: expected a state dict of tensors that "
+      f"torch.load(weights_only=True) reads ({expected}), found a file it refuses "
+      f"({_reason(error)}); pickled objects other than tensors are never loaded: save "
+      "model.state_dict() or convert the file to .safetensors"
+    ) from error
   if not isinstance(state_dict, Mapping):
     raise StateDictMismatchError(
       f"{path!r} must hold a state dict (a mapping of names to "
       f"tensors), found {type(state_dict).__name__}"
+    )
+  not_tensors = [k for k, v in state_dict.items() if not hasattr(v, "detach")][:5]
+  if not_tensors:
+    raise StateDictMismatchError(
+      f"{path!r} must hold a flat state dict (names to tensors), found non-tensor values "
+      f"under {not_tensors}"
     )
   return {key: keymap.to_numpy(value) for key, value in state_dict.items()}

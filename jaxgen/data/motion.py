@@ -36,6 +36,9 @@ velocities need one frame more).
 
 The formats (skeletons, feature layouts) and the input checks live in
 `jaxgen.data.motion_formats`, the quaternion math in `jaxgen.data.quaternions`.
+Host arrays are checked for frames that hold NaN/inf (`check_finite_frames`,
+also used by the motion metrics); traced arrays cannot raise and pass as they
+are.
 """
 
 from __future__ import annotations
@@ -55,6 +58,38 @@ from jaxgen.data.motion_formats import (
   check_joints,
 )
 from jaxgen.data.quaternions import array_module, qbetween, qinv, qmul, qrot, quaternion_to_cont6d
+
+
+class NonFiniteMotionError(InvalidMotionError):
+  """A host motion array (features or joints) holds NaN or inf in some frames."""
+
+
+class EmptyMotionError(InvalidMotionError):
+  """A motion array has no frames."""
+
+
+def check_finite_frames(values, name: str, frame_ndim: int, keep=None) -> None:
+  """Raises `NonFiniteMotionError` naming `name` if a frame holds NaN/inf.
+
+  A frame is the trailing `frame_ndim` axes (1 for (..., T, D) features, 2 for
+  (..., T, J, 3) joints); `keep` (the leading axes' shape, bool) limits the
+  check to the frames a mask keeps. Host values only: call it outside jit.
+  """
+  values = np.asarray(values)
+  finite = np.isfinite(values)
+  bad = ~finite.all(axis=tuple(range(values.ndim - frame_ndim, values.ndim)))
+  if keep is not None:
+    bad &= np.asarray(keep, bool)
+  if bad.any():
+    kinds = [k for k, test in (("NaN", np.isnan), ("inf", np.isinf)) if test(values[bad]).any()]
+    first = [
+      str(int(i[0])) if len(i) == 1 else str(tuple(int(j) for j in i)) for i in np.argwhere(bad)[:3]
+    ]
+    raise NonFiniteMotionError(
+      f"{name}: {int(bad.sum())} of {bad.size} frames hold {' and '.join(kinds)} "
+      f"(first ones at index {', '.join(first)}); expected finite values"
+    )
+
 
 # ---------------------------------------------------------------------------
 # Joint positions -> features (host side, NumPy, batched over clips).
@@ -197,6 +232,8 @@ def features_to_joints(features, fmt: MotionFormat = HUMANML3D):
 
   NumPy in, NumPy out (dtype kept); JAX arrays and tracers use jax.numpy, so
   this is traceable under jit. Frame 0 faces +Z with its root at XZ origin.
+  Host arrays with NaN/inf frames raise `NonFiniteMotionError`; T = 0 raises
+  `EmptyMotionError`.
   """
   if not isinstance(features, (np.ndarray, jax.Array)):
     features = np.asarray(features)
@@ -204,6 +241,10 @@ def features_to_joints(features, fmt: MotionFormat = HUMANML3D):
     raise InvalidMotionError(
       f"features must have shape (..., T, {fmt.feature_dim}) ({fmt.name}), got {features.shape}."
     )
+  if features.shape[-2] == 0:
+    raise EmptyMotionError(f"features: expected at least 1 frame, found 0 (shape {features.shape})")
+  if not isinstance(features, jax.core.Tracer):  # A traced array cannot raise.
+    check_finite_frames(features, "features", frame_ndim=1)
   xp = array_module(features)
   quat, root = recover_root(features)
   ric = features[..., fmt.slices["ric"]]

@@ -3,13 +3,17 @@
 Captions are NFKC-normalised and lowercased, split into words and
 punctuation, and mapped to ids; words outside the vocabulary become [UNK].
 Every encoded caption is wrapped as [BOS] words [EOS] and padded with [PAD]
-(id 0) to a fixed length, with a mask that is True on real tokens. Saved
+(id 0) to a fixed length, with a mask that is True on real tokens. Captions
+cut to that length and words that become [UNK] are counted in one logged
+warning per `encode` call (an `EncodingReport`). Saved
 files are the standard `tokenizers` JSON, loadable by
 `tokenizers.Tokenizer.from_file` and `transformers.PreTrainedTokenizerFast`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 
@@ -21,6 +25,37 @@ from jaxgen.data import shapes
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS)  # Ids 0, 1, 2, 3.
+_EXAMPLES = 5  # words quoted in a warning
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodingReport:
+  """What encoding lost: captions cut to the length, and words outside the vocabulary."""
+
+  num_captions: int
+  cut_captions: int  # captions longer than max_length - 2 words
+  dropped_words: int  # words past the cut, over all captions
+  unknown_words: int  # words that became [UNK], over all captions
+  unknown_captions: int  # captions with at least one [UNK]
+  unknown_examples: tuple[str, ...]  # the first few unknown words, as written
+
+  def warning(self, max_words: int) -> str | None:
+    """One sentence for the log, or None when nothing was lost."""
+    parts = []
+    if self.cut_captions:
+      parts.append(
+        f"{self.cut_captions} of {self.num_captions} captions were cut to their first "
+        f"{max_words} words ({self.dropped_words} words dropped)"
+      )
+    if self.unknown_words:
+      parts.append(
+        f"{self.unknown_words} words in {self.unknown_captions} of {self.num_captions} captions "
+        f"are not in the tokenizer's vocabulary and became {UNK} "
+        f"(e.g. {', '.join(repr(w) for w in self.unknown_examples)})"
+      )
+    return "captions: " + "; ".join(parts) if parts else None
 
 
 class CaptionTokenizer:
@@ -62,7 +97,8 @@ class CaptionTokenizer:
     """Encodes N captions to ids int32 [N, max_length] and mask bool [N, L].
 
     Captions longer than `max_length` are cut after their first
-    `max_length - 2` words and still end with [EOS].
+    `max_length - 2` words and still end with [EOS]. Cut captions and words
+    outside the vocabulary ([UNK]) are counted in one logged warning.
     """
     if isinstance(captions, (str, bytes)):
       raise ValueError(f"captions must be a sequence of strings, got a single string {captions!r}.")
@@ -85,12 +121,34 @@ class CaptionTokenizer:
       raise ValueError(f"max_length must be an int >= 3 ([BOS] word [EOS]), got {max_length!r}.")
 
     ids = np.full((len(captions), max_length), self.pad_id, np.int32)
-    for row, encoding in enumerate(
-      self._tokenizer.encode_batch(captions, add_special_tokens=False)
-    ):
+    encodings = self._tokenizer.encode_batch(captions, add_special_tokens=False)
+    for row, encoding in enumerate(encodings):
       words = encoding.ids[: max_length - 2]
       ids[row, : len(words) + 2] = [self.bos_id, *words, self.eos_id]
+    message = self._report(captions, encodings, max_length).warning(max_length - 2)
+    if message:
+      _LOG.warning("%s", message)
     return ids, ids != self.pad_id
+
+  def _report(self, captions: list[str], encodings: list, max_length: int) -> EncodingReport:
+    """Counts the words `encode` drops past `max_length` and the ones it maps to [UNK]."""
+    kept = max_length - 2
+    dropped = [max(0, len(e.ids) - kept) for e in encodings]
+    unknown_counts, examples = [], []
+    for caption, encoding in zip(captions, encodings):
+      unknown = [i for i, token in enumerate(encoding.ids) if token == self.unk_id]
+      unknown_counts.append(len(unknown))
+      for i in unknown[: _EXAMPLES - len(examples)]:
+        start, end = encoding.offsets[i]
+        examples.append(caption[start:end])
+    return EncodingReport(
+      num_captions=len(captions),
+      cut_captions=sum(1 for d in dropped if d),
+      dropped_words=sum(dropped),
+      unknown_words=sum(unknown_counts),
+      unknown_captions=sum(1 for u in unknown_counts if u),
+      unknown_examples=tuple(examples),
+    )
 
   def decode(self, ids: np.ndarray) -> list[str]:
     """Words of each row of ids [N, L], without special tokens."""

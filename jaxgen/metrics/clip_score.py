@@ -55,6 +55,7 @@ from PIL import Image
 
 from jaxgen.convert.transformers_clip import load_clip_model
 from jaxgen.errors import UnsupportedConfigError
+from jaxgen.metrics import image_folder
 from jaxgen.models.clip import CLIPConfig, CLIPModel, l2_normalize
 
 logger = logging.getLogger(__name__)
@@ -287,12 +288,17 @@ def preprocess_images_jax(images: jax.Array, preprocessing: CLIPImagePreprocessi
 
 def load_rgb_image(path: PathLike) -> np.ndarray:
   """(H, W, 3) uint8, transparency composited onto white as transformers 5.x `convert_to_rgb` does."""
-  with Image.open(path) as image:
+
+  def read(image: Image.Image) -> np.ndarray:
     if "A" in image.getbands() or image.info.get("transparency") is not None:
       rgba = image.convert("RGBA")
       white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
       return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if image.mode in image_folder.SIXTEEN_BIT_MODES:
+      return image_folder.load_image(path)  # Scaled to 8 bits, not clipped.
     return np.asarray(image.convert("RGB"))
+
+  return image_folder.read_with_pil(path, read)
 
 
 # ----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import scipy.ndimage
 import scipy.signal
 import scipy.spatial
 
+from jaxgen.data.motion import check_finite_frames
 from jaxgen.metrics import frechet
 from jaxgen.metrics.frechet import TooFewSamplesError
 
@@ -168,6 +169,7 @@ def _as_joints(joints: np.ndarray) -> np.ndarray:
     raise ValueError(f"joints must have shape (T, J, 3), got shape {joints.shape}")
   if joints.shape[0] < 2:
     raise TooFewSamplesError(f"joints must have at least 2 frames, got {joints.shape[0]}")
+  check_finite_frames(joints, "joints", frame_ndim=2)  # NaN speeds would hide beats.
   return joints
 
 

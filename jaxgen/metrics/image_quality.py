@@ -8,15 +8,54 @@ SSIM is Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5), K1 0.01,
 K2 0.03, 'valid' filtering and the map averaged over pixels and channels;
 this equals scikit-image's `structural_similarity(gaussian_weights=True,
 sigma=1.5, use_sample_covariance=False, channel_axis=-1)`.
+
+`batch_size_for_memory` picks how many image pairs one call may take so that
+its working set stays within a memory budget (a 4000x4000 SSIM pair alone
+needs about 2 GB).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import dm_pix
 import jax
 import jax.numpy as jnp
+
+# float32 values a jitted call holds per input value at its peak: the two inputs plus XLA's
+# temporaries, measured with `jax.jit(f).lower(...).compile().memory_analysis()` (SSIM: 2 + 7.9
+# on CPU), rounded up for the host batches and other backends' fusion.
+PEAK_FLOATS_PER_VALUE = {"psnr": 4, "ssim": 12}
+
+_LOG = logging.getLogger(__name__)
+
+
+def batch_size_for_memory(
+  metric: str, image_shape: tuple[int, int, int], memory_bytes: float, max_batch_size: int
+) -> int:
+  """Image pairs per call of `metric` on (H, W, C) images within `memory_bytes` (>= 1).
+
+  At most `max_batch_size`; when a single pair exceeds the budget it is 1, with a warning.
+  """
+  if metric not in PEAK_FLOATS_PER_VALUE:
+    raise ValueError(f"metric: expected one of {sorted(PEAK_FLOATS_PER_VALUE)}, found {metric!r}")
+  if not memory_bytes > 0:
+    raise ValueError(f"memory_bytes: expected a positive budget, found {memory_bytes}")
+  height, width, channels = image_shape
+  per_pair = 4 * PEAK_FLOATS_PER_VALUE[metric] * height * width * channels
+  fits = int(memory_bytes // per_pair)
+  if fits < 1:
+    _LOG.warning(
+      "%s: one %dx%d image pair needs about %.1f GB, more than the %.1f GB budget; "
+      "running one pair at a time",
+      metric,
+      height,
+      width,
+      per_pair / 1e9,
+      memory_bytes / 1e9,
+    )
+  return max(1, min(max_batch_size, fits))
 
 
 def _as_float(x: jax.Array) -> jax.Array:

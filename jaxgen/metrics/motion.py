@@ -18,7 +18,8 @@ plain functions of their (N, D) embeddings, pairing text i with motion i:
   the population std, as the reference does.
 
 MPJPE and root trajectory error compare joint positions of (..., T, J, 3)
-motions, optionally masked per frame (NTC `motion_mask`).
+motions, optionally masked per frame (NTC `motion_mask`); NaN/inf in a kept
+frame is a `NonFiniteMotionError`, not a NaN result.
 
 Everything runs in float64 numpy on the host, like `frechet`.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jaxgen.data.motion import check_finite_frames
 from jaxgen.metrics import frechet
 from jaxgen.metrics.frechet import TooFewSamplesError
 
@@ -152,7 +154,7 @@ def mpjpe(
   translation is ignored (the common MPJPE convention); otherwise positions
   are compared as given. `mask` is (..., T), true for real frames.
   """
-  pred, gt = _as_joint_pair(pred_joints, gt_joints)
+  pred, gt = _as_joint_pair(pred_joints, gt_joints, mask)
   if not -pred.shape[-2] <= root_joint < pred.shape[-2]:
     raise ValueError(f"root_joint must index one of {pred.shape[-2]} joints, got {root_joint}")
   if root_relative:
@@ -170,7 +172,7 @@ def root_trajectory_error(
   root_joint: int = 0,
 ) -> float:
   """Mean Euclidean distance between predicted and true root positions, (..., T, J, 3) inputs."""
-  pred, gt = _as_joint_pair(pred_joints, gt_joints)
+  pred, gt = _as_joint_pair(pred_joints, gt_joints, mask)
   if not -pred.shape[-2] <= root_joint < pred.shape[-2]:
     raise ValueError(f"root_joint must index one of {pred.shape[-2]} joints, got {root_joint}")
   per_frame = np.linalg.norm(pred[..., root_joint, :] - gt[..., root_joint, :], axis=-1)
@@ -236,7 +238,10 @@ def _check_same_dim(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> N
     )
 
 
-def _as_joint_pair(pred_joints: np.ndarray, gt_joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_joint_pair(
+  pred_joints: np.ndarray, gt_joints: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+  """Checked float64 joints; NaN/inf in a frame the mask keeps is a named error."""
   pred = np.asarray(pred_joints, np.float64)
   gt = np.asarray(gt_joints, np.float64)
   if pred.ndim < 3 or pred.shape[-1] != 3:
@@ -245,6 +250,9 @@ def _as_joint_pair(pred_joints: np.ndarray, gt_joints: np.ndarray) -> tuple[np.n
     raise ValueError(
       f"gt_joints must have the shape of pred_joints {pred.shape}, got shape {gt.shape}"
     )
+  keep = None if mask is None or np.shape(mask) != pred.shape[:-2] else mask
+  for name, joints in (("pred_joints", pred), ("gt_joints", gt)):
+    check_finite_frames(joints, name, frame_ndim=2, keep=keep)
   return pred, gt
 
 

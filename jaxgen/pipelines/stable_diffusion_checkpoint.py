@@ -10,7 +10,10 @@
                             "text_encoder/..." (jaxgen names and layouts)
     tokenizer/              the transformers CLIPTokenizer files
 
-diffusers' folder layout is `jaxgen.convert.diffusers_pipeline`'s.
+diffusers' folder layout is `jaxgen.convert.diffusers_pipeline`'s. This
+folder is what `jaxgen convert` writes: a pipeline for `load_checkpoint` (and
+`stable_diffusion.sample`) or for converting back to diffusers, not a
+`jaxgen train` run directory (`is_pipeline_checkpoint` tells them apart).
 """
 
 from __future__ import annotations
@@ -41,6 +44,34 @@ _LOG = logging.getLogger(__name__)
 
 class CheckpointError(ValueError):
   """A jaxgen Stable Diffusion checkpoint folder is missing a file or does not match its configs."""
+
+
+class PipelineCheckpointIsNotARunError(CheckpointError):
+  """A pipeline checkpoint was given where a `jaxgen train` run directory is expected."""
+
+
+def is_pipeline_checkpoint(path: PathLike) -> bool:
+  """Whether `path` is a folder written by `save_checkpoint` (e.g. by `jaxgen convert`)."""
+  config = os.path.join(path, CHECKPOINT_CONFIG_NAME)
+  if not os.path.isfile(config):
+    return False
+  try:
+    with open(config) as f:
+      return json.load(f).get("format") == CHECKPOINT_FORMAT
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def check_not_pipeline_checkpoint(path: PathLike, flag: str) -> None:
+  """Raises `PipelineCheckpointIsNotARunError` naming `flag` if `path` is a pipeline checkpoint."""
+  if is_pipeline_checkpoint(path):
+    raise PipelineCheckpointIsNotARunError(
+      f"{flag}: {os.fspath(path)!r} is a Stable Diffusion pipeline checkpoint (written by "
+      "`jaxgen convert`), not a `jaxgen train` run directory: load it with "
+      "jaxgen.pipelines.stable_diffusion_checkpoint.load_checkpoint and sample with "
+      "jaxgen.pipelines.stable_diffusion.sample, or convert it back with "
+      "`jaxgen convert --from jaxgen SRC --to diffusers DST`"
+    )
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str, as_numpy: bool = True) -> dict[str, Any]:

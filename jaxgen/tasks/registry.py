@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 # name -> "module:Class", imported lazily so one task's dependencies never
 # slow down another's start-up.
@@ -31,6 +32,10 @@ RENAMED = {"text_to_motion": "t2m_mdm", "motion_evaluator": "t2m_evaluator"}
 
 class UnknownTaskError(ValueError):
   """A config names a task this registry does not know."""
+
+
+class DependentRunError(ValueError):
+  """A config key that names another run directory (e.g. `vq.workdir`) does not hold that run."""
 
 
 def task_name(config) -> str:
@@ -60,33 +65,124 @@ def get_task(config):
   return task_class(config)(config)
 
 
+def _get(config, key: str):
+  *parents, leaf = key.split(".")
+  for p in parents:
+    config = config.get(p) if config is not None and p in config else None
+  return config.get(leaf) if config is not None else None
+
+
+def _set(config, key: str, value: str) -> None:
+  *parents, leaf = key.split(".")
+  for p in parents:
+    config = config[p]
+  config[leaf] = value
+
+
+def _is_local_relative(path) -> bool:
+  return isinstance(path, str) and bool(path) and "://" not in path and not os.path.isabs(path)
+
+
+def absolute_dependent_runs(config, task_cls: type) -> None:
+  """Makes the run directories named by `task_cls.dependent_runs` absolute (from the cwd), in place.
+
+  Tasks call this when they are built, before the trainer writes config.json,
+  so that a run can be sampled from any working directory.
+  """
+  for key in task_cls.dependent_runs:
+    path = _get(config, key)
+    if _is_local_relative(path):
+      _set(config, key, os.path.abspath(path))
+
+
+def resolve_dependent_runs(config, task_cls: type, run_dir: str) -> None:
+  """Relative dependent runs of an older run directory, found from the cwd or beside the run.
+
+  A run written before dependent runs were stored absolute names them relative
+  to the directory it was trained from. If that path does not exist from the
+  cwd, it is looked up relative to the run directory's parent, then that
+  folder's parents (the usual `runs/<name>` layout trained from the folder
+  above `runs/`). A path found nowhere is left as it is: loading it names the key.
+  """
+  for key in task_cls.dependent_runs:
+    path = _get(config, key)
+    if not _is_local_relative(path) or os.path.isdir(path):
+      continue
+    base = os.path.dirname(os.path.abspath(run_dir))
+    while True:
+      candidate = os.path.join(base, path)
+      if os.path.isdir(candidate):
+        logging.info("%s: %r found as %r (relative to %r)", key, path, candidate, base)
+        _set(config, key, candidate)
+        break
+      if os.path.dirname(base) == base:
+        break
+      base = os.path.dirname(base)
+
+
+def run_config(workdir: str):
+  """A run directory's config, with the run directories it depends on resolved (see above)."""
+  from jaxgen.training import inference  # pylint: disable=g-import-not-at-top  (JAX: lazily)
+
+  config = inference.load_run_config(workdir)
+  if "task" in config and task_name(config) in TASKS:
+    resolve_dependent_runs(config, task_class(config), workdir)
+  return config
+
+
 def load_run(workdir: str, step: int | None = None):
   """(task, EMA params) of the newest readable checkpoint (or `step`) of a run directory."""
   from jaxgen.training import inference  # pylint: disable=g-import-not-at-top  (JAX: lazily)
 
-  config = inference.load_run_config(workdir)
-  task = get_task(config)
+  task = get_task(run_config(workdir))
   return task, inference.restore_ema_params(task, workdir, step)
 
 
+def _registered_name(task_cls: type) -> str:
+  return next(
+    name for name, path in TASKS.items() if path == f"{task_cls.__module__}:{task_cls.__name__}"
+  )
+
+
 def load_run_of(
-  task_cls: type, workdir: str, *, flag: str, step: int | None = None, error: type = ValueError
+  task_cls: type,
+  workdir: str,
+  *,
+  flag: str,
+  step: int | None = None,
+  error: type = DependentRunError,
 ):
   """(task, EMA params) of a run directory that must hold a run of `task_cls`.
 
   For the tasks that start from another task's run (a frozen autoencoder, a
-  VQ tokenizer, the motion evaluator): a run of any other task is `error`,
-  naming `flag`; old names of renamed tasks count as their new ones.
+  VQ tokenizer, the motion evaluator): a missing directory, one without
+  config.json or checkpoints, or a run of any other task is `error`, naming
+  `flag` (a config key or a command-line flag); old names of renamed tasks
+  count as their new ones.
   """
   from jaxgen.training import inference  # pylint: disable=g-import-not-at-top  (JAX: lazily)
+  from jaxgen.training.checkpoint import checkpoint_dir  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.run_directory import CONFIG_FILE  # pylint: disable=g-import-not-at-top
 
-  config = inference.load_run_config(workdir)
-  expected = next(
-    name for name, path in TASKS.items() if path == f"{task_cls.__module__}:{task_cls.__name__}"
-  )
+  expected = _registered_name(task_cls)
+  article = "an" if expected[0] in "aeiou" else "a"
+  wanted = f"{flag}: expected the directory of {article} {expected} run (written by `jaxgen train`)"
+  if not isinstance(workdir, str) or not workdir:
+    raise error(f"{wanted}, found {workdir!r}")
+  if "://" not in workdir:  # local: name what is missing (remote paths fail when read)
+    if not os.path.isdir(workdir):
+      raise error(f"{wanted}, found no directory {workdir!r}")
+    if not os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
+      raise error(f"{wanted}, found {workdir!r} without {CONFIG_FILE}")
+  config = run_config(workdir)
   found = config.get("task")
   if RENAMED.get(found, found) != expected:
-    article = "an" if expected[0] in "aeiou" else "a"
     raise error(f"{flag}: expected {article} {expected} run, found a {found!r} run in {workdir!r}")
+  if "://" not in workdir and not os.path.isdir(checkpoint_dir(workdir)):
+    raise error(f"{wanted}, found {workdir!r} without checkpoints (has it trained a step?)")
   task = task_cls(config)
-  return task, inference.restore_ema_params(task, workdir, step)
+  try:
+    params = inference.restore_ema_params(task, workdir, step)
+  except FileNotFoundError as e:  # no checkpoints/ yet, or none readable
+    raise error(f"{wanted}, found {workdir!r} without a readable checkpoint: {e}") from e
+  return task, params

@@ -36,6 +36,17 @@ before anything compiles; an unknown key in `train`, `optim` or `checkpoint`
 
 `with_trainer_defaults(config)` returns a copy of `config` with these filled
 in and checked; the trainer saves that copy as the run's `config.json`.
+
+On resume, only the keys in `RESUME_MAY_CHANGE` may differ from the run's
+config without `allow_config_change` (`jaxgen train --allow-config-change`):
+they extend or finish a run (`train.num_steps`, `train.max_minutes`), change
+what it logs (`train.log_every`, `train.sample_every`), how it saves
+(`checkpoint.*`), when it gives up (`train.max_consecutive_skips`) or where it
+runs (`mesh_shape`: checkpoints are resharded as they are read). Every other
+key shapes the weights (architecture, data, optimizer, seed, batch) and a
+change is refused by name (`jaxgen.training.run_directory`). Note that
+extending `train.num_steps` also stretches the learning-rate decay planned
+for it.
 """
 
 from __future__ import annotations
@@ -75,6 +86,20 @@ DEFAULTS: dict[str | None, dict[str, Any]] = {
   "checkpoint": dict(save_every=1000, keep=3),
 }
 DECAYS = ("cosine", "constant")
+
+# Keys a resume may change without `allow_config_change` (see the module docstring).
+RESUME_MAY_CHANGE = frozenset(
+  {
+    "mesh_shape",
+    "train.num_steps",
+    "train.max_minutes",
+    "train.log_every",
+    "train.sample_every",
+    "train.max_consecutive_skips",
+    "checkpoint.save_every",
+    "checkpoint.keep",
+  }
+)
 
 
 class TrainerConfigError(ValueError):

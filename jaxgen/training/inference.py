@@ -11,12 +11,8 @@ import os
 import flax.linen as nn
 import jax
 
-from jaxgen.training.checkpoint import (
-  CheckpointNotFoundError,
-  Checkpointer,
-  checkpoint_dir,
-  load_run_config,
-)
+from jaxgen.training.checkpoint import CheckpointNotFoundError, Checkpointer, checkpoint_dir
+from jaxgen.training.run_directory import load_run_config
 from jaxgen.training.task import PyTree, Task
 
 __all__ = ["abstract_params", "load_run_config", "restore_ema_params"]
@@ -31,10 +27,13 @@ def abstract_params(task: Task) -> PyTree:
 
 
 def restore_ema_params(task: Task, workdir: str, step: int | None = None) -> PyTree:
-  """EMA params of `task` from the newest readable checkpoint (or `step`) of a run directory.
+  """EMA params of `task` from the newest good checkpoint (or `step`) of a run directory.
 
-  An unreadable newest checkpoint (e.g. a truncated write) is named in a
-  warning and the one before it is read instead.
+  The restored params are checked against the checksums saved with the step.
+  A step that cannot be read or fails its check (a truncated write, a flipped
+  bit) is named in one warning and the one before it is read instead; the
+  run directory is left as it is. `NoGoodCheckpointError` (a
+  `CheckpointNotFoundError`) lists each step's reason when none is good.
   """
   if not os.path.isdir(checkpoint_dir(workdir)):
     raise CheckpointNotFoundError(

@@ -13,6 +13,7 @@ command line never probes a task with `hasattr` or `inspect`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, ClassVar, Mapping, Sequence
 
 import jax
@@ -54,6 +55,11 @@ class Task:
   """
 
   config: Any
+  # Dotted config keys that name other run directories this task loads (e.g. a
+  # frozen autoencoder's `autoencoder.workdir`). The task makes them absolute in
+  # its config when it is built, so the run's config.json finds them from any
+  # working directory; `jaxgen.tasks.registry.run_config` resolves older relative ones.
+  dependent_runs: ClassVar[tuple[str, ...]] = ()
 
   def train_arrays(self) -> Mapping[str, np.ndarray]:
     """The training split as equally long host arrays, keyed like a batch."""
@@ -111,6 +117,34 @@ class SampleSpec:
   takes_seconds: bool = False
 
 
+class OutputPathError(ValueError):
+  """An output file cannot be written where it is asked for (checked before sampling)."""
+
+
+def check_writable_file(path: str, name: str = "--out") -> None:
+  """Named error unless `path` can be created or overwritten as a file.
+
+  Missing parent folders are fine (`save_samples` creates them) as long as the
+  nearest existing one is a writable directory. Remote paths (gs://) are not checked.
+  """
+  path = os.fspath(path)
+  if "://" in path:
+    return
+  if os.path.isdir(path):
+    raise OutputPathError(f"{name}: expected a file name, found the directory {path!r}")
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise OutputPathError(f"{name}: cannot write {path!r}: {parent!r} is a file, not a directory")
+  if os.path.exists(path) and not os.access(path, os.W_OK):
+    raise OutputPathError(f"{name}: cannot overwrite {path!r}: permission denied")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise OutputPathError(
+      f"{name}: cannot write {path!r}: permission denied in {parent!r}; choose another path"
+    )
+
+
 class GenerativeTask(Task):
   """A task that generates samples from text prompts."""
 
@@ -122,14 +156,23 @@ class GenerativeTask(Task):
     """Host conditions for `generate` (keyed like a batch), with named errors for bad input."""
     raise NotImplementedError
 
+  def check_options(self, options: Mapping[str, Any]) -> None:
+    """Named errors for `generate` options (a subset of `sample_spec.options`) before sampling.
+
+    Raise `jaxgen.diffusion.samplers.SamplingOptionError(option, message)` so
+    that a command line can name its flag. The default checks nothing.
+    """
+    del options
+
   def check_output(self, path: str) -> None:
     """Named error if `path` is not a file `save_samples` can write (checked before sampling)."""
     extensions = self.sample_spec.out_extensions
     if not str(path).lower().endswith(extensions):
-      raise ValueError(
+      raise OutputPathError(
         f"--out: expected a file ending in one of {extensions} for task "
         f"{self.config.task!r}, got {path!r}"
       )
+    check_writable_file(path)
 
   def generate(
     self, params: PyTree, conditions: Mapping[str, Any], rng: jax.Array, **options

@@ -15,17 +15,20 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 import tqdm
-from etils import epath
 
 from jaxgen.data.pipeline import ArrayIterator
 from jaxgen.render.grid import save_png
 from jaxgen.training.task import STATE_UPDATES_KEY, Task
-from jaxgen.training import sharding
-from jaxgen.training.checkpoint import Checkpointer, write_run_config
-from jaxgen.training.config import with_trainer_defaults
+from jaxgen.training import run_directory, sharding
+from jaxgen.training.checkpoint import Checkpointer
+from jaxgen.training.config import RESUME_MAY_CHANGE, TrainerConfigError, with_trainer_defaults
 from jaxgen.training.metric_writer import MetricWriter
 from jaxgen.training.optimizers import make_optimizer
 from jaxgen.training.train_state import TrainState, ema_decay_at, replace_leaves
+
+
+class TrainingDivergedError(FloatingPointError, ValueError):
+  """`train.max_consecutive_skips` non-finite updates in a row: the run stopped, checkpointed."""
 
 
 def train_step(
@@ -91,13 +94,20 @@ def init_state_fn(task: Task, tx: optax.GradientTransformation):
 
 
 def create_state(
-  task: Task, config: ml_collections.ConfigDict, example_batch: dict, mesh: jax.sharding.Mesh
+  task: Task,
+  config: ml_collections.ConfigDict,
+  example_batch: dict,
+  mesh: jax.sharding.Mesh,
+  *,
+  abstract: bool = False,
 ) -> tuple[TrainState, Any, optax.Schedule]:
   """Initialises the train state directly into its shardings.
 
   Reads `optim.*`, `train.num_steps` and `seed` (defaults and checks in
   `jaxgen.training.config`). Returns (state, state shardings, learning-rate
-  schedule).
+  schedule). With `abstract` the state holds `jax.ShapeDtypeStruct`s with
+  their shardings and nothing is compiled or allocated: the template a
+  checkpoint is restored onto.
   """
   config = with_trainer_defaults(config)
   tx, schedule = make_optimizer(config.optim, config.train.num_steps)
@@ -117,6 +127,13 @@ def create_state(
     ema_params=params_sharding,
     opt_state=sharding.opt_state_shardings(tx, abstract_state.opt_state, params_sharding, mesh),
   )
+  if abstract:
+    state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract_state,
+      state_sharding,
+    )
+    return state, state_sharding, schedule
   batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh), example_batch)
   state = jax.jit(
     init_state, in_shardings=(rep, rep, batch_sharding), out_shardings=state_sharding
@@ -215,6 +232,7 @@ def train(
   workdir: str,
   *,
   mesh: jax.sharding.Mesh | None = None,
+  allow_config_change: bool = False,
 ) -> TrainState:
   """Trains `task` into `workdir`, resuming from its newest checkpoint.
 
@@ -224,6 +242,15 @@ def train(
   `checkpoint.*`, `seed`, `mesh_shape`: every key, its default and its
   checks are in `jaxgen.training.config`) beside the task's own sections.
   It is saved, defaults filled in, as the run's `config.json`.
+
+  The run directory is protected (`jaxgen.training.run_directory`): every
+  check (the trainer's keys, the workdir, the lock, the config against the
+  run's, the task's first batch, the checkpoint against the new state) runs
+  before anything in it is written. A resume may change only the keys in
+  `jaxgen.training.config.RESUME_MAY_CHANGE` unless `allow_config_change`;
+  a changed config is kept as a new revision `config.<n>.json` beside the
+  original. A `train.lock` names the one process writing the run; a second
+  writer gets a `RunLockedError`.
 
   `train.max_minutes` stops the loop early; the learning-rate decay is
   planned for `train.num_steps`, so a capped run warns at start that its
@@ -239,9 +266,38 @@ def train(
   Returns the final train state (also saved as the last checkpoint).
   """
   config = with_trainer_defaults(config)
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  write_run_config(workdir, config)
-  mesh = mesh or sharding.make_mesh(config.mesh_shape)
+  run_directory.check_workdir(workdir)
+  mesh = mesh or _make_mesh(config.mesh_shape)
+  primary = jax.process_index() == 0
+  created = run_directory.make_workdir(workdir)
+  lock = run_directory.RunLock(workdir, enabled=primary)
+  try:
+    lock.acquire()
+    changes = run_directory.check_resume_config(
+      workdir, config, may_change=RESUME_MAY_CHANGE, allow_change=allow_config_change
+    )
+    return _train(task, config, workdir, mesh, changes)
+  finally:
+    lock.release()
+    if created and primary:
+      run_directory.remove_if_empty(workdir)
+
+
+def _make_mesh(mesh_shape) -> jax.sharding.Mesh:
+  try:
+    return sharding.make_mesh(mesh_shape)
+  except ValueError as e:
+    raise TrainerConfigError(f"mesh_shape: {e}") from e
+
+
+def _train(
+  task: Task,
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  mesh: jax.sharding.Mesh,
+  changes: dict,
+) -> TrainState:
+  """`train` once the run directory is locked and the config is known to fit it."""
   tcfg = config.train
   max_skips = tcfg.max_consecutive_skips
 
@@ -261,19 +317,28 @@ def train(
   task.check_batch(first)
   example = sharding.global_batch(first, batch_sharding)
   iterator.set_state(dict(epoch=0, position=0))
-  state, state_sharding, schedule = create_state(task, config, example, mesh)
-
   checkpointer = Checkpointer(
     workdir, save_every=config.checkpoint.save_every, keep=config.checkpoint.keep
   )
-  if checkpointer.latest_step() is not None:
+  resuming = checkpointer.latest_step() is not None
+  # A resume restores onto shapes and shardings alone: nothing is initialised.
+  state, state_sharding, schedule = create_state(task, config, example, mesh, abstract=resuming)
+  if resuming:
     # The template carries this run's shardings: a checkpoint written on
     # another mesh shape is resharded as it is read.
-    state, meta, step = checkpointer.restore(state)
+    state, meta, step = _restore(checkpointer, state, workdir, changes)
     iterator.set_state(meta["data_iterator"])
     logging.info("resumed from step %d in %s", step, workdir)
+  if jax.process_index() == 0:
+    # Only now, with every check passed, does the run directory change.
+    run_directory.record_run_config(workdir, config)
 
-  compiled_steps = compile_train_steps(task, config, state, state_sharding, example, mesh, iterator)
+  # A finished run that is resumed (e.g. only to check it) compiles no step.
+  compiled_steps = (
+    compile_train_steps(task, config, state, state_sharding, example, mesh, iterator)
+    if int(state.step) < tcfg.num_steps
+    else {}
+  )
 
   writer = MetricWriter(os.path.join(workdir, "tensorboard"))
   first_step = int(state.step)
@@ -420,11 +485,29 @@ def _stop_diverged(
     checkpointer.save(frozen_step, state, _meta(iterator, config))
   checkpointer.wait()
   checkpointer.close()
-  raise FloatingPointError(
+  raise TrainingDivergedError(
     f"{max_skips} consecutive non-finite losses or gradients (train.max_consecutive_skips) "
     f"at step {frozen_step}: the run stopped; its last good state is checkpointed in "
     f"{workdir} at step {frozen_step}"
   )
+
+
+def _restore(
+  checkpointer: Checkpointer, template: TrainState, workdir: str, changes: dict
+) -> tuple[TrainState, dict, int]:
+  """Restores the newest checkpoint; one that does not fit a changed config is named as such."""
+  try:
+    return checkpointer.restore(template)
+  except Exception as e:  # orbax raises many types for a structure or shape mismatch
+    if not changes:
+      raise
+    checkpointer.close()
+    reason = " ".join(str(e).split())[:500]  # one line on the command line
+    raise run_directory.RunConfigMismatchError(
+      f"the checkpoints in {workdir!r} do not fit the changed config ({', '.join(changes)}): "
+      f"{type(e).__name__}: {reason}. A change of architecture cannot resume a run: resume "
+      "with the run's config or train into a new --workdir"
+    ) from e
 
 
 def _meta(iterator: ArrayIterator, config: ml_collections.ConfigDict) -> dict:

@@ -32,7 +32,7 @@ from jaxgen.pipelines.frozen_autoencoder import FrozenAutoencoder, latent_std
 from jaxgen.tasks.image import text_to_image
 from jaxgen.tasks.image.autoencoder import AutoencoderTask
 from jaxgen.tasks.image.text_to_image import guided_model_fn, sampling_plan
-from jaxgen.tasks.registry import load_run_of
+from jaxgen.tasks.registry import absolute_dependent_runs, load_run_of
 from jaxgen.training.task import check_prompts
 
 _LOG = logging.getLogger(__name__)
@@ -191,10 +191,14 @@ class LatentDiffusionTask(text_to_image.TextToImageTask):
     inpainting.full_mask_prob: share of all-ones training masks.
 
   `autoencoder=` injects a FrozenAutoencoder (tests, notebooks) instead of
-  loading `autoencoder.workdir`.
+  loading `autoencoder.workdir`. A relative `autoencoder.workdir` is made
+  absolute in `config` (so the run's config.json finds it from anywhere).
   """
 
+  dependent_runs = ("autoencoder.workdir",)
+
   def __init__(self, config, autoencoder: FrozenAutoencoder | None = None):
+    absolute_dependent_runs(config, type(self))
     if autoencoder is None:
       autoencoder = load_autoencoder(config.autoencoder.workdir, config.autoencoder.get("step"))
     check_autoencoder(autoencoder.config, config.data.resolution)

@@ -334,6 +334,12 @@ class TextToImageTask(GenerativeTask):
     """{"caption": (N,) str array}; named errors for no prompts, an empty one, or a duration."""
     return captioned_images.caption_conditions(prompts, seconds, self.config.task)
 
+  def check_options(self, options: Mapping[str, Any]) -> None:
+    """SamplingOptionErrors for `generate`'s sampler, num_steps and guidance_scale."""
+    sampling_options(
+      self.config, options.get("sampler"), options.get("num_steps"), options.get("guidance_scale")
+    )
+
   def generate(
     self,
     params,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -166,6 +167,14 @@ def motion_preview(
   """A uint8 picture: the stick-figure panels of all motions at a few instants, side by side."""
   from jaxgen.render.motion import render_frames  # pylint: disable=g-import-not-at-top
 
+  features = np.asarray(features)
+  finite = np.isfinite(features)
+  if not finite.all():
+    # A preview must not stop training (features_to_joints refuses NaN): the
+    # non-finite values of a diverging model are drawn as zeros, and said so.
+    bad = int((~finite.reshape(len(features), -1).all(axis=1)).sum())
+    logging.warning("preview: %d of %d motions hold NaN or inf; drawn as 0", bad, len(features))
+    features = np.where(finite, features, 0.0)
   joints = [
     np.asarray(motion_lib.features_to_joints(f[:n], fmt)) for f, n in zip(features, lengths)
   ]
@@ -266,9 +275,10 @@ class MotionGenerativeTask(MotionTask, GenerativeTask):
   ) -> dict[str, np.ndarray]:
     """{"caption": prompts, "length": the frames of `seconds` for each} (`fmt.fps`)."""
     prompts = check_prompts(prompts)
-    if seconds is None or not seconds > 0:
+    if seconds is None or not 0 < seconds < float("inf"):  # also refuses nan
       raise MotionSampleError(
-        f"--seconds: expected a positive duration for a text-to-motion run, found {seconds}"
+        "--seconds: expected a positive duration for a text-to-motion run (a finite number "
+        f"of seconds), found {seconds}"
       )
     fps, frames = self.fmt.fps, int(round(seconds * self.fmt.fps))
     if frames > self.max_frames:

@@ -40,7 +40,7 @@ from jaxgen.tasks.motion.text_conditioning import (
   load_frozen_clip,
   make_caption_encoder,
 )
-from jaxgen.tasks.registry import load_run_of
+from jaxgen.tasks.registry import absolute_dependent_runs, load_run_of
 
 _LOG = logging.getLogger(__name__)
 
@@ -116,12 +116,17 @@ def code_count_bounds(
 
 
 class MotionGPTTask(MotionGenerativeTask):
-  """The `t2m_gpt` task: the T2M-GPT prior over a trained VQ-VAE's codes."""
+  """The `t2m_gpt` task: the T2M-GPT prior over a trained VQ-VAE's codes.
+
+  A relative `vq.workdir` is made absolute in `config` when the task is built.
+  """
 
   sample_spec = motion_sample_spec("length_mode")
+  dependent_runs = ("vq.workdir",)
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+    absolute_dependent_runs(config, type(self))
     check_length_mode(config.sample.length_mode, "sample.length_mode")
     self.clip = load_frozen_clip(config.text)
     self.vq_task, self.vq_params = load_vq_run(config.vq.workdir)

@@ -298,6 +298,16 @@ class MotionDiffusionTask(MotionGenerativeTask):
     )
     return x * motion_mask[..., None]
 
+  def check_options(self, options: Mapping[str, Any]) -> None:
+    """SamplingOptionErrors for `generate`'s sampler, num_steps and guidance_scale."""
+    fill_sampling_options(
+      self.config.sample,
+      options.get("sampler"),
+      options.get("num_steps"),
+      options.get("guidance_scale"),
+      self.config.diffusion.num_train_timesteps,
+    )
+
   def generate(
     self,
     params,
