@@ -108,8 +108,7 @@ def cache(tmp_path_factory):
 
 
 def test_two_processes_and_a_resharded_resume_match_one_process(tmp_path, cache):
-  # One test shares the reference run: as a fixture it would run once per
-  # xdist worker.
+  # Both comparisons share the one reference run.
   reference = str(tmp_path / "one_process")  # 10 steps, one process, FSDP mesh (2, 4, 1)
   _run(reference, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
   ref_step, ref_state = _final_state(reference)

@@ -36,8 +36,7 @@ def sharded_report() -> dict:
 
 
 def test_three_sharded_steps_equal_the_single_device_run():
-  # One test for every mesh: the subprocess runs once, whichever xdist
-  # worker takes it (a shared fixture would run once per worker).
+  # One test checks every mesh of the one subprocess run.
   report = sharded_report()
   assert np.all(np.isfinite(report["losses"]))
   for mesh in ("(8, 1, 1)", "(2, 4, 1)", "(2, 2, 2)"):
