@@ -50,9 +50,10 @@ from typing import Any, Collection, Mapping
 import ml_collections
 from etils import epath
 
+from jaxgen.training.checkpoint import CHECKPOINT_SUBDIR
+
 CONFIG_FILE = "config.json"
 LOCK_FILE = "train.lock"
-CHECKPOINT_SUBDIR = "checkpoints"  # as in jaxgen.training.checkpoint
 _REVISION = re.compile(r"^config\.(\d+)\.json$")
 _ABSENT = "<absent>"
 
@@ -258,15 +259,16 @@ def record_run_config(workdir: str, config: ml_collections.ConfigDict) -> epath.
     for revision in paths[1:]:
       revision.unlink()
     target = root / CONFIG_FILE
-  elif paths and not config_changes(read_config_file(paths[-1]), config):
-    return None
   elif not paths:
     target = root / CONFIG_FILE
   else:
+    changes = config_changes(read_config_file(paths[-1]), config)
+    if not changes:
+      return None
     target = root / f"config.{len(paths)}.json"
     logging.warning(
       "the config changed on resume (%s); written as revision %s, the earlier ones are kept",
-      _describe(config_changes(read_config_file(paths[-1]), config)),
+      _describe(changes),
       target,
     )
   if target.exists() and target.read_text() == text:
