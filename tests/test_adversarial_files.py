@@ -28,6 +28,7 @@ from jaxgen.data.tokenizer import build_caption_tokenizer
 from jaxgen.metrics import dance, image_folder, image_quality
 from jaxgen.metrics import motion as motion_metrics
 from jaxgen.pipelines import stable_diffusion_checkpoint
+from jaxgen.training.task import OutputPathError
 
 SIZE = 16  # pixels of the test images
 
@@ -187,14 +188,9 @@ ERROR_ROWS = [
     "torch.load(weights_only=True)",
   ),
   ErrorRow(
-    "eval: --out under a file",
-    _out_under_a_file,
-    eval_folders.UnwritableOutputError,
-    "is a file, not a directory",
+    "eval: --out under a file", _out_under_a_file, OutputPathError, "is a file, not a directory"
   ),
-  ErrorRow(
-    "eval: --out is a folder", _out_is_a_folder, eval_folders.UnwritableOutputError, "directory"
-  ),
+  ErrorRow("eval: --out is a folder", _out_is_a_folder, OutputPathError, "directory"),
   ErrorRow(
     "convert --overwrite onto its source",
     _convert_onto_source,

@@ -31,6 +31,7 @@ from jaxgen.metrics import (
   inception_score,
   kid,
 )
+from jaxgen.training.task import check_writable_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,31 +47,6 @@ class UnpairedImagesError(ValueError):
   """SSIM/PSNR found fake images without a same-named real image (or the reverse)."""
 
 
-class UnwritableOutputError(ValueError):
-  """--out names a file that cannot be written (checked before any metric is computed)."""
-
-
-def check_output_file(path: str, flag: str = "--out") -> None:
-  """Named error unless `path` can be created or replaced as a file; writes nothing."""
-  target = Path(path)
-  if target.is_dir():
-    raise UnwritableOutputError(f"{flag}: expected a file path, found the directory {path!r}")
-  ancestor = target.absolute().parent
-  while not ancestor.exists():
-    ancestor = ancestor.parent
-  if not ancestor.is_dir():
-    raise UnwritableOutputError(
-      f"{flag}: cannot create {path!r}: {str(ancestor)!r} is a file, not a directory"
-    )
-  if not os.access(ancestor, os.W_OK | os.X_OK) or (
-    target.exists() and not os.access(target, os.W_OK)
-  ):
-    raise UnwritableOutputError(
-      f"{flag}: cannot write {path!r}: no write permission in {str(ancestor)!r}; "
-      "choose a writable path"
-    )
-
-
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
   """Computes `args.metric`, writes JSON to `args.out` if given, returns the result dict."""
   metric = str(args.metric).lower()
@@ -81,7 +57,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
   if not args.memory_gb > 0:
     raise ValueError(f"--memory-gb: expected a positive budget in GB, got {args.memory_gb}")
   if args.out:
-    check_output_file(args.out)
+    check_writable_file(args.out)
   result = {"metric": metric, **RUNNERS[metric](args)}
   logger.info("%s", result)
   if args.out:
