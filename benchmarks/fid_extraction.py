@@ -7,9 +7,15 @@ network, no real weights here). jaxgen imports the same state dict with
 `inception.inception_outputs`. Both take the same (N, H, W, 3) batch in
 [0, 1] (NCHW for torch), resize it bilinearly to 299x299 and map it to [-1, 1].
 
-Printed: per-image milliseconds (median of `--repeats` batches after one
-warm-up call, which also compiles jaxgen) and the ratio, then the feature
-parity for each weight init:
+Printed: per-image milliseconds (median and min of `--repeats` rounds after
+one warm-up call, which also compiles jaxgen; the implementations take turns
+within each round, so they share the same background load) and the ratio.
+On CPU a third row compiles jaxgen with XLA's own options, which hand the
+convolutions to YNNPACK: `inception.XLA_CPU_COMPILER_OPTIONS` keeps them on
+Eigen because YNNPACK's unpadded stride-1 convolutions are several times
+slower, shown per convolution in the second table (the stem's convolutions,
+`--conv-batch` images, torch `conv2d` vs XLA:CPU YNNPACK vs Eigen). Last,
+the feature parity for each weight init:
 
   he:      He-normal convolutions, BatchNorm scale/var in U(0.5, 1.5), small
            shifts: activations stay O(1) through the 94 conv layers, like
@@ -25,6 +31,9 @@ This needs torchvision, which does not import beside jaxgen's CPU torch
 
   python3 -m venv .venv-fidref && .venv-fidref/bin/pip install -e ".[fid-reference,dev]"
   .venv-fidref/bin/python benchmarks/fid_extraction.py --batch 50 --repeats 3
+
+Both frameworks use every core this process may run on; `taskset -c 0`
+compares them on one thread each.
 """
 
 from __future__ import annotations
@@ -120,8 +129,52 @@ def torch_features(model, images_nhwc: np.ndarray) -> np.ndarray:
   return pool[:, :, 0, 0].numpy()
 
 
-def jaxgen_features(variables, images_nhwc: np.ndarray) -> np.ndarray:
-  return np.asarray(inception.inception_outputs(variables, images_nhwc).pool)
+def jaxgen_features(variables, images_nhwc: np.ndarray, xla_cpu_defaults: bool = False):
+  forward = inception.jitted_forward(xla_cpu_defaults)
+  return np.asarray(forward(variables, images_nhwc).pool)
+
+
+# The stem's convolutions at a 299x299 input: (name, input H=W, in, out, kernel, padding).
+STEM_CONVOLUTIONS = (
+  ("Conv2d_2a_3x3", 149, 32, 32, 3, 0),
+  ("Conv2d_2b_3x3", 147, 32, 64, 3, 1),
+  ("Conv2d_4a_3x3", 73, 80, 192, 3, 0),
+)
+
+
+def convolution_row(spec: tuple[str, int, int, int, int, int], batch: int, repeats: int):
+  """Per-image ms of one convolution: torch vs XLA:CPU's YNNPACK and Eigen kernels."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+
+  name, size, cin, cout, kernel, pad = spec
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, size, size, cin), dtype=np.float32)
+  w = rng.standard_normal((kernel, kernel, cin, cout), dtype=np.float32)
+  x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+  w_torch = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous()
+  x, w = jax.device_put(x), jax.device_put(w)
+
+  def conv(x, w):
+    padding = ((pad, pad), (pad, pad))
+    return jax.lax.conv_general_dilated(
+      x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+  ynnpack = jax.jit(conv)
+  eigen = jax.jit(conv, compiler_options=inception.XLA_CPU_COMPILER_OPTIONS)
+  runners = {
+    "torch conv2d": lambda: F.conv2d(x_torch, w_torch, padding=pad),
+    "XLA:CPU YNNPACK": lambda: ynnpack(x, w).block_until_ready(),
+    "XLA:CPU Eigen": lambda: eigen(x, w).block_until_ready(),
+  }
+  for run in runners.values():
+    run()  # compiles
+  row = {"convolution": f"{name} {size}x{size}x{cin}->{cout}, pad {pad}"}
+  for runner, t in _common.time_interleaved(runners, repeats).items():
+    row[f"{runner} ms/image"] = 1e3 * _common.summarize(t["wall"])["median"] / batch
+  row["YNNPACK / Eigen"] = row["XLA:CPU YNNPACK ms/image"] / row["XLA:CPU Eigen ms/image"]
+  return row
 
 
 def parity(init: str, images: np.ndarray) -> dict[str, float | str]:
@@ -144,9 +197,14 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--size", type=int, default=299, help="input height and width")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--parity-batch", type=int, default=8)
+  parser.add_argument(
+    "--conv-batch", type=int, default=10, help="batch of the stem convolution table; 0: skip it"
+  )
   args = parser.parse_args(argv)
   for name in ("batch", "size", "repeats", "parity_batch"):
     _common.check_positive(name, getattr(args, name))
+  if args.conv_batch < 0:
+    raise ValueError(f"conv_batch: expected a non-negative integer, found {args.conv_batch}")
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   threads = _common.set_torch_threads()
 
@@ -156,29 +214,37 @@ def main(argv: Sequence[str] | None = None) -> None:
   torch_model = pytorch_fid_inception(state)
   variables = metric_networks.FID_INCEPTION.from_torch(state)
 
+  runners = {
+    "pytorch-fid InceptionV3 (torch eager)": lambda: torch_features(torch_model, images),
+    "jaxgen FIDInceptionV3 (jit)": lambda: jaxgen_features(variables, images),
+  }
+  if jax.default_backend() == "cpu":
+    runners["jaxgen, XLA:CPU default options (YNNPACK convolutions)"] = lambda: jaxgen_features(
+      variables, images, xla_cpu_defaults=True
+    )
+  warmups = {name: _common.time_calls(run, 1)[0] for name, run in runners.items()}
+  times = _common.time_interleaved(runners, args.repeats)
   rows = []
-  for name, run in (
-    ("pytorch-fid InceptionV3 (torch eager)", lambda: torch_features(torch_model, images)),
-    (
-      "jaxgen FIDInceptionV3 (jit)",
-      lambda: jax.block_until_ready(jaxgen_features(variables, images)),
-    ),
-  ):
-    warmup = _common.time_calls(run, 1)[0]
-    stats = _common.summarize(_common.time_calls(run, args.repeats))
-    logger.info("%s: warm-up %.2f s, median batch %.2f s", name, warmup, stats["median"])
+  for name, t in times.items():
+    stats = _common.summarize(t["wall"])
+    logger.info("%s: warm-up %.2f s, median batch %.2f s", name, warmups[name], stats["median"])
     rows.append(
       {
         "implementation": name,
         "batch": args.batch,
         "ms/image (median)": 1e3 * stats["median"] / args.batch,
         "ms/image (min)": 1e3 * stats["min"] / args.batch,
-        "warm-up s": warmup,
+        "warm-up s": warmups[name],
       }
     )
   torch_ms = rows[0]["ms/image (median)"]
   for row in rows:
     row["time / pytorch-fid"] = row["ms/image (median)"] / torch_ms
+  conv_rows = [
+    convolution_row(spec, args.conv_batch, args.repeats)
+    for spec in STEM_CONVOLUTIONS
+    if args.conv_batch and jax.default_backend() == "cpu"
+  ]
 
   parity_images = images[: args.parity_batch]
   parity_rows = [parity(init, parity_images) for init in INITS]
@@ -188,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     f"({_common.machine_line()}; torch threads {threads})\n"
   )
   print(_common.markdown_table(rows))
+  if conv_rows:
+    print(f"\nThe stem's convolutions alone, {args.conv_batch} images, float32:\n")
+    print(_common.markdown_table(conv_rows))
   print(f"\npool3 parity with pytorch-fid on {len(parity_images)} images:\n")
   print(_common.markdown_table(parity_rows))
 

@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   )
   c.data = dict(resolution=16, num_train_examples=20_000, seed=0)
   c.text = dict(max_length=12, width=64, num_layers=2, num_heads=4)
-  c.model = dict(coord_channels=True, inpainting=False)
+  # compute_dtype "bfloat16" and remat policies as in configs/text_to_image_shapes.py.
+  c.model = dict(coord_channels=True, inpainting=False, compute_dtype="float32", remat="none")
   c.inpainting = dict(full_mask_prob=0.25)
   c.unet = dict(
     sample_size=8,  # latent side: 16 pixels / 2

@@ -26,7 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
   # p > 1 folds p×p patches into channels (for larger images on small
   # compute); at 32×32 with p=2 the model learned colour but not position in
   # the same 1000 steps, so the quickstart stays at 16×16 pixels.
-  c.model = dict(patch_size=1, coord_channels=True)
+  # compute_dtype: "bfloat16" computes in bf16 (params, optimizer and loss stay float32);
+  # remat: "full" | "save_dots" | "save_dots_no_batch" recompute U-Net block activations.
+  c.model = dict(patch_size=1, coord_channels=True, compute_dtype="float32", remat="none")
   c.unet = dict(
     sample_size=16,
     in_channels=5,  # RGB + 2 coordinate channels

@@ -22,6 +22,9 @@ from tiny_configs import CONFIGS, TINY
 ROOT = os.path.dirname(CONFIGS)
 # Experiments that read data from disk: dry-run on small fake folders (see `humanml3d_args`).
 DRY_RUN_ONLY = ("t2m_mdm_humanml3d.py",)
+# Stable Diffusion fine-tunes need a diffusers folder and image-caption data: dry-run on the
+# tiny ones of tests/test_sd_finetune.py (which trains them end to end).
+SD_FINETUNE = ("sd15_finetune.py", "sd2_finetune.py")
 # Experiments that start from another experiment's run: config -> (its override, that config).
 NEEDS_RUN = {
   "latent_diffusion_shapes.py": ("autoencoder.workdir", "autoencoder_shapes.py"),
@@ -125,6 +128,13 @@ def humanml3d_args(tmp_path_factory):
   }
 
 
+@pytest.fixture(scope="module")
+def sd_finetune_args(tmp_path_factory):
+  from test_sd_finetune import sd_finetune_args
+
+  return sd_finetune_args(str(tmp_path_factory.mktemp("sd_finetune")))
+
+
 def _with(argv, overrides):
   """argv with `key=value` overrides replaced (or appended) by `overrides`."""
   kept = [a for a in argv if a.split("=", 1)[0] not in overrides]
@@ -143,8 +153,9 @@ def test_train_runs_every_experiment_and_refuses_architecture_files(name, projec
     assert len(err.splitlines()) == 1
     assert "is an architecture file" in err and "Build the model from Python" in err
     assert f"from jaxgen.configs.arch import {os.path.basename(name)[:-3]}" in err
-  elif name in DRY_RUN_ONLY:
-    overrides = request.getfixturevalue("humanml3d_args")
+  elif name in DRY_RUN_ONLY or name in SD_FINETUNE:
+    fixture = "humanml3d_args" if name in DRY_RUN_ONLY else "sd_finetune_args"
+    overrides = request.getfixturevalue(fixture)
     assert run_cli(_with(["train", "--config", path, "--dry-run"], overrides)) == 0
     assert "nothing compiled" in capsys.readouterr().out
   else:

@@ -28,11 +28,12 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from clip_tokenizer_files import write_clip_tokenizer
 from PIL import Image
 
-from jaxgen.metrics import clip_score as cs
 from jaxgen.cli import eval as eval_command
 from jaxgen.cli import eval_folders as eval_cli
+from jaxgen.metrics import clip_score as cs
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -43,32 +44,8 @@ MERGES = ("c a", "ca t</w>", "d o", "do g</w>", "r e", "re d</w>", "a n</w>")
 CAPTIONS = ("a red cat", "a dog on a mat", "an apple", "two dogs", "a cat and a dog", "red")
 
 
-def _bytes_to_unicode() -> list[str]:
-  """GPT-2 / CLIP's printable stand-ins for the 256 bytes, in byte order."""
-  printable = (
-    list(range(ord("!"), ord("~") + 1))
-    + list(range(ord("¡"), ord("¬") + 1))
-    + list(range(ord("®"), ord("ÿ") + 1))
-  )
-  chars, extra = {}, 0
-  for b in range(256):
-    if b in printable:
-      chars[b] = chr(b)
-    else:
-      chars[b] = chr(256 + extra)
-      extra += 1
-  return [chars[b] for b in range(256)]
-
-
 def _write_tokenizer(folder) -> "transformers.CLIPTokenizer":
-  chars = _bytes_to_unicode()
-  tokens = chars + [c + "</w>" for c in chars] + [m.replace(" ", "") for m in MERGES]
-  tokens += ["<|startoftext|>", "<|endoftext|>"]
-  (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-  (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n")
-  return transformers.CLIPTokenizer.from_pretrained(
-    folder, model_max_length=16, local_files_only=True
-  )
+  return write_clip_tokenizer(str(folder), MERGES, max_length=16)
 
 
 class _TensorFeatures(torch.nn.Module):

@@ -427,6 +427,24 @@ def test_end_to_end_parity_float32(state_dict, variables):
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * np.abs(want).max(), rtol=1e-4)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU compiler options")
+def test_cpu_compiler_options_keep_convolutions_off_ynnpack():
+  # XLA:CPU hands this convolution to YNNPACK, whose unpadded stride-1 kernels run
+  # several times slower than Eigen's (benchmarks/fid_extraction.py); the forward's
+  # compiler options must stay valid and keep it on Eigen.
+  def conv(x, w):
+    return jax.lax.conv_general_dilated(
+      x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+  x, w = jnp.ones((1, 9, 9, 32)), jnp.ones((3, 3, 32, 32))
+  assert "ynn_fusion" in jax.jit(conv).lower(x, w).compile().as_text()
+  options = inception.XLA_CPU_COMPILER_OPTIONS
+  compiled = jax.jit(conv, compiler_options=options).lower(x, w).compile()
+  assert "convolution(" in compiled.as_text() and "ynn_fusion" not in compiled.as_text()
+  np.testing.assert_array_equal(np.asarray(compiled(x, w)), np.full((1, 7, 7, 32), 288.0))
+
+
 def test_rejects_bad_input(variables):
   with pytest.raises(ValueError, match="3 channels"):
     inception.FIDInceptionV3().apply(variables, jnp.zeros((1, 32, 32, 1)))

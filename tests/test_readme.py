@@ -40,6 +40,15 @@ COMMAND_TESTS = [
     "tests/test_cli.py::test_readme_commands_that_need_a_pod_or_real_data_dry_run",
   ),
   (
+    "jaxgen train --config configs/sd15_finetune.py",
+    "tests/test_sd_finetune.py::test_readme_commands",
+  ),
+  (
+    "jaxgen train --config configs/sd2_finetune.py",
+    "tests/test_sd_finetune.py::test_readme_commands",
+  ),
+  ("jaxgen convert --from jaxgen runs/", "tests/test_sd_finetune.py::test_readme_commands"),
+  (
     "jaxgen train --config",
     "tests/test_cli.py::test_train_runs_every_experiment_and_refuses_architecture_files",
   ),

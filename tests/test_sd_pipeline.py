@@ -13,6 +13,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from clip_tokenizer_files import write_clip_tokenizer
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -32,42 +33,9 @@ HEIGHT = WIDTH = 16  # Latents 8x8: the tiny VAE downsamples by 2.
 MERGES = ("c a", "ca t</w>", "d o", "do g</w>", "m a", "ma t</w>", "o n</w>")
 
 
-def _bytes_to_unicode() -> list[str]:
-  """GPT-2 / CLIP's printable stand-ins for the 256 bytes, in byte order."""
-  printable = (
-    list(range(ord("!"), ord("~") + 1))
-    + list(range(ord("¡"), ord("¬") + 1))
-    + list(range(ord("®"), ord("ÿ") + 1))
-  )
-  chars, extra = {}, 0
-  for b in range(256):
-    if b in printable:
-      chars[b] = chr(b)
-    else:
-      chars[b] = chr(256 + extra)
-      extra += 1
-  return [chars[b] for b in range(256)]
-
-
-def _write_tiny_clip_tokenizer(folder: str, max_length: int) -> transformers.CLIPTokenizer:
-  """A CLIP BPE vocabulary of single bytes (plain and word-final) plus a few merges."""
-  os.makedirs(folder, exist_ok=True)
-  chars = _bytes_to_unicode()
-  merges = list(MERGES)
-  tokens = chars + [c + "</w>" for c in chars] + [m.replace(" ", "") for m in merges]
-  tokens += ["<|startoftext|>", "<|endoftext|>"]
-  with open(os.path.join(folder, "vocab.json"), "w") as f:
-    json.dump({token: i for i, token in enumerate(tokens)}, f)
-  with open(os.path.join(folder, "merges.txt"), "w") as f:
-    f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
-  return transformers.CLIPTokenizer.from_pretrained(
-    folder, model_max_length=max_length, local_files_only=True
-  )
-
-
 def _tiny_pipeline(folder: str, scheduler) -> None:
   torch.manual_seed(0)
-  tokenizer = _write_tiny_clip_tokenizer(os.path.join(folder, "_tokenizer_src"), max_length=12)
+  tokenizer = write_clip_tokenizer(os.path.join(folder, "_tokenizer_src"), MERGES, max_length=12)
   text_encoder = transformers.CLIPTextModel(
     transformers.CLIPTextConfig(
       vocab_size=len(tokenizer),
@@ -135,12 +103,16 @@ def latents():
   return np.random.default_rng(0).standard_normal((len(PROMPTS), 8, 8, 4)).astype(np.float32)
 
 
-def _diffusers_images(folder: str, latents: np.ndarray, scheduler: str | None = None) -> np.ndarray:
+def _diffusers_images(
+  folder: str, latents: np.ndarray, scheduler: str | None = None, **scheduler_options
+) -> np.ndarray:
   pipe = diffusers.StableDiffusionPipeline.from_pretrained(
     folder, safety_checker=None, requires_safety_checker=False
   )
   if scheduler is not None:  # Same betas and spacing, another solver.
-    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(
+      pipe.scheduler.config, **scheduler_options
+    )
   pipe.set_progress_bar_config(disable=True)
   with torch.no_grad():
     return pipe(
@@ -199,18 +171,63 @@ def test_text_to_image_matches_diffusers_and_round_trips(tiny_folder, latents, t
     assert json.load(f)["steps_offset"] == 1
 
 
+# scheduler/scheduler_config.json of Stable Diffusion 1.5 (PLMS), with its keys of other schedulers.
+SD15_SCHEDULER_CONFIG = {
+  "_class_name": "PNDMScheduler",
+  "_diffusers_version": "0.6.0",
+  "beta_start": 0.00085,
+  "beta_end": 0.012,
+  "beta_schedule": "scaled_linear",
+  "num_train_timesteps": 1000,
+  "set_alpha_to_one": False,
+  "skip_prk_steps": True,
+  "steps_offset": 1,
+  "trained_betas": None,
+  "clip_sample": False,
+}
+
+
+@pytest.fixture(scope="module")
+def pndm_folder(tiny_folder, tmp_path_factory):
+  """The tiny pipeline with SD 1.5's shipped scheduler."""
+  folder = str(tmp_path_factory.mktemp("sd15") / "pipeline")
+  shutil.copytree(tiny_folder, folder)
+  with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
+    json.dump(SD15_SCHEDULER_CONFIG, f)
+  with open(os.path.join(folder, "model_index.json")) as f:
+    index = json.load(f)
+  index["scheduler"] = ["diffusers", "PNDMScheduler"]
+  with open(os.path.join(folder, "model_index.json"), "w") as f:
+    json.dump(index, f)
+  return folder
+
+
 @pytest.mark.parametrize(
-  ("sampler", "scheduler"),
-  [("euler", "EulerDiscreteScheduler"), ("dpm_solver_pp_2m", "DPMSolverMultistepScheduler")],
+  ("sampler", "scheduler", "options"),
+  [
+    ("euler", "EulerDiscreteScheduler", {}),
+    ("dpm_solver_pp_2m", "DPMSolverMultistepScheduler", {}),
+    ("dpm_solver_pp_2m_karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    ("pndm", None, {}),  # The folder's own scheduler: SD 1.5's PNDM.
+  ],
 )
-def test_other_samplers_match_diffusers_schedulers(tiny_folder, latents, sampler, scheduler):
+def test_other_samplers_match_diffusers_schedulers(
+  tiny_folder, pndm_folder, latents, sampler, scheduler, options
+):
   # Euler starts from latents * init_noise_sigma (sqrt(sigma_max^2 + 1), 'leading'), in both.
-  sd = diffusers_pipeline.load_stable_diffusion(tiny_folder)
+  folder = pndm_folder if scheduler is None else tiny_folder
+  sd = diffusers_pipeline.load_stable_diffusion(folder)
   images = stable_diffusion.sample(
-    sd, PROMPTS, latents, num_steps=NUM_STEPS, guidance_scale=GUIDANCE, sampler=sampler
+    sd,
+    PROMPTS,
+    latents,
+    num_steps=NUM_STEPS,
+    guidance_scale=GUIDANCE,
+    sampler=None if scheduler is None else sampler,
   )
+  assert sd.scheduler.sampler == ("pndm" if scheduler is None else "ddim")
   np.testing.assert_allclose(
-    np.asarray(images), _diffusers_images(tiny_folder, latents, scheduler), atol=1e-4
+    np.asarray(images), _diffusers_images(folder, latents, scheduler, **options), atol=1e-4
   )
 
 
@@ -249,58 +266,51 @@ def test_convert_cli_round_trip_is_bit_identical(tiny_folder, tmp_path):
 
 
 @pytest.mark.parametrize(
-  "scheduler", ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "PNDMScheduler"]
+  ("scheduler", "options", "sampler"),
+  [
+    ("EulerDiscreteScheduler", {}, "euler"),
+    ("DPMSolverMultistepScheduler", {}, "dpm_solver_pp_2m"),
+    ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "dpm_solver_pp_2m_karras"),
+    ("PNDMScheduler", {"skip_prk_steps": True}, "pndm"),
+    ("EulerAncestralDiscreteScheduler", {}, "euler_ancestral"),
+    ("HeunDiscreteScheduler", {}, "heun"),
+    ("LMSDiscreteScheduler", {}, "lms"),
+    ("UniPCMultistepScheduler", {}, "unipc"),
+  ],
 )
-def test_scheduler_configs_map_to_jaxgen(scheduler):
+def test_scheduler_configs_map_to_jaxgen(scheduler, options, sampler):
   config = dict(
     getattr(diffusers, scheduler)(
-      beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+      beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, **options
     ).config
   )
   config = {"_class_name": scheduler, **{k: v for k, v in config.items() if not k.startswith("_")}}
   ours = diffusers_pipeline.scheduler_from_diffusers(config)
-  assert (
-    ours.sampler
-    == {
-      "EulerDiscreteScheduler": "euler",
-      "DPMSolverMultistepScheduler": "dpm_solver_pp_2m",
-      "PNDMScheduler": "ddim",
-    }[scheduler]
-  )
+  assert ours.sampler == sampler
   assert (ours.beta_schedule, ours.beta_start, ours.beta_end, ours.steps_offset) == (
     "scaled_linear",
     0.00085,
     0.012,
     1,
   )
-  if scheduler != "PNDMScheduler":  # PNDM is written back as DDIM (no PLMS sampler in jaxgen).
-    written = diffusers_pipeline.scheduler_to_diffusers(ours)
-    reloaded = getattr(diffusers, scheduler).from_config(written)
-    for key, value in written.items():
-      if not key.startswith("_"):
-        assert reloaded.config[key] == value, key
-    # The timesteps jaxgen samples at are diffusers'.
-    reloaded.set_timesteps(7)
-    np.testing.assert_allclose(np.asarray(ours.plan(7).table.timestep), reloaded.timesteps.numpy())
+  # Written back as the same class with the same options.
+  written = diffusers_pipeline.scheduler_to_diffusers(ours)
+  assert written["_class_name"] == scheduler
+  assert diffusers_pipeline.scheduler_from_diffusers(written) == ours
+  reloaded = getattr(diffusers, scheduler).from_config(written)
+  for key, value in written.items():
+    if not key.startswith("_"):
+      assert reloaded.config[key] == value, key
+  # The timesteps jaxgen samples at are diffusers' (PLMS repeats one, Heun all but the first).
+  reloaded.set_timesteps(7)
+  np.testing.assert_allclose(np.asarray(ours.plan(7).table.timestep), reloaded.timesteps.numpy())
 
 
 def test_released_scheduler_configs():
   # scheduler_config.json of Stable Diffusion 1.5 (PNDM) and 2.1 (DDIM, v-prediction), with their
   # keys that belong to other schedulers (clip_sample, skip_prk_steps).
-  common = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-    "clip_sample": False,
-  }
-  sd15 = diffusers_pipeline.scheduler_from_diffusers(
-    {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", **common}
-  )
+  common = {k: v for k, v in SD15_SCHEDULER_CONFIG.items() if not k.startswith("_")}
+  sd15 = diffusers_pipeline.scheduler_from_diffusers(SD15_SCHEDULER_CONFIG)
   sd21 = diffusers_pipeline.scheduler_from_diffusers(
     {
       "_class_name": "DDIMScheduler",
@@ -309,8 +319,12 @@ def test_released_scheduler_configs():
       "prediction_type": "v_prediction",
     }
   )
-  assert sd15 == stable_diffusion.SchedulerConfig()  # jaxgen's default is SD 1.x with DDIM.
+  # jaxgen's default is SD 1.x's schedule with DDIM; SD 1.5 folders sample with their PLMS.
+  assert sd15 == stable_diffusion.SchedulerConfig(sampler="pndm")
   assert sd21 == stable_diffusion.SchedulerConfig(prediction_type="v_prediction")
+  # A class's own diffusers defaults fill the keys a config leaves out (Heun's betas are SD's).
+  heun = diffusers_pipeline.scheduler_from_diffusers({"_class_name": "HeunDiscreteScheduler"})
+  assert (heun.beta_start, heun.beta_end, heun.timestep_spacing) == (0.00085, 0.012, "linspace")
 
 
 def test_named_errors(tiny_folder, tmp_path):
@@ -319,7 +333,18 @@ def test_named_errors(tiny_folder, tmp_path):
       {"_class_name": "DDIMScheduler", "thresholding": True}
     )
   with pytest.raises(UnsupportedConfigError, match="_class_name"):
-    diffusers_pipeline.scheduler_from_diffusers({"_class_name": "LMSDiscreteScheduler"})
+    diffusers_pipeline.scheduler_from_diffusers({"_class_name": "KDPM2DiscreteScheduler"})
+  # PNDM's Runge-Kutta warm-up (its default) is not implemented: named, not replaced by PLMS.
+  with pytest.raises(UnsupportedConfigError, match="skip_prk_steps"):
+    diffusers_pipeline.scheduler_from_diffusers({"_class_name": "PNDMScheduler"})
+  with pytest.raises(UnsupportedConfigError, match="solver_order=3"):
+    diffusers_pipeline.scheduler_from_diffusers(
+      {"_class_name": "UniPCMultistepScheduler", "solver_order": 3}
+    )
+  with pytest.raises(UnsupportedConfigError, match="use_karras_sigmas"):
+    diffusers_pipeline.scheduler_from_diffusers(
+      {"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": True}
+    )
   with pytest.raises(cli_convert.ConvertUsageError, match="--to"):
     parser = argparse.ArgumentParser()
     cli_convert.add_arguments(parser)

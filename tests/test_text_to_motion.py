@@ -139,7 +139,7 @@ def test_generate_returns_denormalised_motions_zero_beyond_lengths(task, params)
   with pytest.raises(ValueError, match="conditions: expected keys"):
     task.generate(params, dict(caption=np.asarray(["a"])), rng)
   with pytest.raises(ValueError, match="sampler"):
-    task.generate(params, _conditions(["a"], [40]), rng, sampler="heun")
+    task.generate(params, _conditions(["a"], [40]), rng, sampler="plms")
   with pytest.raises(ValueError, match="num_steps: expected a positive .* at most 1000"):
     task.generate(params, _conditions(["a"], [40]), rng, num_steps=1001)
   with pytest.raises(ValueError, match="guidance_scale"):

@@ -2,6 +2,7 @@
 
   jaxgen convert --from diffusers SRC --to DST              diffusers folder -> jaxgen checkpoint
   jaxgen convert --from jaxgen SRC --to diffusers DST       jaxgen checkpoint -> diffusers folder
+  jaxgen convert --from jaxgen RUN --to diffusers DST       sd_finetune run -> diffusers folder
 
 The target format may be omitted (`--to DST`): it is then the other format.
 A jaxgen checkpoint is the layout of
@@ -9,7 +10,9 @@ A jaxgen checkpoint is the layout of
 (configs as JSON, flattened float32 params in one safetensors file, the
 tokenizer files): the folder `stable_diffusion_checkpoint.load_checkpoint`
 reads for the pipelines API, not a `jaxgen train` run (`jaxgen sample` does
-not take it). The destination must not exist, or be empty, unless
+not take it). A `jaxgen train` run of the `sd_finetune` task is also read as
+a jaxgen source: its pretrained pipeline with the run's EMA U-Net (newest
+readable checkpoint). The destination must not exist, or be empty, unless
 --overwrite is given.
 
 The source is read and converted whole, and written to a temporary folder
@@ -148,6 +151,30 @@ def write_replacing(target: str, write: Callable[[str], None]) -> None:
     _remove(old)
 
 
+class NotAnExportableRunError(ConvertUsageError):
+  """--from jaxgen names a `jaxgen train` run of a task that is not a Stable Diffusion pipeline."""
+
+
+def _load_jaxgen(source: str):
+  """The bundle of a jaxgen pipeline checkpoint, or of an `sd_finetune` run (its EMA U-Net)."""
+  from jaxgen.pipelines import stable_diffusion_checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxgen.training.run_directory import CONFIG_FILE  # pylint: disable=g-import-not-at-top
+
+  run_config = os.path.join(source, CONFIG_FILE)
+  if stable_diffusion_checkpoint.is_pipeline_checkpoint(source) or not os.path.isfile(run_config):
+    return stable_diffusion_checkpoint.load_checkpoint(source)
+  from jaxgen.tasks import registry  # pylint: disable=g-import-not-at-top
+  from jaxgen.tasks.image.sd_finetune import SDFinetuneTask  # pylint: disable=g-import-not-at-top
+
+  if registry.task_class(registry.run_config(source)) is not SDFinetuneTask:
+    raise NotAnExportableRunError(
+      f"--from jaxgen: expected a pipeline checkpoint or an sd_finetune run, found a "
+      f"{registry.run_config(source).get('task')!r} run in {source}"
+    )
+  task, params = registry.load_run(source)
+  return task.pipeline(params)
+
+
 def run_convert(args: argparse.Namespace) -> dict[str, Any]:
   """Converts `args.source` into `args.target`; returns a small summary dict."""
   from jaxgen.convert import diffusers_pipeline  # pylint: disable=g-import-not-at-top
@@ -160,7 +187,7 @@ def run_convert(args: argparse.Namespace) -> dict[str, Any]:
     sd = diffusers_pipeline.load_stable_diffusion(source)
     write_replacing(target, lambda folder: stable_diffusion_checkpoint.save_checkpoint(sd, folder))
   else:
-    sd = stable_diffusion_checkpoint.load_checkpoint(source)
+    sd = _load_jaxgen(source)
     write_replacing(target, lambda folder: diffusers_pipeline.save_stable_diffusion(sd, folder))
   _LOG.info("converted %s (%s) -> %s (%s)", source, source_format, target, target_format)
   return {

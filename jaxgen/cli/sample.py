@@ -32,7 +32,10 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--sampler",
     default=None,
-    help="diffusion sampler: ddpm | ddim | dpm_solver_pp_2m | euler (default: the run's config)",
+    help=(
+      "diffusion sampler: ddpm | ddim | pndm | dpm_solver_pp_2m | dpm_solver_pp_2m_karras | "
+      "euler | euler_ancestral | heun | lms | unipc (default: the run's config)"
+    ),
   )
   parser.add_argument(
     "--steps", type=int, default=None, help="sampling steps (default: the run's config)"

@@ -109,15 +109,21 @@ def dry_run(task, config) -> int:
       f"train.batch_size: expected a multiple of the mesh's {mesh_devices} "
       f"devices (mesh_shape={tuple(config.mesh_shape)}), got {batch_size}"
     )
-  arrays = task.train_arrays()
-  rows = min(len(v) for v in arrays.values())
+  # A grain-fed task is checked through its record count and abstract batch: decoding
+  # its whole training set into memory (`train_arrays`) could take hundreds of GB.
+  dataset = task.train_dataset()
+  arrays = task.train_arrays() if dataset is None else None
+  rows = len(dataset.records) if dataset is not None else min(len(v) for v in arrays.values())
   if rows < batch_size:
     raise ValueError(
       f"train.batch_size: expected at most the {rows} training examples, got {batch_size}"
     )
-  batch = {k: np.asarray(v[:batch_size]) for k, v in arrays.items()}
-  task.check_batch(batch)
-  abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+  if arrays is None:
+    abstract_batch = task.abstract_batch(batch_size)
+  else:
+    batch = {k: np.asarray(v[:batch_size]) for k, v in arrays.items()}
+    task.check_batch(batch)
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
   state = abstract_train_state(task, config, abstract_batch)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
@@ -129,7 +135,7 @@ def dry_run(task, config) -> int:
   print(
     f"dry run of task {config.task!r}: {num_params:,} parameters; train state "
     f"{state_bytes / 2**30:.3f} GiB (params, EMA, optimizer) before sharding; "
-    f"batch {batch_size} of {_shapes(batch)}; {mesh}; nothing compiled"
+    f"batch {batch_size} of {_shapes(abstract_batch)}; {mesh}; nothing compiled"
   )
   return 0
 

@@ -18,13 +18,18 @@ written as absent, so diffusers loads the folder with
 
 Schedulers map to jaxgen's `SchedulerConfig` (`scheduler_from_diffusers`):
 
-  DDIMScheduler                -> sampler "ddim"
-  DDPMScheduler                -> "ddpm" (variance_type "fixed_small")
-  EulerDiscreteScheduler       -> "euler"
-  DPMSolverMultistepScheduler  -> "dpm_solver_pp_2m" (dpmsolver++, order 2, midpoint)
-  PNDMScheduler                -> "ddim" on the same schedule: jaxgen has no
-                                  PLMS sampler, so a PNDM pipeline samples with
-                                  DDIM here and is written back with a DDIMScheduler.
+  DDIMScheduler                    -> sampler "ddim"
+  DDPMScheduler                    -> "ddpm" (variance_type "fixed_small")
+  EulerDiscreteScheduler           -> "euler"
+  DPMSolverMultistepScheduler      -> "dpm_solver_pp_2m" (dpmsolver++, order 2, midpoint),
+                                      "dpm_solver_pp_2m_karras" with use_karras_sigmas
+  PNDMScheduler                    -> "pndm" (PLMS: skip_prk_steps must be true)
+  EulerAncestralDiscreteScheduler  -> "euler_ancestral"
+  HeunDiscreteScheduler            -> "heun"
+  LMSDiscreteScheduler             -> "lms"
+  UniPCMultistepScheduler          -> "unipc" (bh2, order 2, predict_x0, corrector on)
+
+and each sampler back to its class, so a folder round-trips to its own scheduler.
 
 Options jaxgen does not implement are accepted only at the value that makes
 them a no-op (e.g. thresholding=False); others raise `UnsupportedConfigError`.
@@ -49,6 +54,7 @@ from typing import Any
 from jaxgen.convert import transformers_text
 from jaxgen.convert.diffusers_unet import unet_from_diffusers, unet_to_diffusers
 from jaxgen.convert.diffusers_vae import vae_from_diffusers, vae_to_diffusers
+from jaxgen.diffusion.samplers import DEFAULT_SPACING
 from jaxgen.errors import UnsupportedConfigError
 from jaxgen.models.autoencoder import AutoencoderKLConfig
 from jaxgen.models.unet_config import UNetConfig
@@ -92,26 +98,67 @@ _SCHEDULER_KEYS: Mapping[str, tuple[str, ...]] = {
   "PNDMScheduler": _COMMON_KEYS + ("set_alpha_to_one",),
   "EulerDiscreteScheduler": _COMMON_KEYS,
   "DPMSolverMultistepScheduler": _COMMON_KEYS,
+  "EulerAncestralDiscreteScheduler": _COMMON_KEYS,
+  "HeunDiscreteScheduler": _COMMON_KEYS,
+  "LMSDiscreteScheduler": _COMMON_KEYS,
+  "UniPCMultistepScheduler": _COMMON_KEYS,
 }
 _SAMPLER_OF_SCHEDULER: Mapping[str, str] = {
   "DDIMScheduler": "ddim",
   "DDPMScheduler": "ddpm",
-  "PNDMScheduler": "ddim",
+  "PNDMScheduler": "pndm",
   "EulerDiscreteScheduler": "euler",
   "DPMSolverMultistepScheduler": "dpm_solver_pp_2m",
+  "EulerAncestralDiscreteScheduler": "euler_ancestral",
+  "HeunDiscreteScheduler": "heun",
+  "LMSDiscreteScheduler": "lms",
+  "UniPCMultistepScheduler": "unipc",
 }
 _SCHEDULER_OF_SAMPLER: Mapping[str, str] = {
-  "ddim": "DDIMScheduler",
-  "ddpm": "DDPMScheduler",
-  "euler": "EulerDiscreteScheduler",
-  "dpm_solver_pp_2m": "DPMSolverMultistepScheduler",
+  **{sampler: name for name, sampler in _SAMPLER_OF_SCHEDULER.items()},
+  "dpm_solver_pp_2m_karras": "DPMSolverMultistepScheduler",
+}
+# Options that pick another sampler of the same class: (class, key) -> {value: sampler}.
+_SAMPLER_OPTIONS: Mapping[tuple[str, str], Mapping[Any, str]] = {
+  ("DPMSolverMultistepScheduler", "use_karras_sigmas"): {
+    False: "dpm_solver_pp_2m",
+    True: "dpm_solver_pp_2m_karras",
+  }
+}
+# diffusers' defaults, where a key a config leaves out would select an unsupported option.
+_UNSUPPORTED_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+  "PNDMScheduler": {"skip_prk_steps": False}
+}
+# diffusers' beta range where a class's default is not DDPM's 0.0001..0.02.
+_BETA_DEFAULTS: Mapping[str, tuple[float, float]] = {"HeunDiscreteScheduler": (0.00085, 0.012)}
+_NO_EXTRA_SIGMAS = {
+  "use_karras_sigmas": False,
+  "use_exponential_sigmas": False,
+  "use_beta_sigmas": False,
 }
 _NO_THRESHOLDING = {"thresholding": False, "rescale_betas_zero_snr": False}
 # Options accepted only at these values (each is a no-op there).
 _FIXED_OPTIONS: Mapping[str, Mapping[str, Any]] = {
   "DDIMScheduler": _NO_THRESHOLDING,
   "DDPMScheduler": {**_NO_THRESHOLDING, "variance_type": "fixed_small"},
-  "PNDMScheduler": {},
+  # Runge-Kutta warm-up (PRK) is not implemented: PLMS from the first step, as Stable Diffusion.
+  "PNDMScheduler": {"skip_prk_steps": True},
+  "EulerAncestralDiscreteScheduler": {"rescale_betas_zero_snr": False},
+  "HeunDiscreteScheduler": {**_NO_EXTRA_SIGMAS, "clip_sample": False},
+  "LMSDiscreteScheduler": _NO_EXTRA_SIGMAS,
+  "UniPCMultistepScheduler": {
+    **_NO_THRESHOLDING,
+    **_NO_EXTRA_SIGMAS,
+    "solver_order": 2,
+    "predict_x0": True,
+    "solver_type": "bh2",
+    "lower_order_final": True,
+    "disable_corrector": [],
+    "solver_p": None,
+    "use_flow_sigmas": False,
+    "final_sigmas_type": "zero",
+    "use_dynamic_shifting": False,
+  },
   "EulerDiscreteScheduler": {
     "rescale_betas_zero_snr": False,
     "interpolation_type": "linear",
@@ -128,7 +175,6 @@ _FIXED_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     "solver_order": 2,
     "algorithm_type": "dpmsolver++",
     "solver_type": "midpoint",
-    "use_karras_sigmas": False,
     "use_exponential_sigmas": False,
     "use_beta_sigmas": False,
     "use_lu_lambdas": False,
@@ -140,13 +186,26 @@ _FIXED_OPTIONS: Mapping[str, Mapping[str, Any]] = {
   },
 }
 # Options with no effect on what jaxgen computes, given the fixed options above:
-# thresholding parameters (thresholding is off), PNDM's Runge-Kutta warm-up
-# (replaced by DDIM), DPM-Solver's final-step order (the last step to sigma = 0
-# is always first order) and flow-matching shifts (flow sigmas are off).
+# thresholding parameters (thresholding is off), clipping ranges (clipping is
+# off), DPM-Solver's final-step order (the last step to sigma = 0 is always
+# first order), flow-matching shifts (flow sigmas are off) and sigma bounds of
+# Karras-style sigmas (off for UniPC).
 _IGNORED_OPTIONS: Mapping[str, tuple[str, ...]] = {
   "DDIMScheduler": ("dynamic_thresholding_ratio", "sample_max_value"),
   "DDPMScheduler": ("dynamic_thresholding_ratio", "sample_max_value"),
-  "PNDMScheduler": ("skip_prk_steps",),
+  "PNDMScheduler": (),
+  "EulerAncestralDiscreteScheduler": (),
+  "HeunDiscreteScheduler": ("clip_sample_range",),
+  "LMSDiscreteScheduler": (),
+  "UniPCMultistepScheduler": (
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+    "flow_shift",
+    "time_shift_type",
+    "sigma_min",
+    "sigma_max",
+    "shift_terminal",
+  ),
   "EulerDiscreteScheduler": (),
   "DPMSolverMultistepScheduler": (
     "dynamic_thresholding_ratio",
@@ -173,10 +232,16 @@ def scheduler_from_diffusers(config: Mapping[str, Any]) -> SchedulerConfig:
     _IGNORED_OPTIONS[class_name],
   )
   kwargs, problems, foreign = {"sampler": _SAMPLER_OF_SCHEDULER[class_name]}, [], []
-  for key, value in config.items():
+  for key, value in {**_UNSUPPORTED_DEFAULTS.get(class_name, {}), **config}.items():
     if key.startswith("_") or key in ignored:
       continue
-    if key in mapped:
+    choices = _SAMPLER_OPTIONS.get((class_name, key))
+    if choices is not None:
+      if isinstance(value, bool) and value in choices:
+        kwargs["sampler"] = choices[value]
+      else:
+        problems.append(f"{key}={value!r} (only {sorted(choices)} are supported)")
+    elif key in mapped:
       kwargs[key] = value
     elif key in fixed:
       if value != fixed[key]:
@@ -190,16 +255,15 @@ def scheduler_from_diffusers(config: Mapping[str, Any]) -> SchedulerConfig:
     # skip_prk_steps, SD 1.5's PNDM config clip_sample); diffusers ignores them too.
     _LOG.warning("%s config: ignoring keys that are not its options: %s", class_name, foreign)
   # diffusers' defaults for keys a config leaves out (not SchedulerConfig's SD defaults).
+  beta_start, beta_end = _BETA_DEFAULTS.get(class_name, (0.0001, 0.02))
   defaults = {
     "num_train_timesteps": 1000,
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
+    "beta_start": beta_start,
+    "beta_end": beta_end,
     "beta_schedule": "linear",
     "prediction_type": "epsilon",
     "steps_offset": 0,
-    "timestep_spacing": "linspace"
-    if kwargs["sampler"] in ("euler", "dpm_solver_pp_2m")
-    else "leading",
+    "timestep_spacing": DEFAULT_SPACING[kwargs["sampler"]],
     "set_alpha_to_one": class_name == "DDIMScheduler",
     "clip_sample": class_name in ("DDIMScheduler", "DDPMScheduler"),
   }
@@ -213,6 +277,9 @@ def scheduler_to_diffusers(config: SchedulerConfig) -> dict[str, Any]:
   result = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_VERSION}
   result.update({key: values[key] for key in _SCHEDULER_KEYS[class_name]})
   result.update(_FIXED_OPTIONS[class_name])
+  for (option_class, key), choices in _SAMPLER_OPTIONS.items():
+    if option_class == class_name:
+      result[key] = next(value for value, sampler in choices.items() if sampler == config.sampler)
   if class_name == "DPMSolverMultistepScheduler":
     del result["lambda_min_clipped"]  # -inf is not JSON; diffusers' default is -inf.
   return result

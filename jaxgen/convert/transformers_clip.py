@@ -12,6 +12,11 @@ Files written by transformers 4.x may carry the `embeddings.position_ids`
 buffers of either tower; they are accepted if they hold 0..N-1 and dropped.
 Anything else that does not match is reported together in one `ConversionError`.
 
+`CLIPTextModelWithProjection` (SDXL's `text_encoder_2`) maps the same way:
+`text_model/...` <-> `text_model....` and `text_projection/kernel` <->
+`text_projection.weight` (`clip_text_projection_from_transformers`,
+`load_clip_text_projection_model`, `save_clip_text_projection_folder`).
+
 Example:
   config, params = load_clip_model("clip-vit-large-patch14")
   embeds = CLIPModel(config).apply({"params": params}, pixels, method=CLIPModel.get_image_features)
@@ -41,6 +46,7 @@ from jaxgen.convert.transformers_text import (
   read_safetensors_folder,
 )
 from jaxgen.models.clip import CLIPConfig, abstract_variables
+from jaxgen.models.clip_text import CLIPTextWithProjectionConfig, abstract_projection_variables
 
 # The text tower's renames and ModuleList names cover the whole dual encoder.
 CLIP_KEYMAP = CLIP_TEXT_KEYMAP
@@ -129,3 +135,49 @@ def save_clip_folder(params: Mapping[str, Any], config: CLIPConfig, folder: Path
   """Writes config.json + model.safetensors that `transformers.CLIPModel.from_pretrained` loads
   with no missing or unexpected key. Tokenizer and processor files are not written."""
   write_folder(clip_to_transformers(params), config.to_transformers(), folder)
+
+
+# ----------------------------------------------------------------------------
+# CLIPTextModelWithProjection.
+
+_TEXT_POSITION_IDS = "text_model.embeddings.position_ids"
+
+
+def clip_text_projection_from_transformers(
+  state_dict: Mapping[str, Any], config: CLIPTextWithProjectionConfig
+) -> dict[str, Any]:
+  """`CLIPTextModelWithProjection` state dict -> jaxgen `CLIPTextModelWithProjection` params.
+
+  Strict, as `clip_from_transformers`; a transformers 4.x `position_ids`
+  buffer must hold 0..L-1 and is dropped. Returns unboxed float32 numpy params.
+  """
+  state = dict(state_dict)
+  if _TEXT_POSITION_IDS in state:
+    ids = to_numpy(state.pop(_TEXT_POSITION_IDS))
+    length = config.max_position_embeddings
+    if not np.array_equal(ids, np.arange(length)[None]):
+      raise ConversionError(
+        f"{_TEXT_POSITION_IDS}: expected arange({length}) of shape (1, {length}), "
+        f"found shape {ids.shape}"
+      )
+  return from_torch(state, abstract_projection_variables(config)["params"], CLIP_KEYMAP)
+
+
+def clip_text_projection_to_transformers(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """jaxgen `CLIPTextModelWithProjection` params -> its transformers state dict (bit-identical)."""
+  return to_torch(params, CLIP_KEYMAP)
+
+
+def load_clip_text_projection_model(
+  folder: PathLike,
+) -> tuple[CLIPTextWithProjectionConfig, dict[str, Any]]:
+  """Reads a local `CLIPTextModelWithProjection` folder; returns (config, params)."""
+  config = CLIPTextWithProjectionConfig.from_transformers(read_config(folder))
+  return config, clip_text_projection_from_transformers(read_safetensors_folder(folder), config)
+
+
+def save_clip_text_projection_folder(
+  params: Mapping[str, Any], config: CLIPTextWithProjectionConfig, folder: PathLike
+) -> None:
+  """Writes a folder that `transformers.CLIPTextModelWithProjection.from_pretrained` loads strictly."""
+  write_folder(clip_text_projection_to_transformers(params), config.to_transformers(), folder)

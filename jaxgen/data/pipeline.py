@@ -172,6 +172,14 @@ class ArrayIterator(Iterator[dict[str, np.ndarray]]):
       shapes.append({k: v.shape[1:] for k, v in cropped.items()})
     return shapes
 
+  @property
+  def skipped_records(self) -> int:
+    """Arrays hold no bad records (`grain_pipeline.GrainIterator` counts those of files)."""
+    return 0
+
+  def close(self) -> None:
+    """Nothing to release (the grain iterator stops its workers here)."""
+
   def get_state(self) -> dict[str, int]:
     return dict(epoch=self.epoch, position=self.position)
 

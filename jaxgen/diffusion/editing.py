@@ -32,7 +32,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxgen.diffusion.samplers import SamplerPlan, SamplerState, sampler_step
+from jaxgen.diffusion.samplers import SamplerPlan, init_state, sampler_step
 from jaxgen.diffusion.schedules import NoiseSchedule
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -65,6 +65,11 @@ def truncate_plan(plan: SamplerPlan, num_kept: int) -> SamplerPlan:
   """
   if not 0 <= num_kept <= plan.num_steps:
     raise ValueError(f"num_kept: expected 0..{plan.num_steps}, found {num_kept}")
+  if (plan.history_size or plan.uses_anchor) and 0 < num_kept < plan.num_steps:
+    raise ValueError(
+      "strength: this sampler's steps depend on the ones before (a history or a saved sample); "
+      f"it edits at strength 0 or 1 only, found {num_kept} of {plan.num_steps} rows kept"
+    )
   table = jax.tree.map(lambda column: column[plan.num_steps - num_kept :], plan.table)
   if plan.uses_prev_x0 and num_kept:
     table = table.replace(
@@ -178,11 +183,7 @@ def edit(
   else:
     x = noised_state(x0, noise, alpha[0], sigma[0], plan.table.input_scale[0])
   x = x.astype(jnp.float32)
-  state = SamplerState(
-    x=x,
-    rng=rng if plan.stochastic else None,
-    prev_x0=jnp.zeros_like(x) if plan.uses_prev_x0 else None,
-  )
+  state = init_state(plan, x, rng)
 
   def body(state, inputs):
     row, a, s = inputs

@@ -1,20 +1,25 @@
-"""Samplers for Gaussian diffusion: DDPM, DDIM, DPM-Solver++ 2M and Euler.
+"""Samplers for Gaussian diffusion: the diffusers schedulers Stable Diffusion users expect.
 
 Every sampler here is the same program: one `jax.lax.scan` of `sampler_step`
-over a per-step coefficient table. The four samplers differ only in the
-table (and a few static flags), built once from the schedule:
+over a per-step coefficient table (`sampler_tables.StepTable`). The samplers
+differ only in the table (and a few static flags), built once from the
+schedule (`sampler_plans` holds the multistep ones):
 
   pred    = model_fn(input_scale * x, timestep)
   x0      = x0_from_x * x + x0_from_pred * pred        (optionally clipped)
   eps     = eps_from_x * x + eps_from_pred * pred
-  x_next  = next_from_x * x + next_from_x0 * x0 + next_from_eps * eps
-            + next_from_prev_x0 * prev_x0 + noise_std * z
+  item    = item_from_x * x + item_from_x0 * x0 + item_from_pred * pred
+  H       = [item, H[:-1]] if push_item else H          (history, newest first)
+  x'      = corrected_from_x * x + corrected_from_anchor * anchor + sum_k corrected_from_history[k] H[k]
+  x_next  = next_from_x * x' + next_from_x0 * x0 + next_from_eps * eps
+            + next_from_prev_x0 * prev_x0 + next_from_anchor * anchor
+            + next_from_item * item + sum_k next_from_history[k] H[k] + noise_std * z
+  anchor  = x' if set_anchor else anchor
 
-so the scanned body has no branch on the step index: first/second-order
-switches of DPM-Solver and DDPM's noiseless last step are zeros in the table.
-The tables reproduce diffusers' `DDPMScheduler`, `DDIMScheduler`,
-`DPMSolverMultistepScheduler` (dpmsolver++, order 2, midpoint,
-lower_order_final) and `EulerDiscreteScheduler` step by step.
+so the scanned body has no branch on the step index: warm-up orders,
+PLMS's restart, Heun's two evaluations per step and DDPM's noiseless last
+step are numbers in the table; terms a sampler never uses are not traced.
+The tables reproduce diffusers' schedulers step by step (SAMPLER_SCHEDULERS).
 
 All functions are traceable: call them under `jax.jit`, with `model_fn`
 closing over (traced) parameters, e.g.
@@ -24,118 +29,58 @@ closing over (traced) parameters, e.g.
     return sample(lambda x, t: unet.apply(params, x, t), schedule, x_T, rng,
                   sampler="dpm_solver_pp_2m", num_steps=20)
 
-`x_T` is standard-normal noise; samplers that work in sigma space (Euler)
-scale it by their initial sigma themselves. The sampler state is float32.
+(the plans of 'pndm', 'euler_ancestral', 'heun', 'lms', 'unipc' and
+'dpm_solver_pp_2m_karras' are computed on the host: their schedule must not be
+a traced argument). `x_T` is standard-normal noise; samplers that work in
+sigma space scale it by their initial sigma themselves. The state is float32.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import numbers
 from collections.abc import Callable
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.diffusion import sampler_plans
 from jaxgen.diffusion import timesteps as timesteps_lib
 from jaxgen.diffusion.gaussian import check_prediction_type, prediction_coefficients
+from jaxgen.diffusion.sampler_tables import (
+  SamplerPlan,
+  SamplerState,
+  StepTable,
+  check_clip,
+  check_static_flag,
+  is_python_zero,
+  make_table,
+)
 from jaxgen.diffusion.schedules import NoiseSchedule
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp_2m", "euler")
+# Sampler -> the diffusers scheduler (and options) whose steps it reproduces.
+SAMPLER_SCHEDULERS = {
+  "ddpm": "DDPMScheduler (variance_type='fixed_small')",
+  "ddim": "DDIMScheduler",
+  "dpm_solver_pp_2m": "DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)",
+  "euler": "EulerDiscreteScheduler",
+  "pndm": "PNDMScheduler (skip_prk_steps=True: PLMS)",
+  "euler_ancestral": "EulerAncestralDiscreteScheduler",
+  "dpm_solver_pp_2m_karras": "DPMSolverMultistepScheduler (use_karras_sigmas=True)",
+  "heun": "HeunDiscreteScheduler",
+  "lms": "LMSDiscreteScheduler (order 4)",
+  "unipc": "UniPCMultistepScheduler (bh2, order 2, predict_x0)",
+}
+SAMPLERS = tuple(SAMPLER_SCHEDULERS)
 # diffusers' default `timestep_spacing` of the corresponding scheduler.
 DEFAULT_SPACING = {
-  "ddpm": "leading",
-  "ddim": "leading",
-  "dpm_solver_pp_2m": "linspace",
-  "euler": "linspace",
+  name: "leading" if name in ("ddpm", "ddim", "pndm") else "linspace" for name in SAMPLERS
 }
-
-
-@flax.struct.dataclass
-class SamplerState:
-  """What one step hands to the next.
-
-  x: current sample (float32); rng: key for the next stochastic step (None
-  for deterministic samplers); prev_x0: previous x0 prediction (multistep
-  solvers only, else None).
-  """
-
-  x: jax.Array
-  rng: jax.Array | None = None
-  prev_x0: jax.Array | None = None
-
-
-@flax.struct.dataclass
-class StepTable:
-  """Per-step coefficients, each of shape (num_steps,) (one row per scan step)."""
-
-  timestep: jax.Array  # what model_fn receives (int32, or float32 for Euler)
-  input_scale: jax.Array
-  x0_from_x: jax.Array
-  x0_from_pred: jax.Array
-  eps_from_x: jax.Array
-  eps_from_pred: jax.Array
-  next_from_x: jax.Array
-  next_from_x0: jax.Array
-  next_from_eps: jax.Array
-  next_from_prev_x0: jax.Array
-  noise_std: jax.Array
-
-
-@flax.struct.dataclass
-class SamplerPlan:
-  """A sampler: its step table, its initial noise scale and static switches."""
-
-  table: StepTable
-  init_noise_sigma: jax.Array
-  clip_sample_range: float | None = flax.struct.field(pytree_node=False, default=None)
-  stochastic: bool = flax.struct.field(pytree_node=False, default=False)
-  uses_eps: bool = flax.struct.field(pytree_node=False, default=False)
-  uses_prev_x0: bool = flax.struct.field(pytree_node=False, default=False)
-
-  @property
-  def num_steps(self) -> int:
-    return self.table.timestep.shape[0]
-
-
-def _make_table(num_steps: int, **columns: Any) -> StepTable:
-  """Fills unspecified columns with zeros (input_scale with ones); float32."""
-  names = [f.name for f in dataclasses.fields(StepTable)]
-  unknown = set(columns) - set(names)
-  if unknown:
-    raise TypeError(f"unknown StepTable columns {sorted(unknown)}")
-  defaults = {"input_scale": 1.0}
-  filled = {}
-  for name in names:
-    value = columns.get(name, defaults.get(name, 0.0))
-    dtype = None if name == "timestep" else jnp.float32
-    filled[name] = jnp.broadcast_to(jnp.asarray(value, dtype), (num_steps,))
-  return StepTable(**filled)
-
-
-def _check_static_flag(name: str, value: Any) -> None:
-  if not isinstance(value, (bool, np.bool_)):
-    raise ValueError(f"{name}: expected a Python bool, found {type(value).__name__} {value!r}.")
-
-
-def _is_python_zero(value: Any) -> bool:
-  return isinstance(value, numbers.Real) and value == 0
-
-
-def _check_clip(clip_sample: bool, clip_sample_range: float) -> float | None:
-  _check_static_flag("clip_sample", clip_sample)
-  if not clip_sample:
-    return None
-  if not float(clip_sample_range) > 0:
-    raise ValueError(f"clip_sample_range: expected a positive number, found {clip_sample_range!r}.")
-  return float(clip_sample_range)
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +104,7 @@ def ddpm_plan(
   q(x_s | x_t, x0) of the skipped chain, as diffusers does.
   """
   check_prediction_type(prediction_type)
-  clip_range = _check_clip(clip_sample, clip_sample_range)
+  clip_range = check_clip(clip_sample, clip_sample_range)
   grid = timesteps_lib.discrete_timesteps(
     schedule.num_train_timesteps, num_steps, timestep_spacing, steps_offset
   )
@@ -175,7 +120,7 @@ def ddpm_plan(
   )
   # Posterior variance (eq. 7 of Ho et al.), floored as diffusers does; no noise at t = 0.
   variance = jnp.maximum(beta_prod_prev / beta_prod_t * step_beta, 1e-20)
-  table = _make_table(
+  table = make_table(
     len(grid),
     timestep=jnp.asarray(grid, jnp.int32),
     x0_from_x=x0_from_x,
@@ -206,9 +151,9 @@ def ddim_plan(
   (set_alpha_to_one) or abar_0. A Python `eta == 0` compiles no noise.
   """
   check_prediction_type(prediction_type)
-  clip_range = _check_clip(clip_sample, clip_sample_range)
-  _check_static_flag("set_alpha_to_one", set_alpha_to_one)
-  stochastic = not _is_python_zero(eta)
+  clip_range = check_clip(clip_sample, clip_sample_range)
+  check_static_flag("set_alpha_to_one", set_alpha_to_one)
+  stochastic = not is_python_zero(eta)
   if isinstance(eta, numbers.Real) and eta < 0:
     raise ValueError(f"eta: expected a number >= 0, found {eta}.")
   num_train = schedule.num_train_timesteps
@@ -221,7 +166,7 @@ def ddim_plan(
   variance = (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)
   std = jnp.asarray(eta, jnp.float32) * jnp.sqrt(variance)
   coefficients = prediction_coefficients(prediction_type, jnp.sqrt(abar_t), jnp.sqrt(1.0 - abar_t))
-  table = _make_table(
+  table = make_table(
     len(grid),
     timestep=jnp.asarray(grid, jnp.int32),
     x0_from_x=coefficients[0],
@@ -259,40 +204,13 @@ def dpm_solver_pp_2m_plan(
   timestep_spacing: str = "linspace",
   steps_offset: int = 0,
 ) -> SamplerPlan:
-  """DPM-Solver++(2M) (Lu et al. 2022), midpoint form, data prediction.
-
-  First order on the first step (no history) and on the last (it lands on
-  sigma = 0, diffusers' final_sigmas_type 'zero'); second order otherwise.
-  """
+  """DPM-Solver++(2M) (Lu et al. 2022), midpoint form, data prediction, on the timestep grid."""
   check_prediction_type(prediction_type)
   grid = timesteps_lib.multistep_timesteps(
     schedule.num_train_timesteps, num_steps, timestep_spacing, steps_offset
   )
-  n = len(grid)
   sigmas = jnp.concatenate([_discrete_sigmas(schedule)[grid], jnp.zeros((1,), jnp.float32)])
-  alpha = 1.0 / jnp.sqrt(sigmas**2 + 1.0)
-  sigma = sigmas * alpha
-  # log-SNR / 2; +inf at the final sigma = 0, where exp(-h) = 0 below.
-  lam = jnp.log(alpha) - jnp.log(sigma)
-  h = lam[1:] - lam[:-1]
-  h_prev = jnp.concatenate([jnp.ones((1,), jnp.float32), lam[1:-1] - lam[:-2]])
-  step = np.arange(n)
-  second_order = (step > 0) & (step < n - 1)
-  # alpha_t (exp(-h) - 1): the weight of the data prediction D0.
-  d0_weight = alpha[1:] * (jnp.exp(-h) - 1.0)
-  half_inv_r = jnp.where(second_order, 0.5 * h / h_prev, 0.0)  # 0.5 / r0
-  x0_from_x, x0_from_pred, _, _ = prediction_coefficients(prediction_type, alpha[:-1], sigma[:-1])
-  table = _make_table(
-    n,
-    timestep=jnp.asarray(grid, jnp.int32),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
-    next_from_x=sigma[1:] / sigma[:-1],
-    # x_t = (s_t/s_s) x - A (D0 + 0.5 D1), D1 = (m0 - m1) / r0.
-    next_from_x0=jnp.where(second_order, -d0_weight * (1.0 + half_inv_r), -d0_weight),
-    next_from_prev_x0=jnp.where(second_order, d0_weight * half_inv_r, 0.0),
-  )
-  return SamplerPlan(table, jnp.float32(1.0), uses_prev_x0=True)
+  return sampler_plans.dpm_solver_pp_2m_table(sigmas, grid, prediction_type)
 
 
 def euler_plan(
@@ -324,7 +242,7 @@ def euler_plan(
   init_sigma = (
     max_sigma if timestep_spacing in ("linspace", "trailing") else jnp.sqrt(max_sigma**2 + 1.0)
   )
-  table = _make_table(
+  table = make_table(
     len(grid),
     timestep=jnp.asarray(grid, jnp.float32),
     input_scale=input_scale,
@@ -348,6 +266,11 @@ def draw_step_noise(rng: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, 
   return rng, jax.random.normal(key, shape, jnp.float32)
 
 
+def _weighted_sum(weights: jax.Array, history: jax.Array) -> jax.Array:
+  """sum_k weights[k] * history[k], unrolled (elementwise, so no reduced-precision matmul)."""
+  return functools.reduce(jnp.add, [weights[k] * history[k] for k in range(history.shape[0])])
+
+
 def sampler_step(
   model_fn: ModelFn, plan: SamplerPlan, state: SamplerState, row: StepTable
 ) -> tuple[SamplerState, jax.Array]:
@@ -358,18 +281,47 @@ def sampler_step(
   x0 = row.x0_from_x * x + row.x0_from_pred * prediction
   if plan.clip_sample_range is not None:
     x0 = jnp.clip(x0, -plan.clip_sample_range, plan.clip_sample_range)
-  x_next = row.next_from_x * x + row.next_from_x0 * x0
+  history = state.history
+  if plan.history_size:
+    item = row.item_from_x * x + row.item_from_x0 * x0 + row.item_from_pred * prediction
+    pushed = jnp.concatenate([item[None], history[:-1]])
+    history = jnp.where(row.push_item > 0, pushed, history)
+  current = x  # UniPC corrects the sample it evaluated the model at before stepping from it.
+  if plan.corrects:
+    current = row.corrected_from_x * x + row.corrected_from_anchor * state.anchor
+    current = current + _weighted_sum(row.corrected_from_history, history)
+  x_next = row.next_from_x * current + row.next_from_x0 * x0
   if plan.uses_eps:
     # From the unclipped prediction, as diffusers' DDIM does by default.
     x_next = x_next + row.next_from_eps * (row.eps_from_x * x + row.eps_from_pred * prediction)
   if plan.uses_prev_x0:
     x_next = x_next + row.next_from_prev_x0 * state.prev_x0
+  if plan.history_size:
+    x_next = x_next + row.next_from_item * item + _weighted_sum(row.next_from_history, history)
+  anchor = state.anchor
+  if plan.uses_anchor:
+    x_next = x_next + row.next_from_anchor * anchor
+    anchor = jnp.where(row.set_anchor > 0, current, anchor)
   rng = state.rng
   if plan.stochastic:
     rng, noise = draw_step_noise(rng, x.shape)
     x_next = x_next + row.noise_std * noise
-  new_state = SamplerState(x=x_next, rng=rng, prev_x0=x0 if plan.uses_prev_x0 else None)
+  new_state = SamplerState(
+    x=x_next, rng=rng, prev_x0=x0 if plan.uses_prev_x0 else None, history=history, anchor=anchor
+  )
   return new_state, x0
+
+
+def init_state(plan: SamplerPlan, x: jax.Array, rng: jax.Array | None = None) -> SamplerState:
+  """The state before the first row of `plan` at sample x (float32), with empty history."""
+  zeros = jnp.zeros_like(x)
+  return SamplerState(
+    x=x,
+    rng=rng if plan.stochastic else None,
+    prev_x0=zeros if plan.uses_prev_x0 else None,
+    history=jnp.zeros((plan.history_size,) + x.shape, x.dtype) if plan.history_size else None,
+    anchor=zeros if plan.uses_anchor else None,
+  )
 
 
 def run_sampler(
@@ -384,11 +336,12 @@ def run_sampler(
   """Runs `plan` from standard-normal noise x_T (B, ...).
 
   Returns the final sample, and with return_trajectory the (num_steps, B,
-  ...) stack of the state after each step (sigma-space state for Euler).
+  ...) stack of the state after each row of the table (sigma-space state
+  for Euler, Heun, LMS; Heun and PLMS have more rows than num_steps).
   debug_python_loop runs the same step in a Python loop (eager, inspectable).
   """
-  _check_static_flag("return_trajectory", return_trajectory)
-  _check_static_flag("debug_python_loop", debug_python_loop)
+  check_static_flag("return_trajectory", return_trajectory)
+  check_static_flag("debug_python_loop", debug_python_loop)
   x_T = jnp.asarray(x_T)
   if x_T.ndim < 1 or x_T.shape[0] < 1:
     raise ValueError(f"x_T: expected an array with a leading batch axis, found shape {x_T.shape}.")
@@ -396,12 +349,7 @@ def run_sampler(
     raise ValueError(
       "rng: this sampler draws noise at every step and needs a PRNG key, found None."
     )
-  x = x_T.astype(jnp.float32) * plan.init_noise_sigma
-  state = SamplerState(
-    x=x,
-    rng=rng if plan.stochastic else None,
-    prev_x0=jnp.zeros_like(x) if plan.uses_prev_x0 else None,
-  )
+  state = init_state(plan, x_T.astype(jnp.float32) * plan.init_noise_sigma, rng)
 
   def body(state, row):
     state, _ = sampler_step(model_fn, plan, state, row)
@@ -410,7 +358,7 @@ def run_sampler(
   if debug_python_loop:
     trajectory = []
     for i in range(plan.num_steps):
-      state, x_i = body(state, jax.tree.map(lambda column: column[i], plan.table))
+      state, x_i = body(state, jax.tree.map(lambda column, i=i: column[i], plan.table))
       trajectory.append(x_i)
     trajectory = jnp.stack(trajectory) if return_trajectory else None
   else:
@@ -428,6 +376,12 @@ _PLANS = {
   "ddim": ddim_plan,
   "dpm_solver_pp_2m": dpm_solver_pp_2m_plan,
   "euler": euler_plan,
+  "pndm": sampler_plans.pndm_plan,
+  "euler_ancestral": sampler_plans.euler_ancestral_plan,
+  "dpm_solver_pp_2m_karras": sampler_plans.dpm_solver_pp_2m_karras_plan,
+  "heun": sampler_plans.heun_plan,
+  "lms": sampler_plans.lms_plan,
+  "unipc": sampler_plans.unipc_plan,
 }
 
 
@@ -447,7 +401,7 @@ def make_plan(
   timesteps_lib.check_num_steps(num_steps, schedule.num_train_timesteps)
   if sampler == "ddim":
     options["eta"] = eta
-  elif not _is_python_zero(eta):
+  elif not is_python_zero(eta):
     raise ValueError(
       f"eta: only the 'ddim' sampler takes eta, found eta={eta!r} for sampler {sampler!r}."
     )
@@ -476,21 +430,25 @@ def sample(
 
   Args:
     model_fn: `model_fn(x, t) -> prediction`, t a (B,) array of timesteps
-      (int32; float32 for 'euler', whose timesteps are interpolated).
+      (int32; float32 for 'euler', 'euler_ancestral', 'heun' and 'lms',
+      whose timesteps are interpolated).
     schedule: the training noise schedule.
     x_T: standard-normal noise (B, ...).
-    rng: key for stochastic samplers ('ddpm', 'ddim' with eta > 0); split
-      once per step inside the scan.
-    sampler: one of 'ddpm', 'ddim', 'dpm_solver_pp_2m', 'euler'.
-    num_steps: number of model evaluations, in [1, num_train_timesteps].
+    rng: key for stochastic samplers ('ddpm', 'euler_ancestral', 'ddim'
+      with eta > 0); split once per step inside the scan.
+    sampler: one of SAMPLERS (see SAMPLER_SCHEDULERS).
+    num_steps: diffusers' num_inference_steps, in [1, num_train_timesteps]:
+      the model evaluations, except 'pndm' (num_steps + 1) and 'heun'
+      (2 num_steps - 1).
     eta: DDIM's noise scale (0: deterministic DDIM, 1: DDPM-like).
     prediction_type: 'epsilon', 'sample' or 'v_prediction'.
     timestep_spacing: 'leading', 'trailing' or 'linspace'; None uses
       diffusers' default of the sampler.
     return_trajectory: also return the state after every step.
     debug_python_loop: run the steps in a Python loop instead of a scan.
-    **options: sampler-specific options (steps_offset, clip_sample,
-      clip_sample_range, set_alpha_to_one).
+    **options: sampler-specific options (steps_offset; clip_sample and
+      clip_sample_range for ddpm/ddim; set_alpha_to_one for ddim/pndm;
+      truncate_timesteps for dpm_solver_pp_2m_karras).
   """
   plan = make_plan(
     schedule,

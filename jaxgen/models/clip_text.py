@@ -4,7 +4,9 @@ Its module tree mirrors the PyTorch one, so weights convert by a mechanical
 name map (see `jaxgen.models.text_encoders` and
 `jaxgen.convert.transformers_text`). Self-attention is jaxgen's shared
 `Attention` (hence `to_q`...). The encoder layers (`CLIPEncoder`) are shared
-with the vision tower, `jaxgen.models.clip`.
+with the vision tower, `jaxgen.models.clip`. `CLIPTextModelWithProjection`
+(the tower plus `text_projection`, SDXL's second encoder) converts through
+`jaxgen.convert.transformers_clip`.
 """
 
 from __future__ import annotations
@@ -244,3 +246,73 @@ class CLIPTextModel(nn.Module):
     index = clip_pooled_index(input_ids, cfg.eos_token_id)
     pooled = jnp.take_along_axis(last, index[:, None, None], axis=1)[:, 0]
     return CLIPTextOutput(last, pooled, states if output_hidden_states else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPTextWithProjectionConfig(CLIPTextConfig):
+  """transformers `CLIPTextConfig` of a `CLIPTextModelWithProjection`: tower and `projection_dim`.
+
+  A subclass, so a plain `CLIPTextModel`'s config keeps ignoring the
+  projection_dim its config.json carries (and compares unequal to this one).
+  """
+
+  projection_dim: int = 512
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_positive_ints(self, ("projection_dim",))
+
+  def to_transformers(self) -> dict[str, Any]:
+    """config.json contents that `transformers.CLIPTextModelWithProjection` reads."""
+    return {**super().to_transformers(), "architectures": ["CLIPTextModelWithProjection"]}
+
+
+class CLIPTextWithProjectionOutput(NamedTuple):
+  """text_embeds (B, projection_dim): `text_projection` of the pooled state (not normalized);
+  last_hidden_state and hidden_states as `CLIPTextOutput`'s."""
+
+  text_embeds: jax.Array
+  last_hidden_state: jax.Array
+  hidden_states: tuple[jax.Array, ...] | None = None
+
+
+class CLIPTextModelWithProjection(nn.Module):
+  """`transformers.CLIPTextModelWithProjection`: the text tower and a bias-free projection.
+
+  SDXL's second text encoder (OpenCLIP ViT-bigG/14). The tree is
+  `text_model/...` (a `CLIPTextModel`) and `text_projection/kernel`, as the
+  PyTorch state dict.
+  """
+
+  config: CLIPTextWithProjectionConfig
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self,
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None = None,
+    output_hidden_states: bool = False,
+  ) -> CLIPTextWithProjectionOutput:
+    out = CLIPTextModel(self.config, dtype=self.dtype, name="text_model")(
+      input_ids, attention_mask, output_hidden_states
+    )
+    # The projection's output axis stays whole, as `jaxgen.models.clip.CLIPModel`'s.
+    projection = pt.dense(
+      self.config.projection_dim,
+      ("embed", None),
+      use_bias=False,
+      dtype=self.dtype,
+      name="text_projection",
+    )
+    return CLIPTextWithProjectionOutput(
+      projection(out.pooler_output), out.last_hidden_state, out.hidden_states
+    )
+
+
+def abstract_projection_variables(
+  config: CLIPTextWithProjectionConfig, dtype: Dtype = jnp.float32
+) -> Any:
+  """Boxed variable shapes of `CLIPTextModelWithProjection`, via `jax.eval_shape` (no memory)."""
+  model = CLIPTextModelWithProjection(config, dtype)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))

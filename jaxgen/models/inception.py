@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -334,10 +334,34 @@ class FIDInceptionV3(nn.Module):
     return InceptionOutputs(pool=pool, logits=logits, logits_unbiased=logits_unbiased)
 
 
-@jax.jit
+# XLA:CPU (jaxlib 0.10) hands all but tiny convolutions to YNNPACK, whose
+# kernels for the unpadded stride-1 3x3 convolutions of the stem (Conv2d_2a_3x3
+# at 149x149, Conv2d_4a_3x3 at 73x73) run 4-5x slower than XLA's Eigen ones;
+# with them the forward took up to 2.3x pytorch-fid's time. Leave only dots to
+# YNNPACK, so the convolutions run on Eigen (benchmarks/fid_extraction.py).
+XLA_CPU_COMPILER_OPTIONS = {
+  "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+}
+
+
+def _forward(variables: Mapping[str, Any], images: jax.Array) -> InceptionOutputs:
+  return FIDInceptionV3().apply(variables, images)
+
+
+@functools.cache
+def jitted_forward(xla_cpu_defaults: bool = False) -> Callable[..., InceptionOutputs]:
+  """The jitted default FIDInceptionV3, `(variables, images) -> InceptionOutputs`.
+
+  On CPU it compiles with `XLA_CPU_COMPILER_OPTIONS`; `xla_cpu_defaults=True`
+  keeps XLA's own (the YNNPACK convolutions, for benchmarks to compare).
+  """
+  cpu_options = jax.default_backend() == "cpu" and not xla_cpu_defaults
+  return jax.jit(_forward, compiler_options=XLA_CPU_COMPILER_OPTIONS if cpu_options else None)
+
+
 def inception_outputs(variables: Mapping[str, Any], images: jax.Array) -> InceptionOutputs:
   """Jitted forward of the default FIDInceptionV3 (one compile per input shape)."""
-  return FIDInceptionV3().apply(variables, images)
+  return jitted_forward()(variables, images)
 
 
 def abstract_variables() -> dict[str, Any]:

@@ -7,6 +7,7 @@ array helpers: CoordConv input channels and space-to-depth patching.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import einops
 import flax.linen as nn
@@ -53,20 +54,27 @@ class TextConditionedUNet(nn.Module):
   `coord_channels`, two coordinate maps are concatenated to its input.
   `encode_text` and `denoise` are separate methods so sampling
   encodes the prompt once, not at every step.
+
+  `dtype` is the compute dtype of both networks and `remat` the U-Net's
+  rematerialisation policy (`jaxgen.nn.precision.model_policy` reads them
+  from `model.compute_dtype` / `model.remat`); parameters stay float32 and
+  `denoise` returns float32, so losses and samplers run in float32.
   """
 
   text: Mapping
   unet: UNetConfig
   coord_channels: bool = True
   patch_size: int = 1
+  dtype: Any = jnp.float32
+  remat: str = "none"
 
   def setup(self):
-    self.text_encoder = TextTransformer(**self.text)
+    self.text_encoder = TextTransformer(**self.text, dtype=self.dtype)
     if self.unet.class_embed_type == "identity":
       self.pooled_text_proj = pt.dense(
-        self.unet.time_embed_dim, ("embed", "time_embed"), name="pooled_text_proj"
+        self.unet.time_embed_dim, ("embed", "time_embed"), dtype=self.dtype, name="pooled_text_proj"
       )
-    self.denoiser = UNet2DConditionModel(self.unet)
+    self.denoiser = UNet2DConditionModel(self.unet, dtype=self.dtype, remat=self.remat)
 
   def encode_text(self, tokens, mask):
     """(token states (B, L, D), pooled (B, D))."""
@@ -83,7 +91,7 @@ class TextConditionedUNet(nn.Module):
     out = self.denoiser(
       x, t, context, encoder_attention_mask=context_mask, class_labels=class_labels, train=train
     )
-    return depth_to_space(out, self.patch_size)
+    return depth_to_space(out, self.patch_size).astype(jnp.float32)
 
   def __call__(self, x, t, tokens, mask, train: bool = False):
     states, pooled = self.encode_text(tokens, mask)

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UnsupportedConfigError  # noqa: F401  (re-export)
-from jaxgen.models.unet_config import UNetConfig
+from jaxgen.models.unet_config import UNetConfig, pooled_text_dim
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.embeddings import TimestepEmbedding, timestep_embedding
+from jaxgen.nn.precision import remat_module
 from jaxgen.nn.resnet import ResnetBlock2D
 from jaxgen.nn.sampling import Downsample2D, Upsample2D
 from jaxgen.nn.transformer import Transformer2DModel
@@ -246,11 +247,69 @@ def check_inputs(
     )
 
 
+def check_added_conditions(config: UNetConfig, batch: int, text_embeds: Any, time_ids: Any) -> None:
+  """Named errors for SDXL's `text_embeds` (B, P) and `time_ids` (B, N) (shapes only).
+
+  P + N * addition_time_embed_dim must be `projection_class_embeddings_input_dim`.
+  """
+  if not config.has_text_time:
+    if text_embeds is not None or time_ids is not None:
+      raise ValueError(
+        "text_embeds, time_ids: this U-Net has no text_time embedding "
+        f"(addition_embed_type={config.addition_embed_type!r}); pass None"
+      )
+    return
+  if text_embeds is None or time_ids is None:
+    raise ValueError(
+      "text_embeds, time_ids: required by addition_embed_type='text_time' (SDXL): the pooled "
+      f"text embedding (B, P) and the size/crop ids (B, N); found {text_embeds is not None} "
+      f"and {time_ids is not None} given"
+    )
+  text_shape, ids_shape = tuple(jnp.shape(text_embeds)), tuple(jnp.shape(time_ids))
+  if len(ids_shape) != 2 or ids_shape[0] != batch:
+    raise ValueError(f"time_ids: expected shape ({batch}, num_ids), found {ids_shape}")
+  expected = (batch, pooled_text_dim(config, ids_shape[1]))
+  if text_shape != expected:
+    raise ValueError(
+      f"text_embeds: expected shape {expected} (projection_class_embeddings_input_dim="
+      f"{config.projection_class_embeddings_input_dim} minus {ids_shape[1]} time ids x "
+      f"addition_time_embed_dim={config.addition_time_embed_dim}), found {text_shape}"
+    )
+
+
+def _text_time_embedding(
+  cfg: UNetConfig, text_embeds: jax.Array, time_ids: jax.Array, dtype: Any
+) -> jax.Array:
+  """SDXL's added embedding: [pooled text, sinusoids of each time id] through `add_embedding`.
+
+  diffusers' `add_time_proj` is the parameter-free sinusoid; `add_embedding`
+  a `TimestepEmbedding` into the time embedding width.
+  """
+  batch = time_ids.shape[0]
+  sinusoids = timestep_embedding(
+    time_ids.reshape(-1), cfg.addition_time_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift
+  ).reshape(batch, -1)
+  features = jnp.concatenate([text_embeds.astype(jnp.float32), sinusoids], axis=-1)
+  return TimestepEmbedding(cfg.time_embed_dim, dtype=dtype, name="add_embedding")(
+    features.astype(dtype)
+  )
+
+
 class UNet2DConditionModel(nn.Module):
-  """Conditional U-Net (diffusers `UNet2DConditionModel`) on NHWC inputs."""
+  """Conditional U-Net (diffusers `UNet2DConditionModel`) on NHWC inputs.
+
+  Attributes:
+    config: the architecture.
+    dtype: compute dtype of activations and matmuls (parameters stay float32;
+      norm statistics and attention softmax are float32; see `jaxgen.nn.precision`).
+    remat: rematerialisation policy of the down, mid and up blocks ("none",
+      "full", "save_dots", "save_dots_no_batch"; `jaxgen.nn.precision`).
+      Parameter names do not depend on it.
+  """
 
   config: UNetConfig
   dtype: Any = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(
@@ -261,6 +320,9 @@ class UNet2DConditionModel(nn.Module):
     encoder_attention_mask: jax.Array | None = None,
     class_labels: jax.Array | None = None,
     train: bool = False,
+    *,
+    text_embeds: jax.Array | None = None,
+    time_ids: jax.Array | None = None,
   ) -> jax.Array:
     """Predicts the model output (e.g. noise) for `sample`.
 
@@ -276,6 +338,9 @@ class UNet2DConditionModel(nn.Module):
         concrete, see `check_class_labels`), (B,) values for
         class_embed_type="timestep", (B, time_embed_dim) for "identity".
       train: enables dropout (needs the "dropout" rng).
+      text_embeds, time_ids: with addition_embed_type="text_time" (SDXL)
+        only: the pooled text embedding (B, P) and the size/crop
+        conditions (B, N) (diffusers' `added_cond_kwargs`).
 
     Returns:
       (B, H, W, out_channels) in `dtype`.
@@ -284,8 +349,13 @@ class UNet2DConditionModel(nn.Module):
     check_inputs(
       cfg, sample, timesteps, encoder_hidden_states, encoder_attention_mask, class_labels
     )
+    check_added_conditions(cfg, sample.shape[0], text_embeds, time_ids)
     deterministic = not train
     batch = sample.shape[0]
+    # `deterministic` (a Python bool, the last positional argument) stays static under remat.
+    down_block = remat_module(UNetDownBlock, self.remat, static_argnums=(5,))
+    mid_block = remat_module(UNetMidBlock, self.remat, static_argnums=(5,))
+    up_block = remat_module(UNetUpBlock, self.remat, static_argnums=(6,))
     c0 = cfg.block_out_channels[0]
 
     # Time (and class) embedding.
@@ -308,6 +378,8 @@ class UNet2DConditionModel(nn.Module):
         name="class_embedding",
       )
       emb = emb + table(class_labels)
+    if cfg.has_text_time:
+      emb = emb + _text_time_embedding(cfg, text_embeds, time_ids, self.dtype)
 
     x = sample.astype(self.dtype)
     if cfg.center_input_sample:
@@ -321,7 +393,7 @@ class UNet2DConditionModel(nn.Module):
     skips = [x]
     heads, layers, tlayers = cfg.num_heads, cfg.layers, cfg.transformer_layers
     for i, block_type in enumerate(cfg.down_block_types):
-      x, block_skips = UNetDownBlock(
+      x, block_skips = down_block(
         out_channels=cfg.block_out_channels[i],
         num_layers=layers[i],
         attention=block_type == "CrossAttnDownBlock2D",
@@ -335,7 +407,7 @@ class UNet2DConditionModel(nn.Module):
       skips.extend(block_skips)
 
     if cfg.mid_block_type is not None:
-      x = UNetMidBlock(
+      x = mid_block(
         attention=cfg.mid_block_type == "UNetMidBlock2DCrossAttn",
         config=cfg,
         heads=heads[-1],
@@ -348,7 +420,7 @@ class UNet2DConditionModel(nn.Module):
       j = len(cfg.block_out_channels) - 1 - i  # matching down block
       n = layers[j] + 1  # one skip per resnet of this up block, newest first
       block_skips, skips = skips[-n:][::-1], skips[:-n]
-      x = UNetUpBlock(
+      x = up_block(
         out_channels=cfg.block_out_channels[j],
         attention=block_type == "CrossAttnUpBlock2D",
         add_upsample=j > 0,
@@ -380,6 +452,9 @@ def example_inputs(
     inputs["class_labels"] = jnp.zeros((batch, config.time_embed_dim))
   elif config.has_class_embedding:
     inputs["class_labels"] = jnp.zeros((batch,), jnp.int32)
+  if config.has_text_time:  # One time id: the add_embedding input width is the same for any count.
+    inputs["time_ids"] = jnp.zeros((batch, 1))
+    inputs["text_embeds"] = jnp.zeros((batch, pooled_text_dim(config, 1)))
   return inputs
 
 

@@ -19,6 +19,9 @@ DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
 UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D")
 MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2D")
 CLASS_EMBED_TYPES = (None, "timestep", "identity")
+# "text_time" is SDXL's: sinusoidal embeddings of the size/crop conditions
+# (`time_ids`) beside the pooled text embedding, projected into the time embedding.
+ADDITION_EMBED_TYPES = (None, "text_time")
 
 
 # diffusers `UNet2DConditionModel` options jaxgen accepts only at these values
@@ -29,8 +32,6 @@ _DIFFUSERS_FIXED_OPTIONS: dict[str, Any] = {
   "encoder_hid_dim_type": None,
   "num_attention_heads": None,
   "dual_cross_attention": False,
-  "addition_embed_type": None,
-  "addition_time_embed_dim": None,
   "resnet_time_scale_shift": "default",
   "resnet_skip_time_act": False,
   "resnet_out_scale_factor": 1.0,
@@ -41,7 +42,6 @@ _DIFFUSERS_FIXED_OPTIONS: dict[str, Any] = {
   "time_cond_proj_dim": None,
   "conv_in_kernel": 3,
   "conv_out_kernel": 3,
-  "projection_class_embeddings_input_dim": None,
   "attention_type": "default",
   "class_embeddings_concat": False,
   "mid_block_only_cross_attention": None,
@@ -78,6 +78,8 @@ class UNetConfig:
     dropout: in the resnet blocks only, as in diffusers.
     upcast_attention: accepted for compatibility; jaxgen always computes
       attention logits and softmax in float32.
+    addition_embed_type: None or "text_time" (SDXL: `text_embeds` (B, P) and `time_ids` (B, N)
+      inputs, P + N * addition_time_embed_dim = projection_class_embeddings_input_dim).
   Other diffusers options are supported only at their defaults (see
   `from_diffusers`).
   """
@@ -118,6 +120,9 @@ class UNetConfig:
   num_class_embeds: int | None = None
   upcast_attention: bool = False
   class_embed_null: bool = False
+  addition_embed_type: str | None = None
+  addition_time_embed_dim: int | None = None
+  projection_class_embeddings_input_dim: int | None = None
 
   def __post_init__(self):
     diffusers_config.freeze_sequences(self)
@@ -162,6 +167,7 @@ class UNetConfig:
       raise UnsupportedConfigError(
         f"cross_attention_dim: expected one int, found {self.cross_attention_dim!r}"
       )
+    _check_addition_embedding(self)
     _per_block("layers_per_block", self.layers_per_block, n)
     _per_block("transformer_layers_per_block", self.transformer_layers_per_block, n)
     heads = _per_block("attention_head_dim", self.attention_head_dim, n)
@@ -207,6 +213,11 @@ class UNetConfig:
     )
 
   @property
+  def has_text_time(self) -> bool:
+    """Whether the U-Net takes SDXL's `text_embeds` and `time_ids` (addition_embed_type)."""
+    return self.addition_embed_type == "text_time"
+
+  @property
   def has_class_embedding(self) -> bool:
     return self.class_embed_type is not None or self.num_class_embeds is not None
 
@@ -249,3 +260,46 @@ class UNetConfig:
     if kwargs.pop("class_embed_null"):
       kwargs["num_class_embeds"] = self.num_label_rows
     return kwargs
+
+
+def _check_addition_embedding(config: UNetConfig) -> None:
+  """Named errors for the text_time (SDXL) options; None everywhere when unused."""
+  if config.addition_embed_type not in ADDITION_EMBED_TYPES:
+    raise UnsupportedConfigError(
+      f"addition_embed_type: expected one of {ADDITION_EMBED_TYPES}, "
+      f"found {config.addition_embed_type!r}"
+    )
+  time_dim, input_dim = config.addition_time_embed_dim, config.projection_class_embeddings_input_dim
+  if config.addition_embed_type is None:
+    if time_dim is not None or input_dim is not None:
+      raise UnsupportedConfigError(
+        "addition_time_embed_dim, projection_class_embeddings_input_dim: only used with "
+        "addition_embed_type='text_time' (class_embed_type 'projection' is not supported); "
+        f"expected None, found {time_dim!r}, {input_dim!r}"
+      )
+    return
+  for name, value in (
+    ("addition_time_embed_dim", time_dim),
+    ("projection_class_embeddings_input_dim", input_dim),
+  ):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise ValueError(
+        f"{name}: addition_embed_type='text_time' needs a positive int, found {value!r}"
+      )
+  if input_dim <= time_dim:
+    raise ValueError(
+      f"projection_class_embeddings_input_dim={input_dim} must exceed addition_time_embed_dim="
+      f"{time_dim}: it holds the pooled text embedding and every time id's embedding"
+    )
+
+
+def pooled_text_dim(config: UNetConfig, num_time_ids: int) -> int:
+  """Width of `text_embeds` for `num_time_ids` time ids (SDXL: 6 ids, 2816 - 6 * 256 = 1280)."""
+  if not config.has_text_time:
+    raise ValueError(
+      f"pooled_text_dim: this U-Net has no text_time embedding "
+      f"(addition_embed_type={config.addition_embed_type!r})"
+    )
+  return (
+    config.projection_class_embeddings_input_dim - num_time_ids * config.addition_time_embed_dim
+  )

@@ -52,9 +52,11 @@ class SchedulerConfig:
   """The training noise schedule and the default sampler of a pipeline.
 
   Field names and meanings are diffusers' scheduler config keys (see
-  `jaxgen.diffusion`); `sampler` is one of `samplers.SAMPLERS`. Defaults are
+  `jaxgen.diffusion`); `sampler` is one of `samplers.SAMPLERS` (each the
+  diffusers scheduler named in `samplers.SAMPLER_SCHEDULERS`). Defaults are
   Stable Diffusion 1.x's (scaled-linear betas 0.00085..0.012, 'leading'
-  spacing with steps_offset 1) sampled with DDIM.
+  spacing with steps_offset 1) sampled with DDIM (SD 1.x folders ship PLMS,
+  sampler 'pndm'). Options a sampler does not take are not passed to it.
   """
 
   sampler: str = "ddim"
@@ -99,8 +101,10 @@ class SchedulerConfig:
     options: dict[str, Any] = {"steps_offset": self.steps_offset}
     if sampler in ("ddim", "ddpm"):
       options.update(clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range)
-    if sampler == "ddim":
+    if sampler in ("ddim", "pndm"):
       options["set_alpha_to_one"] = self.set_alpha_to_one
+    if sampler == "dpm_solver_pp_2m_karras":  # diffusers truncates the cosine schedule's timesteps
+      options["truncate_timesteps"] = self.beta_schedule in ("squaredcos_cap_v2", "cosine")
     return samplers.make_plan(
       self.schedule(),
       sampler,
@@ -308,8 +312,9 @@ def sample(
       the sampler scales it by its initial sigma (diffusers' pipeline does
       the same with `scheduler.init_noise_sigma`). None: drawn from `rng`.
     rng: key for the starting noise (when `latents` is None) and for
-      stochastic samplers (DDPM, DDIM with eta > 0).
-    num_steps: number of U-Net evaluations (per branch).
+      stochastic samplers (DDPM, Euler ancestral, DDIM with eta > 0).
+    num_steps: diffusers' num_inference_steps (U-Net evaluations per branch,
+      but num_steps + 1 for PLMS and 2 num_steps - 1 for Heun).
     guidance_scale: classifier-free guidance scale; <= 1 runs the
       conditional model alone (diffusers' rule).
     negative_prompts: the unconditional branch's prompts (default "").

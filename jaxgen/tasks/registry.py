@@ -18,6 +18,7 @@ import os
 TASKS = {
   "text_to_image": "jaxgen.tasks.image.text_to_image:TextToImageTask",
   "latent_diffusion": "jaxgen.tasks.image.latent_diffusion:LatentDiffusionTask",
+  "sd_finetune": "jaxgen.tasks.image.sd_finetune:SDFinetuneTask",
   "autoencoder": "jaxgen.tasks.image.autoencoder:AutoencoderTask",
   "t2m_mdm": "jaxgen.tasks.motion.t2m_mdm:MotionDiffusionTask",
   "t2m_vq": "jaxgen.tasks.motion.t2m_vq:MotionVQTask",

@@ -41,8 +41,11 @@ On resume, only the keys in `RESUME_MAY_CHANGE` may differ from the run's
 config without `allow_config_change` (`jaxgen train --allow-config-change`):
 they extend or finish a run (`train.num_steps`, `train.max_minutes`), change
 what it logs (`train.log_every`, `train.sample_every`), how it saves
-(`checkpoint.*`), when it gives up (`train.max_consecutive_skips`) or where it
-runs (`mesh_shape`: checkpoints are resharded as they are read). Every other
+(`checkpoint.*`), when it gives up (`train.max_consecutive_skips`), where it
+runs (`mesh_shape`: checkpoints are resharded as they are read) or what the
+backward pass recomputes (`model.remat`, a task's model key read by
+`jaxgen.nn.precision`: the same numbers, traded between memory and time; the
+compute dtype `model.compute_dtype` changes the numbers and is guarded). Every other
 key shapes the weights (architecture, data, optimizer, seed, batch) and a
 change is refused by name (`jaxgen.training.run_directory`). Note that
 extending `train.num_steps` also stretches the learning-rate decay planned
@@ -91,6 +94,7 @@ DECAYS = ("cosine", "constant")
 RESUME_MAY_CHANGE = frozenset(
   {
     "mesh_shape",
+    "model.remat",
     "train.num_steps",
     "train.max_minutes",
     "train.log_every",

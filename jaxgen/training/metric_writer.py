@@ -7,10 +7,28 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Mapping
 
 import jax
 import numpy as np
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch where torch is not loaded yet.
+
+  tensorboardX imports torch, when it is installed, only to accept torch tensors; that costs
+  a training process seconds of start-up and jaxgen hands it numpy arrays only.
+  """
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None  # makes `import torch` fail fast inside tensorboardX
+    try:
+      import tensorboardX  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      del sys.modules["torch"]
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
+  return SummaryWriter
 
 
 class MetricWriter:
@@ -20,11 +38,9 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._writer = None
     if self.enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-
       if "://" not in logdir:  # remote logdirs (gs://) are tensorboardX's to create
         os.makedirs(logdir, exist_ok=True)
-      self._writer = SummaryWriter(logdir)
+      self._writer = _summary_writer_class()(logdir)
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     if not self.enabled:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import jax
 import numpy as np
+
+if TYPE_CHECKING:
+  from jaxgen.data.grain_pipeline import ExampleDataset
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -50,8 +53,8 @@ class Task:
   """A trainable task: its data, its model's init, loss and preview pictures.
 
   `config` is the experiment's `ml_collections.ConfigDict`. Every method that
-  takes `params` is pure and jittable, except `train_arrays`, `check_batch`,
-  `train_buckets` and `preview`, which run on the host.
+  takes `params` is pure and jittable, except `train_arrays`, `train_dataset`,
+  `check_batch`, `train_buckets` and `preview`, which run on the host.
   """
 
   config: Any
@@ -88,6 +91,27 @@ class Task:
   def preview(self, params: PyTree, rng: jax.Array) -> np.ndarray:
     """A uint8 (H, W, 3) picture showing the model now (e.g. a captioned sample grid)."""
     raise NotImplementedError
+
+  def train_dataset(self) -> ExampleDataset | None:
+    """Optional: the training split as records decoded on the fly by grain, instead of arrays.
+
+    Return a `jaxgen.data.grain_pipeline.ExampleDataset` (random-access records
+    and a `transform(record, rng) -> {key: array}` run in `worker_count` worker
+    processes) and the trainer batches it with `GrainIterator`: per-process
+    slices of each global batch, a fresh shuffle every epoch, bad records
+    (`BadRecordError`) skipped and counted, the iterator state in every
+    checkpoint. `train_arrays` and `train_buckets` are then not called, and
+    every example must have the shapes of `abstract_batch`. For image-caption
+    records, `jaxgen.data.image_text_pipeline.image_text_dataset` builds one:
+
+      def train_dataset(self):
+        records = read_image_text("coco2017", self.config.data.manual_dir, "train")
+        return image_text_dataset(records, resolution=64, random_flip=True,
+                                  tokenize=CaptionIds(...), worker_count=2)
+
+    The default, None, trains on `train_arrays()` held in memory.
+    """
+    return None
 
   def train_buckets(self, arrays: Mapping[str, np.ndarray]) -> tuple:
     """Optional: `jaxgen.data.pipeline.LengthBuckets` that crop padded axes of batches.

@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import tqdm
 
@@ -25,6 +26,13 @@ from jaxgen.training.config import RESUME_MAY_CHANGE, TrainerConfigError, with_t
 from jaxgen.training.metric_writer import MetricWriter
 from jaxgen.training.optimizers import make_optimizer
 from jaxgen.training.train_state import TrainState, ema_decay_at, replace_leaves
+
+
+if TYPE_CHECKING:  # grain is imported only by runs that use it
+  from jaxgen.data.grain_pipeline import GrainIterator
+
+  # What feeds the train step: in-memory arrays, or a task's `train_dataset()` on grain.
+  DataIterator = ArrayIterator | GrainIterator
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -194,7 +202,7 @@ def compile_train_steps(
   state_sharding: Any,
   example_batch: dict,
   mesh: jax.sharding.Mesh,
-  iterator: ArrayIterator,
+  iterator: DataIterator,
 ) -> dict[tuple, tuple[Any, float | None]]:
   """The train step compiled ahead of time for every batch shape the iterator yields.
 
@@ -301,22 +309,13 @@ def _train(
   tcfg = config.train
   max_skips = tcfg.max_consecutive_skips
 
-  arrays = task.train_arrays()
-  # Optional task hook: length buckets that crop padding off short examples.
-  buckets = task.train_buckets(arrays)
-  iterator = ArrayIterator(
-    arrays,
-    tcfg.batch_size,
-    seed=config.seed,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    buckets=buckets,
-  )
+  iterator = train_iterator(task, config)
   batch_sharding = sharding.batch_sharding(mesh)
+  start_state = iterator.get_state()
   first = next(iterator)
   task.check_batch(first)
   example = sharding.global_batch(first, batch_sharding)
-  iterator.set_state(dict(epoch=0, position=0))
+  iterator.set_state(start_state)
   checkpointer = Checkpointer(
     workdir, save_every=config.checkpoint.save_every, keep=config.checkpoint.keep
   )
@@ -378,6 +377,7 @@ def _train(
         lr=float(schedule(step - 1)),
         steps_per_sec=steps_per_sec,
         skipped_steps=int(jax.device_get(state.skipped_steps)),
+        skipped_records=_skipped_records(iterator),
       )
       if window_flops:
         metrics["tflops_per_sec_per_device"] = window_flops / elapsed / 1e12
@@ -408,10 +408,55 @@ def _train(
 
   if checkpointer.latest_step() != step:
     checkpointer.save(step, state, _meta(iterator, config))
+  iterator.close()
   checkpointer.wait()
   checkpointer.close()
   writer.close()
   return state
+
+
+def train_iterator(task: Task, config: ml_collections.ConfigDict) -> DataIterator:
+  """This process's batches: the task's `train_dataset()` on grain, else its `train_arrays()`.
+
+  Both shuffle every epoch from `seed`, give each process its slice of every
+  global batch of `train.batch_size` rows and keep their position in a state
+  saved with each checkpoint.
+  """
+  config = with_trainer_defaults(config)
+  tcfg = config.train
+  dataset = task.train_dataset()
+  if dataset is not None:
+    from jaxgen.data.grain_pipeline import GrainIterator  # pylint: disable=g-import-not-at-top
+
+    return GrainIterator(
+      dataset,
+      tcfg.batch_size,
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+  arrays = task.train_arrays()
+  # Optional task hook: length buckets that crop padding off short examples.
+  buckets = task.train_buckets(arrays)
+  return ArrayIterator(
+    arrays,
+    tcfg.batch_size,
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    buckets=buckets,
+  )
+
+
+def _skipped_records(iterator: DataIterator) -> int:
+  """Bad records skipped so far by all processes together (the same number on each)."""
+  count = iterator.skipped_records
+  # In-memory arrays hold no bad records: no collective for them.
+  if jax.process_count() > 1 and not isinstance(iterator, ArrayIterator):
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    count = int(np.sum(multihost_utils.process_allgather(np.int64(count))))
+  return count
 
 
 def warn_decay_may_be_cut(config: ml_collections.ConfigDict, first_step: int) -> bool:
@@ -474,7 +519,7 @@ def abstract_train_state(
 def _stop_diverged(
   checkpointer: Checkpointer,
   state: TrainState,
-  iterator: ArrayIterator,
+  iterator: DataIterator,
   config: ml_collections.ConfigDict,
   workdir: str,
   max_skips: int,
@@ -483,6 +528,7 @@ def _stop_diverged(
   frozen_step = int(jax.device_get(state.step))
   if frozen_step not in checkpointer.all_steps():
     checkpointer.save(frozen_step, state, _meta(iterator, config))
+  iterator.close()
   checkpointer.wait()
   checkpointer.close()
   raise TrainingDivergedError(
@@ -510,7 +556,7 @@ def _restore(
     ) from e
 
 
-def _meta(iterator: ArrayIterator, config: ml_collections.ConfigDict) -> dict:
+def _meta(iterator: DataIterator, config: ml_collections.ConfigDict) -> dict:
   return dict(data_iterator=iterator.get_state(), config=json.loads(config.to_json_best_effort()))
 
 

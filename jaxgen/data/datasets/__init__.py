@@ -1,8 +1,19 @@
 """TFDS builders; importing this package registers them with TFDS."""
 
 from jaxgen.data.datasets.captioned_shapes import CaptionedShapes
+from jaxgen.data.datasets.coco_captions import CocoCaptions
+from jaxgen.data.datasets.cub_birds import CubBirds
 from jaxgen.data.datasets.humanml3d import HumanML3D
+from jaxgen.data.datasets.image_caption_folder import ImageCaptionFolder
 from jaxgen.data.datasets.kit_ml import KitMl
 from jaxgen.data.datasets.synthetic_motion import SyntheticMotion
 
-__all__ = ["CaptionedShapes", "HumanML3D", "KitMl", "SyntheticMotion"]
+__all__ = [
+  "CaptionedShapes",
+  "CocoCaptions",
+  "CubBirds",
+  "HumanML3D",
+  "ImageCaptionFolder",
+  "KitMl",
+  "SyntheticMotion",
+]

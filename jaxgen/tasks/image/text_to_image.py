@@ -31,6 +31,7 @@ from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.diffusion.samplers import check_sampling_options
 from jaxgen.models.text_conditioned_unet import TextConditionedUNet
 from jaxgen.models.unet_config import UNetConfig
+from jaxgen.nn import precision
 from jaxgen.render.grid import make_grid
 from jaxgen.tasks.image import captioned_images
 from jaxgen.training.task import GenerativeTask, SampleSpec
@@ -173,6 +174,7 @@ def build_model(
     unet=unet,
     coord_channels=config.model.coord_channels,
     patch_size=config.model.get("patch_size", 1),
+    **precision.model_policy(config.model),  # model.compute_dtype, model.remat
   )
 
 
