@@ -91,18 +91,23 @@ def write_jpeg_folder(folder: str, num: int, size: int, seed: int = 0) -> list[I
   return records
 
 
+def benchmark_dataset(records, config, workers: int):
+  """The training pipeline both tables time: random crop and flip, caption tokens."""
+  return image_text_dataset(
+    records,
+    resolution=config.data.resolution,
+    random_crop=True,
+    random_flip=True,
+    tokenize=ShapesCaptionTokens(config.text.max_length),
+    worker_count=workers,
+  )
+
+
 def pipeline_rows(records, config, args) -> tuple[list[dict[str, Any]], list[dict]]:
   """Images/s of the pipeline for each worker count, and the reference batches (0 workers)."""
   rows, reference = [], None
   for workers in args.workers:
-    dataset = image_text_dataset(
-      records,
-      resolution=config.data.resolution,
-      random_crop=True,
-      random_flip=True,
-      tokenize=ShapesCaptionTokens(config.text.max_length),
-      worker_count=workers,
-    )
+    dataset = benchmark_dataset(records, config, workers)
     start = time.perf_counter()
     iterator = GrainIterator(dataset, args.batch, seed=0)
     try:
@@ -159,14 +164,7 @@ def trainer_rows(records, config, args, example_batch) -> list[dict[str, Any]]:
       "same batches as 0 workers": "",
     }
   ]
-  dataset = image_text_dataset(
-    records,
-    resolution=config.data.resolution,
-    random_crop=True,
-    random_flip=True,
-    tokenize=ShapesCaptionTokens(config.text.max_length),
-    worker_count=max(args.workers),
-  )
+  dataset = benchmark_dataset(records, config, max(args.workers))
   iterator = GrainIterator(dataset, args.batch, seed=0)
   try:
     next(iterator)  # start-up

@@ -27,9 +27,15 @@ diffusers = pytest.importorskip("diffusers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 transformers = pytest.importorskip("transformers")
 
-from clip_tokenizer_files import write_clip_tokenizer
 from PIL import Image
 from test_readme import ROOT, readme_argv
+from tiny_diffusers import (
+  save_sd_pipeline,
+  sd15_ddim_scheduler,
+  tiny_text_config,
+  tiny_tokenizer,
+  tiny_vae,
+)
 
 from jaxgen import cli
 from jaxgen.configuration import apply_overrides, load_config_file
@@ -46,7 +52,6 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config
 SD15 = os.path.join(CONFIGS, "sd15_finetune.py")
 SD2 = os.path.join(CONFIGS, "sd2_finetune.py")
 CAPTIONS = ("a cat on a mat", "a dog", "a red cat", "dog on a mat")
-MERGES = ("c a", "ca t</w>", "d o", "do g</w>", "m a", "ma t</w>", "o n</w>")
 # The tiny pipeline at 8×8 pixels (8×8 latents), a learning rate it moves at.
 TINY = [
   "data.resolution=8",
@@ -84,18 +89,6 @@ def write_fake_coco(root: str, num_images: int = 8, year: int = 2017, split: str
   return root
 
 
-def sd15_scheduler():
-  """Stable Diffusion 1.5's training schedule (epsilon), with DDIM as its sampler."""
-  return diffusers.DDIMScheduler(
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-  )
-
-
 def write_tiny_sd_folder(folder: str, scheduler) -> str:
   """A random diffusers StableDiffusionPipeline small enough to compile its training step fast.
 
@@ -103,18 +96,10 @@ def write_tiny_sd_folder(folder: str, scheduler) -> str:
   downsample (latents at pixel resolution); a one-layer CLIP text encoder.
   """
   torch.manual_seed(0)
-  tokenizer = write_clip_tokenizer(os.path.join(folder, "_tokenizer_src"), MERGES, max_length=8)
+  tokenizer = tiny_tokenizer(os.path.join(folder, "_tokenizer_src"), max_length=8)
   text_encoder = transformers.CLIPTextModel(
-    transformers.CLIPTextConfig(
-      vocab_size=len(tokenizer),
-      hidden_size=16,
-      intermediate_size=32,
-      num_hidden_layers=1,
-      num_attention_heads=2,
-      max_position_embeddings=8,
-      bos_token_id=tokenizer.bos_token_id,
-      eos_token_id=tokenizer.eos_token_id,
-      pad_token_id=tokenizer.pad_token_id,
+    tiny_text_config(
+      tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
     )
   )
   unet = diffusers.UNet2DConditionModel(
@@ -128,33 +113,16 @@ def write_tiny_sd_folder(folder: str, scheduler) -> str:
     attention_head_dim=8,
     norm_num_groups=8,
   )
-  vae = diffusers.AutoencoderKL(
-    block_out_channels=(8,),
-    down_block_types=("DownEncoderBlock2D",),
-    up_block_types=("UpDecoderBlock2D",),
-    latent_channels=4,
-    norm_num_groups=8,
-    sample_size=8,
-    mid_block_add_attention=False,
+  vae = tiny_vae((8,), norm_num_groups=8, sample_size=8, mid_block_add_attention=False)
+  return save_sd_pipeline(
+    folder, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler
   )
-  pipe = diffusers.StableDiffusionPipeline(
-    vae=vae,
-    text_encoder=text_encoder,
-    tokenizer=tokenizer,
-    unet=unet,
-    scheduler=scheduler,
-    safety_checker=None,
-    feature_extractor=None,
-    requires_safety_checker=False,
-  )
-  pipe.save_pretrained(os.path.join(folder, "pipeline"))
-  return os.path.join(folder, "pipeline")
 
 
 def sd_finetune_args(root: str) -> dict[str, str]:
   """`pretrained` and `data.manual_dir` overrides: a tiny random SD folder and a fake COCO 2017."""
   return {
-    "pretrained": write_tiny_sd_folder(os.path.join(root, "sd"), sd15_scheduler()),
+    "pretrained": write_tiny_sd_folder(os.path.join(root, "sd"), sd15_ddim_scheduler()),
     "data.manual_dir": write_fake_coco(os.path.join(root, "coco2017")),
   }
 

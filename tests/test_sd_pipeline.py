@@ -13,12 +13,19 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from clip_tokenizer_files import write_clip_tokenizer
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+from tiny_diffusers import (
+  save_sd_pipeline,
+  sd15_ddim_scheduler,
+  tiny_text_config,
+  tiny_tokenizer,
+  tiny_vae,
+)
 
 from jaxgen.cli import convert as cli_convert
 from jaxgen.convert import diffusers_pipeline
@@ -30,25 +37,12 @@ PROMPTS = ["a cat", "dog on a mat"]
 NUM_STEPS = 5
 GUIDANCE = 7.5
 HEIGHT = WIDTH = 16  # Latents 8x8: the tiny VAE downsamples by 2.
-MERGES = ("c a", "ca t</w>", "d o", "do g</w>", "m a", "ma t</w>", "o n</w>")
 
 
-def _tiny_pipeline(folder: str, scheduler) -> None:
+def _tiny_pipeline(folder: str, scheduler) -> str:
   torch.manual_seed(0)
-  tokenizer = write_clip_tokenizer(os.path.join(folder, "_tokenizer_src"), MERGES, max_length=12)
-  text_encoder = transformers.CLIPTextModel(
-    transformers.CLIPTextConfig(
-      vocab_size=len(tokenizer),
-      hidden_size=32,
-      intermediate_size=64,
-      num_hidden_layers=2,
-      num_attention_heads=4,
-      max_position_embeddings=12,
-      bos_token_id=tokenizer.bos_token_id,
-      eos_token_id=tokenizer.eos_token_id,
-      pad_token_id=tokenizer.pad_token_id,
-    )
-  )
+  tokenizer = tiny_tokenizer(os.path.join(folder, "_tokenizer_src"), max_length=12)
+  text_encoder = transformers.CLIPTextModel(tiny_text_config(tokenizer))
   unet = diffusers.UNet2DConditionModel(
     sample_size=8,
     block_out_channels=(32, 64),
@@ -59,43 +53,19 @@ def _tiny_pipeline(folder: str, scheduler) -> None:
     attention_head_dim=2,
     norm_num_groups=16,
   )
-  vae = diffusers.AutoencoderKL(
-    block_out_channels=(16, 32),
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-    latent_channels=4,
-    norm_num_groups=16,
-    sample_size=16,
-  )
-  pipe = diffusers.StableDiffusionPipeline(
-    vae=vae,
+  return save_sd_pipeline(
+    folder,
+    vae=tiny_vae(),
     text_encoder=text_encoder,
     tokenizer=tokenizer,
     unet=unet,
     scheduler=scheduler,
-    safety_checker=None,
-    feature_extractor=None,
-    requires_safety_checker=False,
-  )
-  pipe.save_pretrained(os.path.join(folder, "pipeline"))
-
-
-def _sd15_ddim():
-  return diffusers.DDIMScheduler(
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
   )
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-  folder = str(tmp_path_factory.mktemp("sd"))
-  _tiny_pipeline(folder, _sd15_ddim())
-  return os.path.join(folder, "pipeline")
+  return _tiny_pipeline(str(tmp_path_factory.mktemp("sd")), sd15_ddim_scheduler())
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 safe_open = pytest.importorskip("safetensors").safe_open
 
-from clip_tokenizer_files import write_clip_tokenizer
+from tiny_diffusers import tiny_text_config, tiny_tokenizer, tiny_vae
 
 from jaxgen.convert import diffusers_sdxl, transformers_clip
 from jaxgen.convert.diffusers_pipeline import DIFFUSERS_WEIGHTS_NAME, PipelineFolderError
@@ -45,7 +45,6 @@ PROMPTS = ["a cat", "dog on a mat"]
 NUM_STEPS = 4
 GUIDANCE = 5.0
 HEIGHT = WIDTH = 16  # Latents 8x8: the tiny VAE downsamples by 2.
-MERGES = ("c a", "ca t</w>", "d o", "do g</w>", "m a", "ma t</w>", "o n</w>")
 MAX_LENGTH = 12
 
 # SDXL's U-Net layout in miniature (two levels, not three, for a shorter
@@ -70,53 +69,26 @@ TINY_UNET = dict(
 )
 
 
-def _text_config(tokenizer, **kwargs):
-  return transformers.CLIPTextConfig(
-    vocab_size=len(tokenizer),
-    intermediate_size=64,
-    num_hidden_layers=2,  # The penultimate state is the first layer's output.
-    max_position_embeddings=MAX_LENGTH,
-    pad_token_id=tokenizer.pad_token_id,
-    **kwargs,
-  )
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("sdxl"))
   torch.manual_seed(0)
-  tokenizer = write_clip_tokenizer(os.path.join(root, "tok"), MERGES, MAX_LENGTH)
-  tokenizer_2 = write_clip_tokenizer(os.path.join(root, "tok2"), MERGES, MAX_LENGTH, pad_token="!")
-  text_encoder = transformers.CLIPTextModel(
-    _text_config(
-      tokenizer,
-      hidden_size=32,
-      num_attention_heads=4,
-      bos_token_id=tokenizer.bos_token_id,
-      eos_token_id=tokenizer.eos_token_id,
-    )
-  )
+  tokenizer = tiny_tokenizer(os.path.join(root, "tok"), MAX_LENGTH)
+  tokenizer_2 = tiny_tokenizer(os.path.join(root, "tok2"), MAX_LENGTH, pad_token="!")
+  # Two layers: the penultimate state (SDXL's context) is the first layer's output.
+  text_encoder = transformers.CLIPTextModel(tiny_text_config(tokenizer))
   # SDXL's second encoder: GELU, legacy ids (pooled at the largest id), a projection.
   text_encoder_2 = transformers.CLIPTextModelWithProjection(
-    _text_config(
+    tiny_text_config(
       tokenizer_2,
       hidden_size=48,
-      num_attention_heads=4,
       hidden_act="gelu",
       projection_dim=24,
       bos_token_id=0,
       eos_token_id=2,
     )
   )
-  vae = diffusers.AutoencoderKL(
-    block_out_channels=(16, 32),
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-    latent_channels=4,
-    norm_num_groups=16,
-    sample_size=16,
-    scaling_factor=0.13025,
-  )
+  vae = tiny_vae(scaling_factor=0.13025)
   pipe = diffusers.StableDiffusionXLPipeline(
     vae=vae,
     text_encoder=text_encoder,

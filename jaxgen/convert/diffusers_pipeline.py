@@ -48,7 +48,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxgen.convert import transformers_text
@@ -289,14 +289,15 @@ def scheduler_to_diffusers(config: SchedulerConfig) -> dict[str, Any]:
 # Folders.
 
 
-def _require(path: str, what: str) -> str:
+def require_path(path: str, what: str) -> str:
+  """`path`, or a PipelineFolderError naming `what` is missing there."""
   if not os.path.exists(path):
     raise PipelineFolderError(f"folder: expected {what} at {path}, found nothing")
   return path
 
 
-def _read_json(path: str, what: str) -> dict[str, Any]:
-  with open(_require(path, what)) as f:
+def read_json(path: str, what: str) -> dict[str, Any]:
+  with open(require_path(path, what)) as f:
     return json.load(f)
 
 
@@ -315,7 +316,7 @@ def _read_safetensors(path: str) -> dict[str, Any]:
 
 
 def _check_model_index(folder: str) -> dict[str, Any]:
-  index = _read_json(
+  index = read_json(
     os.path.join(folder, MODEL_INDEX_NAME), f"a diffusers pipeline's {MODEL_INDEX_NAME}"
   )
   if index.get("_class_name") not in PIPELINE_CLASSES:
@@ -345,25 +346,16 @@ def load_stable_diffusion(folder: PathLike) -> StableDiffusion:
   folder = os.fspath(folder)
   _check_model_index(folder)
   unet_dir, vae_dir = os.path.join(folder, "unet"), os.path.join(folder, "vae")
-  unet_config = UNetConfig.from_diffusers(
-    _read_json(os.path.join(unet_dir, DIFFUSERS_CONFIG_NAME), "the U-Net config")
-  )
-  vae_config = AutoencoderKLConfig.from_diffusers(
-    _read_json(os.path.join(vae_dir, DIFFUSERS_CONFIG_NAME), "the VAE config")
-  )
-  scheduler = scheduler_from_diffusers(
-    _read_json(os.path.join(folder, "scheduler", SCHEDULER_CONFIG_NAME), "the scheduler config")
-  )
+  unet_config, vae_config, scheduler = read_unet_vae_scheduler_configs(folder, unet_dir, vae_dir)
   text_config, text_params = transformers_text.load_clip_text_model(
-    _require(os.path.join(folder, "text_encoder"), "the text_encoder folder")
+    require_path(os.path.join(folder, "text_encoder"), "the text_encoder folder")
   )
   params = {
-    "unet": unet_from_diffusers(_read_safetensors_checked(unet_dir), unet_config),
-    "vae": vae_from_diffusers(_read_safetensors_checked(vae_dir), vae_config),
+    **read_unet_vae_params(unet_dir, vae_dir, unet_config, vae_config),
     "text_encoder": text_params,
   }
   tokenizer = load_clip_tokenizer(
-    _require(os.path.join(folder, "tokenizer"), "the tokenizer folder")
+    require_path(os.path.join(folder, "tokenizer"), "the tokenizer folder")
   )
   _LOG.info(
     "loaded a Stable Diffusion pipeline from %s (scheduler -> %s)", folder, scheduler.sampler
@@ -371,7 +363,34 @@ def load_stable_diffusion(folder: PathLike) -> StableDiffusion:
   return StableDiffusion(unet_config, vae_config, text_config, scheduler, params, tokenizer)
 
 
-def _read_safetensors_checked(folder: str) -> dict[str, Any]:
+def read_unet_vae_scheduler_configs(
+  folder: str, unet_dir: str, vae_dir: str
+) -> tuple[UNetConfig, AutoencoderKLConfig, SchedulerConfig]:
+  """The U-Net, VAE and scheduler configs of a pipeline folder (SD and SDXL alike)."""
+  unet_config = UNetConfig.from_diffusers(
+    read_json(os.path.join(unet_dir, DIFFUSERS_CONFIG_NAME), "the U-Net config")
+  )
+  vae_config = AutoencoderKLConfig.from_diffusers(
+    read_json(os.path.join(vae_dir, DIFFUSERS_CONFIG_NAME), "the VAE config")
+  )
+  scheduler = scheduler_from_diffusers(
+    read_json(os.path.join(folder, "scheduler", SCHEDULER_CONFIG_NAME), "the scheduler config")
+  )
+  return unet_config, vae_config, scheduler
+
+
+def read_unet_vae_params(
+  unet_dir: str, vae_dir: str, unet_config: UNetConfig, vae_config: AutoencoderKLConfig
+) -> dict[str, Any]:
+  """{"unet": ..., "vae": ...} params from the folders' safetensors, keys checked strictly."""
+  return {
+    "unet": unet_from_diffusers(read_diffusers_weights(unet_dir), unet_config),
+    "vae": vae_from_diffusers(read_diffusers_weights(vae_dir), vae_config),
+  }
+
+
+def read_diffusers_weights(folder: str) -> dict[str, Any]:
+  """The safetensors weights of one diffusers model folder (pickled .bin is refused by name)."""
   path = os.path.join(folder, DIFFUSERS_WEIGHTS_NAME)
   if not os.path.isfile(path):
     raise PipelineFolderError(
@@ -381,9 +400,10 @@ def _read_safetensors_checked(folder: str) -> dict[str, Any]:
   return _read_safetensors(path)
 
 
-def _write_diffusers_model(
+def write_diffusers_model(
   state: Mapping[str, Any], config: Mapping[str, Any], class_name: str, folder: str
 ) -> None:
+  """One diffusers model folder: config.json naming `class_name`, and its safetensors weights."""
   from safetensors.numpy import save_file  # Imported here: only folder I/O needs it.
 
   os.makedirs(folder, exist_ok=True)
@@ -401,40 +421,68 @@ def save_stable_diffusion(sd: StableDiffusion, folder: PathLike) -> None:
   the scheduler is the diffusers class of `sd.scheduler.sampler`.
   """
   folder = os.fspath(folder)
+  write_pipeline_folder(
+    sd,
+    folder,
+    "StableDiffusionPipeline",
+    {
+      "feature_extractor": [None, None],
+      "image_encoder": [None, None],
+      "requires_safety_checker": False,
+      "safety_checker": [None, None],
+      "text_encoder": ["transformers", "CLIPTextModel"],
+      "tokenizer": ["transformers", "CLIPTokenizer"],
+    },
+    {
+      "text_encoder": lambda path: transformers_text.save_clip_text_folder(
+        sd.params["text_encoder"], sd.text_config, path
+      ),
+      "tokenizer": sd.tokenizer.save_pretrained,
+    },
+  )
+  _LOG.info("wrote a diffusers Stable Diffusion pipeline to %s", folder)
+
+
+def write_pipeline_folder(
+  bundle: Any,
+  folder: str,
+  pipeline_class: str,
+  index_entries: Mapping[str, Any],
+  writers: Mapping[str, Callable[[str], Any]],
+) -> None:
+  """Writes what every SD-family diffusers folder holds, then the bundle's own components.
+
+  model_index.json (`pipeline_class`, `index_entries` and the scheduler, U-Net
+  and VAE entries, keys sorted as diffusers writes them), unet/ and vae/ from
+  `bundle`'s configs and params, then each `writers` entry (subfolder -> a
+  function writing it there, in order), then scheduler/.
+  """
   os.makedirs(folder, exist_ok=True)
-  scheduler = scheduler_to_diffusers(sd.scheduler)
+  scheduler = scheduler_to_diffusers(bundle.scheduler)
   index = {
-    "_class_name": "StableDiffusionPipeline",
+    "_class_name": pipeline_class,
     "_diffusers_version": DIFFUSERS_VERSION,
-    "feature_extractor": [None, None],
-    "image_encoder": [None, None],
-    "requires_safety_checker": False,
-    "safety_checker": [None, None],
+    **index_entries,
     "scheduler": ["diffusers", scheduler["_class_name"]],
-    "text_encoder": ["transformers", "CLIPTextModel"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
     "unet": ["diffusers", "UNet2DConditionModel"],
     "vae": ["diffusers", "AutoencoderKL"],
   }
   with open(os.path.join(folder, MODEL_INDEX_NAME), "w") as f:
-    json.dump(index, f, indent=2)
-  _write_diffusers_model(
-    unet_to_diffusers(sd.params["unet"]),
-    sd.unet_config.to_diffusers(),
+    json.dump(index, f, indent=2, sort_keys=True)
+  write_diffusers_model(
+    unet_to_diffusers(bundle.params["unet"]),
+    bundle.unet_config.to_diffusers(),
     "UNet2DConditionModel",
     os.path.join(folder, "unet"),
   )
-  _write_diffusers_model(
-    vae_to_diffusers(sd.params["vae"]),
-    sd.vae_config.to_diffusers(),
+  write_diffusers_model(
+    vae_to_diffusers(bundle.params["vae"]),
+    bundle.vae_config.to_diffusers(),
     "AutoencoderKL",
     os.path.join(folder, "vae"),
   )
-  transformers_text.save_clip_text_folder(
-    sd.params["text_encoder"], sd.text_config, os.path.join(folder, "text_encoder")
-  )
-  sd.tokenizer.save_pretrained(os.path.join(folder, "tokenizer"))
+  for name, write in writers.items():
+    write(os.path.join(folder, name))
   os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
   with open(os.path.join(folder, "scheduler", SCHEDULER_CONFIG_NAME), "w") as f:
     json.dump(scheduler, f, indent=2)
-  _LOG.info("wrote a diffusers Stable Diffusion pipeline to %s", folder)

@@ -33,22 +33,14 @@ from typing import Any
 
 from jaxgen.convert import transformers_clip, transformers_text
 from jaxgen.convert.diffusers_pipeline import (
-  DIFFUSERS_CONFIG_NAME,
-  DIFFUSERS_VERSION,
   MODEL_INDEX_NAME,
-  SCHEDULER_CONFIG_NAME,
   PipelineFolderError,
-  _read_json,
-  _read_safetensors_checked,
-  _require,
-  _write_diffusers_model,
-  scheduler_from_diffusers,
-  scheduler_to_diffusers,
+  read_json,
+  read_unet_vae_params,
+  read_unet_vae_scheduler_configs,
+  require_path,
+  write_pipeline_folder,
 )
-from jaxgen.convert.diffusers_unet import unet_from_diffusers, unet_to_diffusers
-from jaxgen.convert.diffusers_vae import vae_from_diffusers, vae_to_diffusers
-from jaxgen.models.autoencoder import AutoencoderKLConfig
-from jaxgen.models.unet_config import UNetConfig
 from jaxgen.pipelines.stable_diffusion_checkpoint import load_clip_tokenizer
 from jaxgen.pipelines.stable_diffusion_xl import StableDiffusionXL
 
@@ -80,7 +72,7 @@ def is_sdxl_folder(folder: PathLike) -> bool:
 
 
 def _check_model_index(folder: str) -> dict[str, Any]:
-  index = _read_json(os.path.join(folder, MODEL_INDEX_NAME), f"an SDXL {MODEL_INDEX_NAME}")
+  index = read_json(os.path.join(folder, MODEL_INDEX_NAME), f"an SDXL {MODEL_INDEX_NAME}")
   if index.get("_class_name") != PIPELINE_CLASS:
     raise PipelineFolderError(
       f"{MODEL_INDEX_NAME}: expected _class_name {PIPELINE_CLASS!r}, "
@@ -105,25 +97,16 @@ def load_stable_diffusion_xl(folder: PathLike) -> StableDiffusionXL:
   index = _check_model_index(folder)
 
   def component(name: str) -> str:
-    return _require(os.path.join(folder, name), f"the {name} folder")
+    return require_path(os.path.join(folder, name), f"the {name} folder")
 
   unet_dir, vae_dir = component("unet"), component("vae")
-  unet_config = UNetConfig.from_diffusers(
-    _read_json(os.path.join(unet_dir, DIFFUSERS_CONFIG_NAME), "the U-Net config")
-  )
-  vae_config = AutoencoderKLConfig.from_diffusers(
-    _read_json(os.path.join(vae_dir, DIFFUSERS_CONFIG_NAME), "the VAE config")
-  )
-  scheduler = scheduler_from_diffusers(
-    _read_json(os.path.join(folder, "scheduler", SCHEDULER_CONFIG_NAME), "the scheduler config")
-  )
+  unet_config, vae_config, scheduler = read_unet_vae_scheduler_configs(folder, unet_dir, vae_dir)
   text_config, text_params = transformers_text.load_clip_text_model(component("text_encoder"))
   text_config_2, text_params_2 = transformers_clip.load_clip_text_projection_model(
     component("text_encoder_2")
   )
   params = {
-    "unet": unet_from_diffusers(_read_safetensors_checked(unet_dir), unet_config),
-    "vae": vae_from_diffusers(_read_safetensors_checked(vae_dir), vae_config),
+    **read_unet_vae_params(unet_dir, vae_dir, unet_config, vae_config),
     "text_encoder": text_params,
     "text_encoder_2": text_params_2,
   }
@@ -147,45 +130,28 @@ def save_stable_diffusion_xl(sdxl: StableDiffusionXL, folder: PathLike) -> None:
   The scheduler is the diffusers class of `sdxl.scheduler.sampler`.
   """
   folder = os.fspath(folder)
-  os.makedirs(folder, exist_ok=True)
-  scheduler = scheduler_to_diffusers(sdxl.scheduler)
-  index = {
-    "_class_name": PIPELINE_CLASS,
-    "_diffusers_version": DIFFUSERS_VERSION,
-    "feature_extractor": [None, None],
-    "force_zeros_for_empty_prompt": sdxl.force_zeros_for_empty_prompt,
-    "image_encoder": [None, None],
-    "scheduler": ["diffusers", scheduler["_class_name"]],
-    "text_encoder": ["transformers", "CLIPTextModel"],
-    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
-    "tokenizer_2": ["transformers", "CLIPTokenizer"],
-    "unet": ["diffusers", "UNet2DConditionModel"],
-    "vae": ["diffusers", "AutoencoderKL"],
-  }
-  with open(os.path.join(folder, MODEL_INDEX_NAME), "w") as f:
-    json.dump(index, f, indent=2)
-  _write_diffusers_model(
-    unet_to_diffusers(sdxl.params["unet"]),
-    sdxl.unet_config.to_diffusers(),
-    "UNet2DConditionModel",
-    os.path.join(folder, "unet"),
+  write_pipeline_folder(
+    sdxl,
+    folder,
+    PIPELINE_CLASS,
+    {
+      "feature_extractor": [None, None],
+      "force_zeros_for_empty_prompt": sdxl.force_zeros_for_empty_prompt,
+      "image_encoder": [None, None],
+      "text_encoder": ["transformers", "CLIPTextModel"],
+      "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+      "tokenizer": ["transformers", "CLIPTokenizer"],
+      "tokenizer_2": ["transformers", "CLIPTokenizer"],
+    },
+    {
+      "text_encoder": lambda path: transformers_text.save_clip_text_folder(
+        sdxl.params["text_encoder"], sdxl.text_config, path
+      ),
+      "text_encoder_2": lambda path: transformers_clip.save_clip_text_projection_folder(
+        sdxl.params["text_encoder_2"], sdxl.text_config_2, path
+      ),
+      "tokenizer": sdxl.tokenizer.save_pretrained,
+      "tokenizer_2": sdxl.tokenizer_2.save_pretrained,
+    },
   )
-  _write_diffusers_model(
-    vae_to_diffusers(sdxl.params["vae"]),
-    sdxl.vae_config.to_diffusers(),
-    "AutoencoderKL",
-    os.path.join(folder, "vae"),
-  )
-  transformers_text.save_clip_text_folder(
-    sdxl.params["text_encoder"], sdxl.text_config, os.path.join(folder, "text_encoder")
-  )
-  transformers_clip.save_clip_text_projection_folder(
-    sdxl.params["text_encoder_2"], sdxl.text_config_2, os.path.join(folder, "text_encoder_2")
-  )
-  sdxl.tokenizer.save_pretrained(os.path.join(folder, "tokenizer"))
-  sdxl.tokenizer_2.save_pretrained(os.path.join(folder, "tokenizer_2"))
-  os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
-  with open(os.path.join(folder, "scheduler", SCHEDULER_CONFIG_NAME), "w") as f:
-    json.dump(scheduler, f, indent=2)
   _LOG.info("wrote a diffusers SDXL pipeline to %s", folder)

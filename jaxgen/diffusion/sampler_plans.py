@@ -23,12 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.diffusion import timesteps as timesteps_lib
-from jaxgen.diffusion.gaussian import check_prediction_type, prediction_coefficients
+from jaxgen.diffusion.gaussian import check_prediction_type
 from jaxgen.diffusion.sampler_tables import (
   SamplerPlan,
   host_alphas_cumprod,
   host_sigmas,
+  init_noise_sigma,
   make_table,
+  prediction_columns,
 )
 from jaxgen.diffusion.schedules import NoiseSchedule
 
@@ -43,14 +45,24 @@ LMS_ORDER = 4
 KARRAS_RHO = 7.0
 
 
-def _sigma_space_x0(prediction_type: str, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(a, b) with x0 = a * x + b * pred for the sigma-space state x (diffusers' formulas)."""
+def _sigma_space_columns(prediction_type: str, sigma: np.ndarray) -> dict[str, np.ndarray]:
+  """The model's input scale and x0 = a * x + b * pred for the sigma-space state x.
+
+  diffusers' formulas, as `make_table` keywords (input_scale, x0_from_x, x0_from_pred).
+  """
   check_prediction_type(prediction_type)
   if prediction_type == "epsilon":
-    return np.ones_like(sigma), -sigma
-  if prediction_type == "sample":
-    return np.zeros_like(sigma), np.ones_like(sigma)
-  return 1.0 / (sigma**2 + 1.0), -sigma / np.sqrt(sigma**2 + 1.0)
+    a, b = np.ones_like(sigma), -sigma
+  elif prediction_type == "sample":
+    a, b = np.zeros_like(sigma), np.ones_like(sigma)
+  else:
+    a, b = 1.0 / (sigma**2 + 1.0), -sigma / np.sqrt(sigma**2 + 1.0)
+  return dict(input_scale=1.0 / np.sqrt(sigma**2 + 1.0), x0_from_x=a, x0_from_pred=b)
+
+
+def _derivative_item(sigma: np.ndarray) -> dict[str, np.ndarray]:
+  """History item d = (x - x0) / sigma, pushed every row (Heun, LMS); `make_table` keywords."""
+  return dict(item_from_x=1.0 / sigma, item_from_x0=-1.0 / sigma, push_item=1.0)
 
 
 def _interpolated_sigmas(schedule: NoiseSchedule, grid: np.ndarray, sampler: str) -> np.ndarray:
@@ -60,17 +72,14 @@ def _interpolated_sigmas(schedule: NoiseSchedule, grid: np.ndarray, sampler: str
   return np.append(sigmas, 0.0).astype(np.float32).astype(np.float64)
 
 
-def _init_sigma(sigmas: np.ndarray, timestep_spacing: str) -> jax.Array:
-  max_sigma = sigmas.max()
-  if timestep_spacing in ("linspace", "trailing"):
-    return jnp.float32(max_sigma)
-  return jnp.float32(np.sqrt(max_sigma**2 + 1.0))
-
-
-def _continuous_grid(schedule, num_steps, timestep_spacing, steps_offset) -> np.ndarray:
-  return timesteps_lib.continuous_timesteps(
+def _sigma_grid(
+  schedule: NoiseSchedule, num_steps: int, timestep_spacing: str, steps_offset: int, sampler: str
+) -> tuple[np.ndarray, np.ndarray]:
+  """A sigma-space sampler's (fractional) timesteps and their sigmas, a final 0 appended."""
+  grid = timesteps_lib.continuous_timesteps(
     schedule.num_train_timesteps, num_steps, timestep_spacing, steps_offset
   )
+  return grid, _interpolated_sigmas(schedule, grid, sampler)
 
 
 # ---------------------------------------------------------------------------
@@ -133,16 +142,12 @@ def pndm_plan(
       stored = min(stored + 1, 4)
       columns["from_x"][row] = sample_weight
       history[row, :stored] = output_weight * np.asarray(PLMS_WEIGHTS[stored - 1])
-  t_model = np.asarray(rows, np.int64)
-  x0_from_x, x0_from_pred, _, _ = prediction_coefficients(
-    prediction_type, jnp.sqrt(abar[t_model]), jnp.sqrt(1 - abar[t_model])
-  )
+  abar_rows = abar[np.asarray(rows, np.int64)]
   table = make_table(
     len(rows),
     history_size=4,
     timestep=jnp.asarray(rows, jnp.int32),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
+    **prediction_columns(prediction_type, jnp.sqrt(abar_rows), jnp.sqrt(1 - abar_rows)),
     item_from_pred=1.0,
     push_item=np.arange(len(rows)) != 1,
     next_from_x=columns["from_x"],
@@ -172,25 +177,21 @@ def euler_ancestral_plan(
   sigma_up^2 + sigma_down^2 = sigma_next^2, so the state lands at the next
   noise level with part of its noise resampled at every step.
   """
-  grid = _continuous_grid(schedule, num_steps, timestep_spacing, steps_offset)
-  sigmas = _interpolated_sigmas(schedule, grid, "euler_ancestral")
+  grid, sigmas = _sigma_grid(schedule, num_steps, timestep_spacing, steps_offset, "euler_ancestral")
   sigma, sigma_next = sigmas[:-1], sigmas[1:]
   sigma_up = np.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
   sigma_down = np.sqrt(sigma_next**2 - sigma_up**2)
-  x0_from_x, x0_from_pred = _sigma_space_x0(prediction_type, sigma)
   ratio = sigma_down / sigma
   table = make_table(
     len(grid),
     timestep=jnp.asarray(grid, jnp.float32),
-    input_scale=1.0 / np.sqrt(sigma**2 + 1.0),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
+    **_sigma_space_columns(prediction_type, sigma),
     # x + (x - x0) / sigma * (sigma_down - sigma)
     next_from_x=ratio,
     next_from_x0=1.0 - ratio,
     noise_std=sigma_up,
   )
-  return SamplerPlan(table, _init_sigma(sigmas, timestep_spacing), stochastic=True)
+  return SamplerPlan(table, init_noise_sigma(sigmas, timestep_spacing), stochastic=True)
 
 
 def heun_plan(
@@ -208,8 +209,7 @@ def heun_plan(
   from the saved sample with (d1 + d2) / 2. The last step, to sigma = 0, is
   a plain Euler step, as in diffusers.
   """
-  grid = _continuous_grid(schedule, num_steps, timestep_spacing, steps_offset)
-  sigmas = _interpolated_sigmas(schedule, grid, "heun")
+  grid, sigmas = _sigma_grid(schedule, num_steps, timestep_spacing, steps_offset, "heun")
   # Rows (timestep, sigma the model sees, first order?, weights of d1 and d2 / of d1 alone).
   rows = []
   for i in range(num_steps):
@@ -218,23 +218,20 @@ def heun_plan(
     if i < num_steps - 1:  # anchor + dt * (d2 + d1) / 2, d2 at the Euler point
       rows.append((grid[i + 1], sigmas[i + 1], False, (dt / 2, dt / 2)))
   timestep, sigma, first, history = (np.asarray(column) for column in zip(*rows))
-  x0_from_x, x0_from_pred = _sigma_space_x0(prediction_type, sigma)
   table = make_table(
     len(rows),
     history_size=2,
     timestep=jnp.asarray(timestep, jnp.float32),
-    input_scale=1.0 / np.sqrt(sigma**2 + 1.0),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
-    item_from_x=1.0 / sigma,  # d = (x - x0) / sigma
-    item_from_x0=-1.0 / sigma,
-    push_item=1.0,
+    **_sigma_space_columns(prediction_type, sigma),
+    **_derivative_item(sigma),
     next_from_x=first,
     next_from_anchor=~first,
     next_from_history=history,
     set_anchor=first,
   )
-  return SamplerPlan(table, _init_sigma(sigmas, timestep_spacing), history_size=2, uses_anchor=True)
+  return SamplerPlan(
+    table, init_noise_sigma(sigmas, timestep_spacing), history_size=2, uses_anchor=True
+  )
 
 
 def _lms_weights(sigmas: np.ndarray, step: int, order: int) -> np.ndarray:
@@ -264,28 +261,22 @@ def lms_plan(
   The weights integrate the Lagrange polynomial through the last (up to 4)
   derivatives over the step exactly (diffusers integrates numerically).
   """
-  grid = _continuous_grid(schedule, num_steps, timestep_spacing, steps_offset)
-  sigmas = _interpolated_sigmas(schedule, grid, "lms")
+  grid, sigmas = _sigma_grid(schedule, num_steps, timestep_spacing, steps_offset, "lms")
   sigma = sigmas[:-1]
   history = np.zeros((num_steps, LMS_ORDER))
   for i in range(num_steps):
     order = min(i + 1, LMS_ORDER)
     history[i, :order] = _lms_weights(sigmas, i, order)
-  x0_from_x, x0_from_pred = _sigma_space_x0(prediction_type, sigma)
   table = make_table(
     num_steps,
     history_size=LMS_ORDER,
     timestep=jnp.asarray(grid, jnp.float32),
-    input_scale=1.0 / np.sqrt(sigma**2 + 1.0),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
-    item_from_x=1.0 / sigma,
-    item_from_x0=-1.0 / sigma,
-    push_item=1.0,
+    **_sigma_space_columns(prediction_type, sigma),
+    **_derivative_item(sigma),
     next_from_x=1.0,
     next_from_history=history,
   )
-  return SamplerPlan(table, _init_sigma(sigmas, timestep_spacing), history_size=LMS_ORDER)
+  return SamplerPlan(table, init_noise_sigma(sigmas, timestep_spacing), history_size=LMS_ORDER)
 
 
 # ---------------------------------------------------------------------------
@@ -318,12 +309,10 @@ def dpm_solver_pp_2m_table(sigmas: jax.Array, timestep, prediction_type: str) ->
   # alpha_t (exp(-h) - 1): the weight of the data prediction D0.
   d0_weight = alpha[1:] * (jnp.exp(-h) - 1.0)
   half_inv_r = jnp.where(second_order, 0.5 * h / h_prev, 0.0)  # 0.5 / r0
-  x0_from_x, x0_from_pred, _, _ = prediction_coefficients(prediction_type, alpha[:-1], sigma[:-1])
   table = make_table(
     n,
     timestep=jnp.asarray(timestep, jnp.int32),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
+    **prediction_columns(prediction_type, alpha[:-1], sigma[:-1]),
     next_from_x=sigma[1:] / sigma[:-1],
     # x_t = (s_t/s_s) x - A (D0 + 0.5 D1), D1 = (m0 - m1) / r0.
     next_from_x0=jnp.where(second_order, -d0_weight * (1.0 + half_inv_r), -d0_weight),
@@ -433,13 +422,11 @@ def unipc_plan(
         r1 = (lam[i - 1] - lam[i]) / h
         next_history[i, 0] += a * b_h * 0.5 / r1
         next_history[i, 1] = -a * b_h * 0.5 / r1
-  x0_from_x, x0_from_pred, _, _ = prediction_coefficients(prediction_type, alpha[:-1], sigma[:-1])
   table = make_table(
     n,
     history_size=3,
     timestep=jnp.asarray(grid, jnp.int32),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
+    **prediction_columns(prediction_type, alpha[:-1], sigma[:-1]),
     item_from_x0=1.0,
     push_item=1.0,
     corrected_from_x=np.arange(n) == 0,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.diffusion.gaussian import prediction_coefficients
 from jaxgen.diffusion.schedules import NoiseSchedule
 
 # Columns of shape (num_steps, history_size): one weight per history entry.
@@ -108,6 +109,34 @@ def make_table(num_steps: int, history_size: int = 0, **columns: Any) -> StepTab
     shape = (num_steps, history_size) if name in HISTORY_COLUMNS else (num_steps,)
     filled[name] = jnp.broadcast_to(jnp.asarray(value, dtype), shape)
   return StepTable(**filled)
+
+
+def prediction_columns(
+  prediction_type: str, alpha: Any, sigma: Any, *, with_eps: bool = False
+) -> dict[str, Any]:
+  """The x0 columns (and the eps columns, with_eps) of a table at noise levels (alpha_t, sigma_t).
+
+  x0 = x0_from_x * x + x0_from_pred * pred, eps likewise; as `make_table` keywords.
+  """
+  x0_from_x, x0_from_pred, eps_from_x, eps_from_pred = prediction_coefficients(
+    prediction_type, alpha, sigma
+  )
+  columns = dict(x0_from_x=x0_from_x, x0_from_pred=x0_from_pred)
+  if with_eps:
+    columns.update(eps_from_x=eps_from_x, eps_from_pred=eps_from_pred)
+  return columns
+
+
+def init_noise_sigma(sigmas: Any, timestep_spacing: str) -> jax.Array:
+  """diffusers' init_noise_sigma of a sigma-space sampler, from numpy or traced sigmas.
+
+  The largest sigma, or sqrt(sigma^2 + 1) of it for 'leading' spacing.
+  """
+  xp = jnp if isinstance(sigmas, jax.Array) else np
+  max_sigma = sigmas.max()
+  if timestep_spacing in ("linspace", "trailing"):
+    return jnp.float32(max_sigma)
+  return jnp.float32(xp.sqrt(max_sigma**2 + 1.0))
 
 
 def check_static_flag(name: str, value: Any) -> None:

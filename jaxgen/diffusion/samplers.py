@@ -56,8 +56,10 @@ from jaxgen.diffusion.sampler_tables import (
   StepTable,
   check_clip,
   check_static_flag,
+  init_noise_sigma,
   is_python_zero,
   make_table,
+  prediction_columns,
 )
 from jaxgen.diffusion.schedules import NoiseSchedule
 
@@ -115,16 +117,12 @@ def ddpm_plan(
   beta_prod_t, beta_prod_prev = 1.0 - abar_t, 1.0 - abar_prev
   step_alpha = abar_t / abar_prev
   step_beta = 1.0 - step_alpha
-  x0_from_x, x0_from_pred, _, _ = prediction_coefficients(
-    prediction_type, jnp.sqrt(abar_t), jnp.sqrt(beta_prod_t)
-  )
   # Posterior variance (eq. 7 of Ho et al.), floored as diffusers does; no noise at t = 0.
   variance = jnp.maximum(beta_prod_prev / beta_prod_t * step_beta, 1e-20)
   table = make_table(
     len(grid),
     timestep=jnp.asarray(grid, jnp.int32),
-    x0_from_x=x0_from_x,
-    x0_from_pred=x0_from_pred,
+    **prediction_columns(prediction_type, jnp.sqrt(abar_t), jnp.sqrt(beta_prod_t)),
     next_from_x0=jnp.sqrt(abar_prev) * step_beta / beta_prod_t,
     next_from_x=jnp.sqrt(step_alpha) * beta_prod_prev / beta_prod_t,
     noise_std=jnp.where(grid > 0, jnp.sqrt(variance), 0.0),
@@ -165,14 +163,10 @@ def ddim_plan(
   abar_prev = jnp.where(prev >= 0, abar[np.maximum(prev, 0)], final_abar)
   variance = (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)
   std = jnp.asarray(eta, jnp.float32) * jnp.sqrt(variance)
-  coefficients = prediction_coefficients(prediction_type, jnp.sqrt(abar_t), jnp.sqrt(1.0 - abar_t))
   table = make_table(
     len(grid),
     timestep=jnp.asarray(grid, jnp.int32),
-    x0_from_x=coefficients[0],
-    x0_from_pred=coefficients[1],
-    eps_from_x=coefficients[2],
-    eps_from_pred=coefficients[3],
+    **prediction_columns(prediction_type, jnp.sqrt(abar_t), jnp.sqrt(1.0 - abar_t), with_eps=True),
     next_from_x0=jnp.sqrt(abar_prev),
     # "direction pointing to x_t"; the floor only guards rounding at eta = 1.
     next_from_eps=jnp.sqrt(jnp.maximum(1.0 - abar_prev - std**2, 0.0)),
@@ -238,10 +232,6 @@ def euler_plan(
     prediction_type, input_scale, sigma_now * input_scale
   )
   ratio = sigma_next / sigma_now
-  max_sigma = jnp.max(sigma_now)
-  init_sigma = (
-    max_sigma if timestep_spacing in ("linspace", "trailing") else jnp.sqrt(max_sigma**2 + 1.0)
-  )
   table = make_table(
     len(grid),
     timestep=jnp.asarray(grid, jnp.float32),
@@ -252,7 +242,7 @@ def euler_plan(
     next_from_x=ratio,
     next_from_x0=1.0 - ratio,
   )
-  return SamplerPlan(table, init_sigma)
+  return SamplerPlan(table, init_noise_sigma(sigma_now, timestep_spacing))
 
 
 # ---------------------------------------------------------------------------

@@ -164,12 +164,7 @@ class StableDiffusion:
         f"unet_config.cross_attention_dim: expected the text encoder's hidden_size "
         f"{self.text_config.hidden_size}, found {self.unet_config.cross_attention_dim}"
       )
-    latent = self.vae_config.latent_channels
-    if self.unet_config.in_channels != latent or self.unet_config.out_channels != latent:
-      raise ValueError(
-        f"unet_config.in_channels/out_channels: expected the VAE's latent_channels {latent}, found "
-        f"{self.unet_config.in_channels}/{self.unet_config.out_channels}"
-      )
+    check_latent_channels(self.unet_config, self.vae_config)
     max_length = self.tokenizer.model_max_length
     if max_length > self.text_config.max_position_embeddings:
       raise ValueError(
@@ -183,27 +178,55 @@ class StableDiffusion:
 
   def default_image_size(self) -> tuple[int, int]:
     """(height, width) of the U-Net's training resolution in pixels (diffusers' default)."""
-    size = self.unet_config.sample_size or 64
-    height, width = (size, size) if isinstance(size, int) else size
-    return height * self.latent_downsample_factor, width * self.latent_downsample_factor
+    return training_image_size(self.unet_config, self.vae_config, default_sample_size=64)
 
   def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
     """Prompts -> (B, model_max_length) int32 ids, padded and truncated as diffusers does."""
-    tokens = self.tokenizer(
-      list(prompts),
-      padding="max_length",
-      max_length=self.tokenizer.model_max_length,
-      truncation=True,
-      return_tensors="np",
+    return tokenize_prompts(self.tokenizer, prompts)
+
+
+# The pieces below serve every latent text-to-image bundle (`StableDiffusion`,
+# `stable_diffusion_xl.StableDiffusionXL`): anything with unet_config,
+# vae_config, latent_downsample_factor and default_image_size().
+
+
+def check_latent_channels(unet_config: UNetConfig, vae_config: AutoencoderKLConfig) -> None:
+  """A named error unless the U-Net reads and writes the VAE's latents."""
+  latent = vae_config.latent_channels
+  if unet_config.in_channels != latent or unet_config.out_channels != latent:
+    raise ValueError(
+      f"unet_config.in_channels/out_channels: expected the VAE's latent_channels {latent}, found "
+      f"{unet_config.in_channels}/{unet_config.out_channels}"
     )
-    return np.asarray(tokens["input_ids"], np.int32)
+
+
+def training_image_size(
+  unet_config: UNetConfig, vae_config: AutoencoderKLConfig, default_sample_size: int
+) -> tuple[int, int]:
+  """(height, width) in pixels of the U-Net's sample_size (default_sample_size when unset)."""
+  size = unet_config.sample_size or default_sample_size
+  height, width = (size, size) if isinstance(size, int) else size
+  return height * vae_config.downsample_factor, width * vae_config.downsample_factor
+
+
+def tokenize_prompts(tokenizer: Any, prompts: Sequence[str]) -> np.ndarray:
+  """Prompts -> (B, model_max_length) int32 ids, padded and truncated as diffusers does."""
+  tokens = tokenizer(
+    list(prompts),
+    padding="max_length",
+    max_length=tokenizer.model_max_length,
+    truncation=True,
+    return_tensors="np",
+  )
+  return np.asarray(tokens["input_ids"], np.int32)
 
 
 # ----------------------------------------------------------------------------
 # Sampling.
 
 
-def _check_prompts(name: str, prompts: Any) -> list[str]:
+def check_prompts(name: str, prompts: Any) -> list[str]:
+  """A prompt or a non-empty sequence of prompts -> a list of prompts."""
   if isinstance(prompts, str):
     return [prompts]
   if (
@@ -215,9 +238,8 @@ def _check_prompts(name: str, prompts: Any) -> list[str]:
   return list(prompts)
 
 
-def _latent_shape(
-  sd: StableDiffusion, batch: int, height: int | None, width: int | None
-) -> tuple[int, ...]:
+def latent_shape(sd: Any, batch: int, height: int | None, width: int | None) -> tuple[int, ...]:
+  """The (B, h, w, latent_channels) noise shape of height x width images (None: the default)."""
   default_height, default_width = sd.default_image_size()
   height, width = height or default_height, width or default_width
   multiple = sd.latent_downsample_factor * 2**sd.unet_config.num_downsamples
@@ -227,7 +249,8 @@ def _latent_shape(
   return (batch, height // factor, width // factor, sd.vae_config.latent_channels)
 
 
-def _check_latents(sd: StableDiffusion, latents: Any, batch: int) -> jax.Array:
+def check_latents(sd: Any, latents: Any, batch: int) -> jax.Array:
+  """`latents` as float32, or a named error unless (batch, h, w, latent_channels) the U-Net takes."""
   latents = jnp.asarray(latents, jnp.float32)
   multiple = 2**sd.unet_config.num_downsamples
   channels = sd.vae_config.latent_channels
@@ -243,6 +266,88 @@ def _check_latents(sd: StableDiffusion, latents: Any, batch: int) -> jax.Array:
       f"{multiple}, found {latents.shape}"
     )
   return latents
+
+
+def check_prompt_batch(
+  prompts: Any, negative_prompts: Any, guidance_scale: Any
+) -> tuple[list[str], list[str]]:
+  """`sample`'s prompts and negative prompts (default "" each) as lists; checks guidance_scale."""
+  prompts = check_prompts("prompts", prompts)
+  batch = len(prompts)
+  if negative_prompts is None:
+    negative_prompts = [""] * batch
+  negative_prompts = check_prompts("negative_prompts", negative_prompts)
+  if len(negative_prompts) != batch:
+    raise ValueError(
+      f"negative_prompts: expected {batch} prompts (one per prompt), found {len(negative_prompts)}"
+    )
+  if not isinstance(guidance_scale, numbers.Real) or guidance_scale < 0:
+    raise ValueError(f"guidance_scale: expected a number >= 0, found {guidance_scale!r}")
+  return prompts, negative_prompts
+
+
+def starting_latents(
+  sd: Any,
+  plan: samplers.SamplerPlan,
+  latents: Any,
+  rng: jax.Array | None,
+  batch: int,
+  height: int | None,
+  width: int | None,
+) -> tuple[jax.Array, jax.Array | None]:
+  """(checked starting noise, drawn from `rng` when `latents` is None; the sampler's key).
+
+  The sampler's key is None unless `plan` is stochastic, so deterministic
+  samplers compile one program whether or not a key was given.
+  """
+  if latents is None:
+    if rng is None:
+      raise ValueError(
+        "rng: expected a PRNG key to draw the starting latents (latents=None), found None"
+      )
+    rng, noise_rng = jax.random.split(rng)
+    latents = jax.random.normal(noise_rng, latent_shape(sd, batch, height, width), jnp.float32)
+  latents = check_latents(sd, latents, batch)
+  if plan.stochastic and rng is None:
+    raise ValueError("rng: this sampler draws noise at every step and needs a PRNG key, found None")
+  return latents, rng if plan.stochastic else None
+
+
+def sample_and_decode(
+  params: Params,
+  plan: samplers.SamplerPlan,
+  cond: Mapping[str, jax.Array],
+  uncond: Mapping[str, jax.Array] | None,
+  latents: jax.Array,
+  rng: jax.Array | None,
+  guidance_scale: jax.Array,
+  *,
+  unet_config: UNetConfig,
+  vae_config: AutoencoderKLConfig,
+  dtype: Any = jnp.float32,
+) -> jax.Array:
+  """Encoded text conditions and noise -> (B, H, W, 3) images in [0, 1] (traced, not jitted).
+
+  cond, uncond: the U-Net's keyword conditions of each branch
+  (encoder_hidden_states, and SDXL's text_embeds and time_ids). uncond=None
+  runs the conditional U-Net alone; otherwise both branches run in one
+  batched call with classifier-free guidance.
+  """
+  unet = UNet2DConditionModel(unet_config, dtype=dtype)
+  vae = AutoencoderKL(vae_config, dtype=dtype)
+
+  def denoise(x, t, branch):
+    return unet.apply({"params": params["unet"]}, x, t, **branch)
+
+  if uncond is None:
+    model_fn = lambda x, t: denoise(x, t, cond)
+  else:
+    model_fn = guidance.classifier_free_guidance(denoise, cond, uncond, guidance_scale)
+  final = samplers.run_sampler(model_fn, plan, latents, rng)
+  images = vae.apply(
+    {"params": params["vae"]}, unscale_latents(final, vae_config), method=AutoencoderKL.decode
+  )
+  return jnp.clip(images.astype(jnp.float32) / 2 + 0.5, 0.0, 1.0)
 
 
 @functools.partial(
@@ -269,23 +374,23 @@ def generate(
   guidance_scale <= 1); guided=True runs both branches in one batched call.
   """
   text_model = CLIPTextModel(text_config, dtype=dtype)
-  unet = UNet2DConditionModel(unet_config, dtype=dtype)
-  vae = AutoencoderKL(vae_config, dtype=dtype)
-  encode = lambda ids: text_model.apply({"params": params["text_encoder"]}, ids).last_hidden_state
-  cond = encode(cond_ids)
 
-  def denoise(x, t, context):
-    return unet.apply({"params": params["unet"]}, x, t, context)
+  def condition(ids):
+    states = text_model.apply({"params": params["text_encoder"]}, ids).last_hidden_state
+    return {"encoder_hidden_states": states}
 
-  if guided:
-    model_fn = guidance.classifier_free_guidance(denoise, cond, encode(uncond_ids), guidance_scale)
-  else:
-    model_fn = lambda x, t: denoise(x, t, cond)
-  final = samplers.run_sampler(model_fn, plan, latents, rng)
-  images = vae.apply(
-    {"params": params["vae"]}, unscale_latents(final, vae_config), method=AutoencoderKL.decode
+  return sample_and_decode(
+    params,
+    plan,
+    condition(cond_ids),
+    condition(uncond_ids) if guided else None,
+    latents,
+    rng,
+    guidance_scale,
+    unet_config=unet_config,
+    vae_config=vae_config,
+    dtype=dtype,
   )
-  return jnp.clip(images.astype(jnp.float32) / 2 + 0.5, 0.0, 1.0)
 
 
 def sample(
@@ -327,35 +432,16 @@ def sample(
   Returns:
     (B, H, W, 3) float32 images in [0, 1] (diffusers' `output_type="np"`).
   """
-  prompts = _check_prompts("prompts", prompts)
-  batch = len(prompts)
-  if negative_prompts is None:
-    negative_prompts = [""] * batch
-  negative_prompts = _check_prompts("negative_prompts", negative_prompts)
-  if len(negative_prompts) != batch:
-    raise ValueError(
-      f"negative_prompts: expected {batch} prompts (one per prompt), found {len(negative_prompts)}"
-    )
-  if not isinstance(guidance_scale, numbers.Real) or guidance_scale < 0:
-    raise ValueError(f"guidance_scale: expected a number >= 0, found {guidance_scale!r}")
+  prompts, negative_prompts = check_prompt_batch(prompts, negative_prompts, guidance_scale)
   plan = sd.scheduler.plan(num_steps, eta=eta, sampler=sampler)
-  if latents is None:
-    if rng is None:
-      raise ValueError(
-        "rng: expected a PRNG key to draw the starting latents (latents=None), found None"
-      )
-    rng, noise_rng = jax.random.split(rng)
-    latents = jax.random.normal(noise_rng, _latent_shape(sd, batch, height, width), jnp.float32)
-  latents = _check_latents(sd, latents, batch)
-  if plan.stochastic and rng is None:
-    raise ValueError("rng: this sampler draws noise at every step and needs a PRNG key, found None")
+  latents, rng = starting_latents(sd, plan, latents, rng, len(prompts), height, width)
   return generate(
     {name: sd.params[name] for name in COMPONENTS},
     plan,
     jnp.asarray(sd.tokenize(prompts)),
     jnp.asarray(sd.tokenize(negative_prompts)),
     latents,
-    rng if plan.stochastic else None,
+    rng,
     jnp.float32(guidance_scale),
     unet_config=sd.unet_config,
     vae_config=sd.vae_config,

@@ -11,8 +11,9 @@ The negative branch of classifier-free guidance is all zeros (context and
 pooled state) when no negative prompt is given and the pipeline sets
 `force_zeros_for_empty_prompt` (SDXL's default); otherwise it encodes the
 negative prompts. Sampling reuses the Stable Diffusion bundle's machinery
-(`SchedulerConfig`, the one-scan samplers, batched guidance, VAE decode), so
-everything after tokenization is one jitted program.
+(`SchedulerConfig`, its argument checks, and `sample_and_decode`: the one-scan
+samplers, batched guidance, VAE decode), so everything after tokenization is
+one jitted program.
 
 diffusers folders are read and written by `jaxgen.convert.diffusers_sdxl`.
 
@@ -33,21 +34,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.diffusion import guidance, samplers
-from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig, unscale_latents
+from jaxgen.diffusion import samplers
+from jaxgen.models.autoencoder import AutoencoderKLConfig
 from jaxgen.models.clip_text import (
   CLIPTextConfig,
   CLIPTextModel,
   CLIPTextModelWithProjection,
   CLIPTextWithProjectionConfig,
 )
-from jaxgen.models.unet import UNet2DConditionModel
 from jaxgen.models.unet_config import UNetConfig, pooled_text_dim
 from jaxgen.pipelines.stable_diffusion import (
   SchedulerConfig,
-  _check_latents,
-  _check_prompts,
-  _latent_shape,
+  check_latent_channels,
+  check_prompt_batch,
+  sample_and_decode,
+  starting_latents,
+  tokenize_prompts,
+  training_image_size,
 )
 
 Params = Mapping[str, Any]
@@ -108,12 +111,7 @@ class StableDiffusionXL:
         f"{NUM_TIME_IDS} ids x {unet.addition_time_embed_dim}), "
         f"found {self.text_config_2.projection_dim}"
       )
-    latent = self.vae_config.latent_channels
-    if unet.in_channels != latent or unet.out_channels != latent:
-      raise ValueError(
-        f"unet_config.in_channels/out_channels: expected the VAE's latent_channels {latent}, found "
-        f"{unet.in_channels}/{unet.out_channels}"
-      )
+    check_latent_channels(unet, self.vae_config)
     lengths = (self.tokenizer.model_max_length, self.tokenizer_2.model_max_length)
     if lengths[0] != lengths[1]:
       raise ValueError(
@@ -133,24 +131,11 @@ class StableDiffusionXL:
 
   def default_image_size(self) -> tuple[int, int]:
     """(height, width) of the U-Net's training resolution in pixels (diffusers' default)."""
-    size = self.unet_config.sample_size or 128
-    height, width = (size, size) if isinstance(size, int) else size
-    return height * self.latent_downsample_factor, width * self.latent_downsample_factor
+    return training_image_size(self.unet_config, self.vae_config, default_sample_size=128)
 
   def tokenize(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Prompts -> the two encoders' (B, model_max_length) int32 ids, padded and truncated."""
-
-    def ids(tokenizer):
-      tokens = tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="np",
-      )
-      return np.asarray(tokens["input_ids"], np.int32)
-
-    return ids(self.tokenizer), ids(self.tokenizer_2)
+    return tokenize_prompts(self.tokenizer, prompts), tokenize_prompts(self.tokenizer_2, prompts)
 
 
 def add_time_ids(
@@ -222,39 +207,31 @@ def generate(
   guided=False runs the conditional U-Net alone (diffusers does so for
   guidance_scale <= 1); guided=True runs both branches in one batched call.
   """
-  unet = UNet2DConditionModel(unet_config, dtype=dtype)
-  vae = AutoencoderKL(vae_config, dtype=dtype)
   encode = functools.partial(
     encode_prompt, params, text_config=text_config, text_config_2=text_config_2, dtype=dtype
   )
 
   def condition(ids):
     context, pooled = encode(*ids)
-    return {"context": context, "text_embeds": pooled, "time_ids": time_ids}
+    return {"encoder_hidden_states": context, "text_embeds": pooled, "time_ids": time_ids}
 
-  def denoise(x, t, cond):
-    return unet.apply(
-      {"params": params["unet"]},
-      x,
-      t,
-      cond["context"],
-      text_embeds=cond["text_embeds"],
-      time_ids=cond["time_ids"],
-    )
-
-  cond = condition(cond_ids)
+  uncond = None
   if guided:
     uncond = condition(uncond_ids)
-    for key in ("context", "text_embeds"):
+    for key in ("encoder_hidden_states", "text_embeds"):
       uncond[key] = jnp.where(zero_uncond, jnp.zeros_like(uncond[key]), uncond[key])
-    model_fn = guidance.classifier_free_guidance(denoise, cond, uncond, guidance_scale)
-  else:
-    model_fn = lambda x, t: denoise(x, t, cond)
-  final = samplers.run_sampler(model_fn, plan, latents, rng)
-  images = vae.apply(
-    {"params": params["vae"]}, unscale_latents(final, vae_config), method=AutoencoderKL.decode
+  return sample_and_decode(
+    params,
+    plan,
+    condition(cond_ids),
+    uncond,
+    latents,
+    rng,
+    guidance_scale,
+    unet_config=unet_config,
+    vae_config=vae_config,
+    dtype=dtype,
   )
-  return jnp.clip(images.astype(jnp.float32) / 2 + 0.5, 0.0, 1.0)
 
 
 def _image_size(
@@ -316,31 +293,13 @@ def sample(
   Returns:
     (B, H, W, 3) float32 images in [0, 1] (diffusers' `output_type="np"`).
   """
-  prompts = _check_prompts("prompts", prompts)
-  batch = len(prompts)
   zero_uncond = negative_prompts is None and sdxl.force_zeros_for_empty_prompt
-  if negative_prompts is None:
-    negative_prompts = [""] * batch
-  negative_prompts = _check_prompts("negative_prompts", negative_prompts)
-  if len(negative_prompts) != batch:
-    raise ValueError(
-      f"negative_prompts: expected {batch} prompts (one per prompt), found {len(negative_prompts)}"
-    )
-  if not isinstance(guidance_scale, numbers.Real) or guidance_scale < 0:
-    raise ValueError(f"guidance_scale: expected a number >= 0, found {guidance_scale!r}")
+  prompts, negative_prompts = check_prompt_batch(prompts, negative_prompts, guidance_scale)
+  batch = len(prompts)
   size = _image_size(sdxl, latents, height, width)
   time_ids = add_time_ids(original_size or size, crops_coords_top_left, target_size or size)
   plan = sdxl.scheduler.plan(num_steps, eta=eta, sampler=sampler)
-  if latents is None:
-    if rng is None:
-      raise ValueError(
-        "rng: expected a PRNG key to draw the starting latents (latents=None), found None"
-      )
-    rng, noise_rng = jax.random.split(rng)
-    latents = jax.random.normal(noise_rng, _latent_shape(sdxl, batch, *size), jnp.float32)
-  latents = _check_latents(sdxl, latents, batch)
-  if plan.stochastic and rng is None:
-    raise ValueError("rng: this sampler draws noise at every step and needs a PRNG key, found None")
+  latents, rng = starting_latents(sdxl, plan, latents, rng, batch, *size)
   return generate(
     {name: sdxl.params[name] for name in COMPONENTS},
     plan,
@@ -349,7 +308,7 @@ def sample(
     jnp.bool_(zero_uncond),
     jnp.broadcast_to(jnp.asarray(time_ids), (batch, NUM_TIME_IDS)),
     latents,
-    rng if plan.stochastic else None,
+    rng,
     jnp.float32(guidance_scale),
     unet_config=sdxl.unet_config,
     vae_config=sdxl.vae_config,

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxgen.data import shapes
+from jaxgen.data.datasets.array_record_builder import ArrayRecordBuilder
 
 
 @dataclasses.dataclass
@@ -41,7 +42,7 @@ class CaptionedShapesConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
+class CaptionedShapes(ArrayRecordBuilder):
   """One coloured shape per image, captioned with its attributes."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -50,15 +51,6 @@ class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
     CaptionedShapesConfig(name="32px", description="32x32 images.", resolution=32),
     CaptionedShapesConfig(name="64px", description="64x64 images.", resolution=64),
   ]
-
-  def __init__(self, *, file_format: str | None = None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.info.initialized:
-      # Not prepared yet: write ArrayRecord rather than TFDS's default
-      # TFRecord, since writing it and random access through
-      # `tfds.data_source` need no TensorFlow. A prepared copy keeps the
-      # format it was written in.
-      self.info.set_file_format("array_record", override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
     side = self.builder_config.resolution

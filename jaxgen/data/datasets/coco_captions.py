@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxgen.data import image_text
-from jaxgen.data.datasets import image_text_examples
+from jaxgen.data.datasets import array_record_builder, image_text_examples
 
 
 @dataclasses.dataclass
@@ -37,7 +37,7 @@ class CocoCaptionsConfig(tfds.core.BuilderConfig):
   year: int = 2017
 
 
-class CocoCaptions(tfds.core.GeneratorBasedBuilder):
+class CocoCaptions(array_record_builder.ArrayRecordBuilder):
   """MS-COCO images with their captions, from the official archives on disk."""
 
   name = "coco_captions_local"
@@ -52,22 +52,10 @@ class CocoCaptions(tfds.core.GeneratorBasedBuilder):
     "val{YEAR}.zip into one folder and pass it as manual_dir."
   )
 
-  def __init__(self, *, file_format: str | None = None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.info.initialized:
-      # ArrayRecord needs no TensorFlow to write or to read (see captioned_shapes).
-      self.info.set_file_format("array_record", override=True)
-
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
       description="MS-COCO images with their human captions (about five per image).",
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Image(encoding_format="jpeg"),
-          "captions": tfds.features.Sequence(tfds.features.Text()),
-          "image_id": tfds.features.Scalar(dtype=np.int64),
-        }
-      ),
+      features=image_text_examples.features("jpeg", image_id=tfds.features.Scalar(dtype=np.int64)),
       disable_shuffling=True,
     )
 

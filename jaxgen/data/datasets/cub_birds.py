@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxgen.data import image_text
-from jaxgen.data.datasets import image_text_examples
+from jaxgen.data.datasets import array_record_builder, image_text_examples
 
 NUM_CLASSES = 200
 
@@ -41,7 +41,7 @@ class CubBirdsConfig(tfds.core.BuilderConfig):
   split_source: str = "cub"
 
 
-class CubBirds(tfds.core.GeneratorBasedBuilder):
+class CubBirds(array_record_builder.ArrayRecordBuilder):
   """CUB-200-2011 birds with 10 captions each, class labels and bounding boxes."""
 
   name = "cub_birds"
@@ -61,26 +61,17 @@ class CubBirds(tfds.core.GeneratorBasedBuilder):
     "pass it as manual_dir."
   )
 
-  def __init__(self, *, file_format: str | None = None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.info.initialized:
-      # ArrayRecord needs no TensorFlow to write or to read (see captioned_shapes).
-      self.info.set_file_format("array_record", override=True)
-
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
       description=(
         "CUB-200-2011 bird photographs with the 10 captions per image of Reed et al. (2016), "
         "their species and bounding box."
       ),
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Image(encoding_format="jpeg"),
-          "captions": tfds.features.Sequence(tfds.features.Text()),
-          "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-          "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-          "key": tfds.features.Text(),
-        }
+      features=image_text_examples.features(
+        "jpeg",
+        label=tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+        bbox=tfds.features.Tensor(shape=(4,), dtype=np.float32),
+        key=tfds.features.Text(),
       ),
       supervised_keys=("captions", "image"),
       disable_shuffling=True,

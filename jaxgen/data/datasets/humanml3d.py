@@ -37,6 +37,7 @@ import tensorflow_datasets as tfds
 
 from jaxgen.data import motion as motion_lib
 from jaxgen.data import motion_formats
+from jaxgen.data.datasets import array_record_builder
 
 SPLIT_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 # The reference loader drops motions of this many frames or more.
@@ -220,7 +221,7 @@ def load_split(
   }
 
 
-class HumanML3D(tfds.core.GeneratorBasedBuilder):
+class HumanML3D(array_record_builder.ArrayRecordBuilder):
   """HumanML3D text-to-motion data from the released folder."""
 
   name = "humanml3d"
@@ -232,13 +233,6 @@ class HumanML3D(tfds.core.GeneratorBasedBuilder):
     "texts/, train.txt, val.txt, test.txt, Mean.npy, Std.npy) and pass it "
     "as manual_dir."
   )
-
-  def __init__(self, *, file_format: str | None = None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.info.initialized:
-      # ArrayRecord needs no TensorFlow to write or to read with
-      # `tfds.data_source` (see captioned_shapes).
-      self.info.set_file_format("array_record", override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
     fmt = self.FORMAT

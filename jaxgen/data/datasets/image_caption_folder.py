@@ -24,10 +24,10 @@ from __future__ import annotations
 import tensorflow_datasets as tfds
 
 from jaxgen.data import image_text
-from jaxgen.data.datasets import image_text_examples
+from jaxgen.data.datasets import array_record_builder, image_text_examples
 
 
-class ImageCaptionFolder(tfds.core.GeneratorBasedBuilder):
+class ImageCaptionFolder(array_record_builder.ArrayRecordBuilder):
   """Images with captions from a local folder."""
 
   name = "image_caption_folder"
@@ -38,22 +38,10 @@ class ImageCaptionFolder(tfds.core.GeneratorBasedBuilder):
     "as manual_dir."
   )
 
-  def __init__(self, *, file_format: str | None = None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.info.initialized:
-      # ArrayRecord needs no TensorFlow to write or to read (see captioned_shapes).
-      self.info.set_file_format("array_record", override=True)
-
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
       description="Images with their captions from a local image–caption folder.",
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Image(),
-          "captions": tfds.features.Sequence(tfds.features.Text()),
-          "file_name": tfds.features.Text(),
-        }
-      ),
+      features=image_text_examples.features(None, file_name=tfds.features.Text()),
       supervised_keys=("captions", "image"),
       disable_shuffling=True,
     )

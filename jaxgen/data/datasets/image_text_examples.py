@@ -1,4 +1,4 @@
-"""What the image–text TFDS builders share: the manual folder, image bytes, skipped images.
+"""What the image–text TFDS builders share: manual folder, features, image bytes, skipped images.
 
 Images are stored encoded (`tfds.features.Image`) as their file's own bytes
 when the file is an RGB or greyscale image in the data set's format, so
@@ -35,6 +35,19 @@ def manual_dir(dl_manager: tfds.download.DownloadManager, dataset: str) -> str:
       f"{dataset} is read from a local folder: pass download_config="
       f"tfds.download.DownloadConfig(manual_dir=...) pointing at it ({e})."
     ) from e
+
+
+def features(
+  encoding: str | None, **extra: tfds.features.FeatureConnector
+) -> tfds.features.FeaturesDict:
+  """Features "image" (in the `encoding` that `examples` stores), "captions", then `extra`."""
+  return tfds.features.FeaturesDict(
+    {
+      "image": tfds.features.Image(encoding_format=encoding),
+      "captions": tfds.features.Sequence(tfds.features.Text()),
+      **extra,
+    }
+  )
 
 
 def encoded_image(path: str, encoding: str | None) -> bytes:

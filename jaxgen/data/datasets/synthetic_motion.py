@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 
 from jaxgen.data import motion as motion_lib
 from jaxgen.data import motion_formats, synthetic_motion
+from jaxgen.data.datasets.array_record_builder import ArrayRecordBuilder
 
 
 @dataclasses.dataclass
@@ -30,7 +31,7 @@ class SyntheticMotionConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class SyntheticMotion(tfds.core.GeneratorBasedBuilder):
+class SyntheticMotion(ArrayRecordBuilder):
   """Procedural walks, runs, jumps, waves, turns, sits and kicks."""
 
   name = "synthetic_motion"
@@ -39,11 +40,6 @@ class SyntheticMotion(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
     SyntheticMotionConfig(name="default", description="3000 train and 600 test clips.")
   ]
-
-  def __init__(self, *, file_format: str | None = None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.info.initialized:
-      self.info.set_file_format("array_record", override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
     dim = motion_formats.HUMANML3D.feature_dim

@@ -1,14 +1,15 @@
 """Prompt handling and output for the caption-conditioned image tasks.
 
-The parts of `TextToImageTask.conditions`, `generate` and `save_samples`
-(and so `LatentDiffusionTask`'s) that need no task instance: prompt checks,
-chunked sampling into uint8 images, and the captioned PNG grid.
+`CaptionedImageTask` is the `GenerativeTask` side of `TextToImageTask` (and
+so `LatentDiffusionTask`) and `SDFinetuneTask`: conditions, option checks,
+chunked generation and the captioned PNG grid, over the functions below
+(prompt checks, chunked sampling into uint8 images, the grid).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -16,7 +17,10 @@ import numpy as np
 from jaxgen.data.chunks import map_padded_chunks
 from jaxgen.data.images import to_uint8
 from jaxgen.render.grid import make_grid, save_png
-from jaxgen.training.task import PromptError, check_prompts
+from jaxgen.training.task import GenerativeTask, PromptError, SampleSpec, check_prompts
+
+# (tokens, mask, rng) -> [-1, 1] images: one compiled program per chunk of prompts.
+CaptionSampler = Callable[[np.ndarray, np.ndarray, jax.Array], jax.Array]
 
 
 def caption_conditions(
@@ -44,11 +48,7 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def sample_in_chunks(
-  sample_fn: Callable[[np.ndarray, np.ndarray, jax.Array], jax.Array],
-  tokens: np.ndarray,
-  mask: np.ndarray,
-  rng: jax.Array,
-  batch_size: int,
+  sample_fn: CaptionSampler, tokens: np.ndarray, mask: np.ndarray, rng: jax.Array, batch_size: int
 ) -> np.ndarray:
   """uint8 images from `sample_fn(tokens, mask, rng)` -> [-1, 1] images, run in chunks.
 
@@ -73,3 +73,84 @@ def save_captioned_grid(
   """Writes uint8 `images` as one PNG grid, each captioned; returns `path` as a str."""
   save_png(path, make_grid(images, [str(c) for c in captions], scale=scale, ncols=ncols))
   return str(path)
+
+
+class CaptionedImageTask(GenerativeTask):
+  """A task that draws images for captions and writes them as one captioned PNG grid.
+
+  Subclasses supply `sampling_options`, `tokenize` and `caption_sampler`;
+  `generate` checks everything before it compiles, then runs the sampler in chunks.
+  """
+
+  sample_spec = SampleSpec("grid.png", (".png",), ("sampler", "num_steps", "guidance_scale"))
+  generate_batch_size: ClassVar[int] = 256  # prompts per chunk when `generate` is given None
+  grid_scale: ClassVar[int] = 4  # `save_samples`' pixel upscaling when given None
+
+  def sampling_options(
+    self, sampler: str | None, num_steps: int | None, guidance_scale: float | None
+  ) -> tuple[str, int, float]:
+    """The options with None replaced by the config's defaults, checked (SamplingOptionErrors)."""
+    raise NotImplementedError
+
+  def tokenize(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, mask) of the captions, as `caption_sampler`'s program takes them."""
+    raise NotImplementedError
+
+  def caption_sampler(
+    self, params, sampler: str, num_steps: int, guidance_scale: float
+  ) -> CaptionSampler:
+    """The sampling program for checked options, over `params`."""
+    raise NotImplementedError
+
+  def conditions(
+    self, prompts: Sequence[str], *, seconds: float | None = None
+  ) -> dict[str, np.ndarray]:
+    """{"caption": (N,) str array}; named errors for no prompts, an empty one, or a duration."""
+    return caption_conditions(prompts, seconds, self.config.task)
+
+  def check_options(self, options: Mapping[str, Any]) -> None:
+    """SamplingOptionErrors for `generate`'s sampler, num_steps and guidance_scale."""
+    self.sampling_options(
+      options.get("sampler"), options.get("num_steps"), options.get("guidance_scale")
+    )
+
+  def generate(
+    self,
+    params,
+    conditions: Mapping[str, Any],
+    rng: jax.Array,
+    *,
+    sampler: str | None = None,
+    num_steps: int | None = None,
+    guidance_scale: float | None = None,
+    batch_size: int | None = None,
+  ) -> dict[str, np.ndarray]:
+    """{"image": uint8 (N, H, W, 3)} for `conditions["caption"]`.
+
+    Options left None take the config's `sample.*` values; all are checked
+    before anything compiles. Prompts run in chunks of `batch_size` (None:
+    `generate_batch_size`; the last padded), so every chunk shares one compiled program.
+    """
+    captions = conditions_captions(conditions)
+    sampler, num_steps, guidance_scale = self.sampling_options(sampler, num_steps, guidance_scale)
+    batch_size = self.generate_batch_size if batch_size is None else batch_size
+    check_batch_size(batch_size)
+    tokens, mask = self.tokenize(captions)
+    sample_fn = self.caption_sampler(params, sampler, num_steps, guidance_scale)
+    return {"image": sample_in_chunks(sample_fn, tokens, mask, rng, batch_size)}
+
+  def save_samples(
+    self,
+    samples: Mapping[str, np.ndarray],
+    conditions: Mapping[str, Any],
+    path: str,
+    *,
+    scale: int | None = None,
+    ncols: int | None = None,
+  ) -> str:
+    """Writes the images as one PNG grid, each captioned with its prompt; returns `path`."""
+    self.check_output(path)
+    scale = self.grid_scale if scale is None else scale
+    return save_captioned_grid(
+      path, samples["image"], conditions["caption"], scale=scale, ncols=ncols
+    )

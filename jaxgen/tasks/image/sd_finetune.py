@@ -47,7 +47,6 @@ from jaxgen.pipelines.frozen_autoencoder import FrozenAutoencoder
 from jaxgen.pipelines.stable_diffusion import StableDiffusion
 from jaxgen.render.grid import make_grid
 from jaxgen.tasks.image import captioned_images, sd_finetune_data
-from jaxgen.training.task import GenerativeTask, SampleSpec
 
 
 class PretrainedFolderError(ValueError):
@@ -190,7 +189,7 @@ def with_values(boxed: Any, values: Any, name: str) -> Any:
   return jax.tree.map(put, boxed, values, is_leaf=is_box)
 
 
-class SDFinetuneTask(GenerativeTask):
+class SDFinetuneTask(captioned_images.CaptionedImageTask):
   """The `sd_finetune` task (see the module docstring). Config sections:
 
   pretrained: the diffusers folder (made absolute, so the run samples from anywhere).
@@ -204,7 +203,8 @@ class SDFinetuneTask(GenerativeTask):
   `pipeline=` injects a loaded `StableDiffusion` bundle (tests, notebooks).
   """
 
-  sample_spec = SampleSpec("grid.png", (".png",), ("sampler", "num_steps", "guidance_scale"))
+  generate_batch_size = 16  # prompts per compiled chunk of a full-size SD U-Net
+  grid_scale = 1  # full-size images need no upscaling
 
   def __init__(self, config, pipeline: StableDiffusion | None = None):
     self.config = config
@@ -315,7 +315,7 @@ class SDFinetuneTask(GenerativeTask):
     diffusers_pipeline.save_stable_diffusion(self.pipeline(params), folder)
     return folder
 
-  # -- generation (the GenerativeTask signature) -----------------------------
+  # -- generation (`CaptionedImageTask.generate` runs these) ------------------
 
   def sampling_options(self, sampler, num_steps, guidance_scale) -> tuple[str, int, float]:
     """Options with None replaced by `sample.*` (sampler: the folder's scheduler), checked."""
@@ -328,61 +328,19 @@ class SDFinetuneTask(GenerativeTask):
     )
     return sampler, int(num_steps), float(guidance_scale)
 
-  def conditions(
-    self, prompts: Sequence[str], *, seconds: float | None = None
-  ) -> dict[str, np.ndarray]:
-    return captioned_images.caption_conditions(prompts, seconds, self.config.task)
+  def tokenize(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The pipeline's tokens and an all-ones mask (`sampler_fn` reads no mask)."""
+    tokens = self.sd.tokenize(captions)
+    return tokens, np.ones_like(tokens)
 
-  def check_options(self, options: Mapping[str, Any]) -> None:
-    self.sampling_options(
-      options.get("sampler"), options.get("num_steps"), options.get("guidance_scale")
-    )
-
-  def generate(
-    self,
-    params,
-    conditions: Mapping[str, Any],
-    rng: jax.Array,
-    *,
-    sampler: str | None = None,
-    num_steps: int | None = None,
-    guidance_scale: float | None = None,
-    batch_size: int = 16,
-  ) -> dict[str, np.ndarray]:
-    """{"image": uint8 (N, R, R, 3)} at data.resolution for `conditions["caption"]`.
-
-    Prompts run in chunks of `batch_size` (one compiled program), guided
-    against the empty prompt (`sampler_fn`).
-    """
-    captions = captioned_images.conditions_captions(conditions)
-    sampler, num_steps, guidance_scale = self.sampling_options(sampler, num_steps, guidance_scale)
-    captioned_images.check_batch_size(batch_size)
+  def caption_sampler(self, params, sampler: str, num_steps: int, guidance_scale: float):
+    """`sampler_fn` over the run's U-Net, guided against the empty prompt."""
     plan = self.sd.scheduler.plan(num_steps, eta=self.config.sample.eta, sampler=sampler)
     model_params = dict(
       unet=nn.meta.unbox(params["unet"]), vae=self.autoencoder.params, text_encoder=self.text_params
     )
-    sample_fn = sampler_fn(
+    return sampler_fn(
       self.sd, model_params, plan, guidance_scale, self.empty_tokens, self.latent_side
-    )
-    tokens = self.sd.tokenize(captions)
-    images = captioned_images.sample_in_chunks(
-      sample_fn, tokens, np.ones_like(tokens), rng, batch_size
-    )
-    return {"image": images}
-
-  def save_samples(
-    self,
-    samples: Mapping[str, np.ndarray],
-    conditions: Mapping[str, Any],
-    path: str,
-    *,
-    scale: int = 1,
-    ncols: int | None = None,
-  ) -> str:
-    """Writes the images as one PNG grid, each captioned with its prompt; returns `path`."""
-    self.check_output(path)
-    return captioned_images.save_captioned_grid(
-      path, samples["image"], conditions["caption"], scale=scale, ncols=ncols
     )
 
   def preview(self, params, rng: jax.Array) -> np.ndarray:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +33,6 @@ from jaxgen.models.unet_config import UNetConfig
 from jaxgen.nn import precision
 from jaxgen.render.grid import make_grid
 from jaxgen.tasks.image import captioned_images
-from jaxgen.training.task import GenerativeTask, SampleSpec
 
 IMAGE_CHANNELS = shapes.CHANNELS
 
@@ -220,14 +218,8 @@ def abstract_captioned_batch(
   )
 
 
-class TextToImageTask(GenerativeTask):
+class TextToImageTask(captioned_images.CaptionedImageTask):
   """The `text_to_image` task (see module docstring)."""
-
-  sample_spec = SampleSpec(
-    default_out="grid.png",
-    out_extensions=(".png",),
-    options=("sampler", "num_steps", "guidance_scale"),
-  )
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -328,67 +320,22 @@ class TextToImageTask(GenerativeTask):
     x0 = samplers.run_sampler(model_fn, plan, x_T, sample_rng)
     return self.to_images(x0)
 
-  # -- generation (the GenerativeTask signature) -----------------------------
+  # -- generation (`CaptionedImageTask.generate` runs these) ------------------
 
-  def conditions(
-    self, prompts: Sequence[str], *, seconds: float | None = None
-  ) -> dict[str, np.ndarray]:
-    """{"caption": (N,) str array}; named errors for no prompts, an empty one, or a duration."""
-    return captioned_images.caption_conditions(prompts, seconds, self.config.task)
+  def sampling_options(
+    self, sampler: str | None, num_steps: int | None, guidance_scale: float | None
+  ) -> tuple[str, int, float]:
+    return sampling_options(self.config, sampler, num_steps, guidance_scale)
 
-  def check_options(self, options: Mapping[str, Any]) -> None:
-    """SamplingOptionErrors for `generate`'s sampler, num_steps and guidance_scale."""
-    sampling_options(
-      self.config, options.get("sampler"), options.get("num_steps"), options.get("guidance_scale")
-    )
-
-  def generate(
-    self,
-    params,
-    conditions: Mapping[str, Any],
-    rng: jax.Array,
-    *,
-    sampler: str | None = None,
-    num_steps: int | None = None,
-    guidance_scale: float | None = None,
-    batch_size: int = 256,
-  ) -> dict[str, np.ndarray]:
-    """{"image": uint8 (N, H, W, 3)} for `conditions["caption"]`.
-
-    Options left None take the config's `sample.*` values; all are checked
-    before anything compiles. Prompts run in chunks of `batch_size` (the last
-    padded), so every chunk shares one compiled program.
-    """
-    captions = captioned_images.conditions_captions(conditions)
-    sampler, num_steps, guidance_scale = sampling_options(
-      self.config, sampler, num_steps, guidance_scale
-    )
-    captioned_images.check_batch_size(batch_size)
-    tokens, mask = self.tokenize(captions)
-    sample_fn = functools.partial(
+  def caption_sampler(self, params, sampler: str, num_steps: int, guidance_scale: float):
+    """`sample` with the options bound; guidance and eta traced, so every chunk shares one program."""
+    return functools.partial(
       self.sample,
       params,
       sampler=sampler,
       num_steps=num_steps,
       guidance_scale=jnp.float32(guidance_scale),
       eta=jnp.float32(self.config.sample.eta),
-    )
-    images = captioned_images.sample_in_chunks(sample_fn, tokens, mask, rng, batch_size)
-    return {"image": images}
-
-  def save_samples(
-    self,
-    samples: Mapping[str, np.ndarray],
-    conditions: Mapping[str, Any],
-    path: str,
-    *,
-    scale: int = 4,
-    ncols: int | None = None,
-  ) -> str:
-    """Writes the images as one PNG grid, each captioned with its prompt; returns `path`."""
-    self.check_output(path)
-    return captioned_images.save_captioned_grid(
-      path, samples["image"], conditions["caption"], scale=scale, ncols=ncols
     )
 
   # -- judging and pictures --------------------------------------------------
