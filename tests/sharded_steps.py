@@ -18,10 +18,17 @@ from jaxgen.training import sharding, trainer
 from tiny_configs import ONE_LEVEL_TEXT_TO_IMAGE, TINY_TEXT_TO_IMAGE, tiny_text_to_image_config
 
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]
+# test_multiprocess.py's runs, also on 8 devices: with the session's compilation
+# cache (tests/conftest.py) the meshes both use compile once.
+TEN_STEPS = ONE_LEVEL_TEXT_TO_IMAGE + [
+  "train.num_steps=10",
+  "train.log_every=5",
+  "checkpoint.save_every=5",
+]
 
 
 def run(mesh_shape, num_steps=3):
-  config = tiny_text_to_image_config(*ONE_LEVEL_TEXT_TO_IMAGE[len(TINY_TEXT_TO_IMAGE) :])
+  config = tiny_text_to_image_config(*TEN_STEPS[len(TINY_TEXT_TO_IMAGE) :])
   task = get_task(config)
   devices = jax.devices()[: int(np.prod(mesh_shape))]
   mesh = sharding.make_mesh(mesh_shape, devices)

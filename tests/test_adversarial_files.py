@@ -160,7 +160,7 @@ def _nan_mpjpe(tmp):
 def _nan_beats(tmp):
   joints = np.random.default_rng(0).standard_normal((60, 24, 3))
   joints[10] = np.nan
-  dance.motion_beats(joints)
+  dance.motion_beats(joints, fps=60)
 
 
 @dataclasses.dataclass(frozen=True)

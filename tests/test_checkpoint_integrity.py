@@ -1,9 +1,9 @@
 """Verified checkpoints: corrupt steps are skipped, moved aside, and never restored.
 
-One uninterrupted tiny text-to-image run (8 steps, checkpoints at 2, 4, 6 and
-8) serves every test; each test corrupts a copy of it. The module compiles
-through a private persistent compilation cache, so the resumed run reuses the
-first run's executables.
+One uninterrupted tiny text-to-image run (4 steps, a checkpoint after each)
+serves every test; each test corrupts a copy of it. Its config compiles the
+same programs as test_training.py's run, so the session's persistent
+compilation cache (tests/conftest.py) serves both, and the resumed run here.
 """
 
 import glob
@@ -15,7 +15,6 @@ import jax
 import numpy as np
 import pytest
 import tensorstore as ts
-from jax.experimental.compilation_cache import compilation_cache
 
 from jaxgen.tasks.registry import get_task
 from jaxgen.training.checkpoint import (
@@ -35,7 +34,7 @@ from tiny_configs import tiny_text_to_image_config
 # unraisable exceptions (hundreds on a larger model): none may get through.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
-OVERRIDES = ("train.num_steps=8", "checkpoint.keep=4")
+OVERRIDES = ("checkpoint.save_every=1", "checkpoint.keep=4")
 STATE_FIELDS = ("step", "params", "ema_params", "opt_state", "rng", "skipped_steps")
 
 
@@ -44,29 +43,10 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  """A persistent XLA cache for this module only; the previous settings come back after."""
-  names = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-  )
-  before = {name: getattr(jax.config, name) for name in names}
-  values = (str(tmp_path_factory.mktemp("xla_cache")), 0.0, 0)
-  for name, value in zip(names, values):
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in before.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, compile_cache):
+def uninterrupted(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("uninterrupted"))
   state = train(get_task(config()), config(), workdir)
-  assert _steps(workdir) == [2, 4, 6, 8]
+  assert _steps(workdir) == [1, 2, 3, 4]
   return workdir, jax.device_get(state)
 
 
@@ -170,90 +150,90 @@ def test_a_corrupt_newest_step_is_skipped_with_one_warning(
   run, _ = uninterrupted
   corrupt, reason = CORRUPTIONS[corruption]
   broken = _copy(run, tmp_path)
-  corrupt(broken, 8)
+  corrupt(broken, 4)
   capfd.readouterr()
   with caplog.at_level(logging.INFO):
     state, meta, step = _restore(broken)
   out, err = capfd.readouterr()
-  assert step == 6
-  expected, expected_meta, _ = _restore(run, step=6)
+  assert step == 3
+  expected, expected_meta, _ = _restore(run, step=3)
   for name in STATE_FIELDS:
     _assert_equal_trees(getattr(state, name), getattr(expected, name), name)
   assert meta == expected_meta and meta["data_iterator"] == expected_meta["data_iterator"]
   (warning,) = _warnings(caplog)
-  assert f"checkpoint step 8 is {reason}" in warning
+  assert f"checkpoint step 4 is {reason}" in warning
   assert len(out + err) < 2000 and "Traceback" not in out + err
   # A read-only checkpointer (sampling, evaluation) leaves the run as it is.
-  assert os.path.isdir(_step_dir(broken, 8))
+  assert os.path.isdir(_step_dir(broken, 4))
 
 
 def test_resume_past_corrupt_steps_ends_bit_identical(uninterrupted, tmp_path, caplog):
   run, final = uninterrupted
   broken = _copy(run, tmp_path)
-  for step, name in ((8, "bit_flip"), (6, "zeroed_file"), (4, "deleted_metadata")):
+  for step, name in ((4, "bit_flip"), (3, "zeroed_file"), (2, "deleted_metadata")):
     CORRUPTIONS[name][0](broken, step)
   with caplog.at_level(logging.WARNING):
     state = jax.device_get(train(get_task(config()), config(), broken))
   bad = [w for w in _warnings(caplog) if "skipped" in w]
   assert len(bad) == 3
   for warning, (step, name) in zip(
-    bad, ((8, "bit_flip"), (6, "zeroed_file"), (4, "deleted_metadata"))
+    bad, ((4, "bit_flip"), (3, "zeroed_file"), (2, "deleted_metadata"))
   ):
     assert f"checkpoint step {step} is {CORRUPTIONS[name][1]}" in warning
   for name in STATE_FIELDS:
     _assert_equal_trees(getattr(state, name), getattr(final, name), name)
-  # The bad steps are kept for inspection, out of orbax's way; the run saved 4, 6, 8 again.
+  # The bad steps are kept for inspection, out of orbax's way; the run saved 2, 3, 4 again.
   corrupt = os.path.join(checkpoint_dir(broken), "corrupt")
-  assert sorted(os.listdir(corrupt), key=int) == ["4", "6", "8"]
+  assert sorted(os.listdir(corrupt), key=int) == ["2", "3", "4"]
   caplog.clear()
   with caplog.at_level(logging.WARNING):
     restored, _, step = _restore(broken)
-  assert step == 8 and not _warnings(caplog)
-  assert _steps(broken) == [2, 4, 6, 8]
+  assert step == 4 and not _warnings(caplog)
+  assert _steps(broken) == [1, 2, 3, 4]
   _assert_equal_trees(restored.params, final.params, "params")
 
 
 def test_no_good_step_is_a_named_error_listing_each_reason(uninterrupted, tmp_path):
   run, _ = uninterrupted
   broken = _copy(run, tmp_path)
-  for step in (2, 4):
+  for step in (1, 2):
     shutil.rmtree(_step_dir(broken, step))
-  flip_a_bit(broken, 8)
-  zero_a_file(broken, 6)
+  flip_a_bit(broken, 4)
+  zero_a_file(broken, 3)
   with pytest.raises(NoGoodCheckpointError) as error:
     _restore(broken, read_only=False)
   assert isinstance(error.value, CheckpointNotFoundError)
-  assert sorted(error.value.reasons) == [6, 8]
+  assert sorted(error.value.reasons) == [3, 4]
   message = str(error.value)
-  assert "step 8: corrupt (checksum mismatch in" in message
-  assert "step 6: unreadable (Exception: Encountered error while reading array" in message
+  assert "step 4: corrupt (checksum mismatch in" in message
+  assert "step 3: unreadable (Exception: Encountered error while reading array" in message
   # Nothing is moved when nothing could be restored: the run stays as it was.
-  assert sorted(os.listdir(checkpoint_dir(broken))) == ["6", "8"]
+  assert sorted(os.listdir(checkpoint_dir(broken))) == ["3", "4"]
 
 
 def test_sampling_restore_falls_back_quietly(uninterrupted, tmp_path, caplog, capfd):
   run, _ = uninterrupted
   broken = _copy(run, tmp_path)
-  zero_every_file(broken, 8)
+  zero_every_file(broken, 4)
   task = get_task(config())
   capfd.readouterr()
   with caplog.at_level(logging.WARNING):
     params = restore_ema_params(task, broken)
   out, err = capfd.readouterr()
-  _assert_equal_trees(params, restore_ema_params(task, run, step=6), "ema_params")
+  _assert_equal_trees(params, restore_ema_params(task, run, step=3), "ema_params")
   (warning,) = _warnings(caplog)
-  assert "step 8" in warning
+  assert "step 4" in warning
   assert len(out + err) < 2000 and "Traceback" not in out + err
 
 
 def test_a_step_saved_before_checksums_restores_unverified(uninterrupted, tmp_path, caplog):
   run, final = uninterrupted
   old = _copy(run, tmp_path)
-  for step in (2, 4, 6, 8):
+  for step in (1, 2, 3, 4):
     shutil.rmtree(os.path.join(_step_dir(old, step), CHECKSUMS_ITEM))
   with caplog.at_level(logging.INFO):
     state, _, step = _restore(old)
-  assert step == 8 and not _warnings(caplog)
+  assert step == 4 and not _warnings(caplog)
   assert any("no checksums" in r.getMessage() for r in caplog.records)
   _assert_equal_trees(state.params, final.params, "params")
 

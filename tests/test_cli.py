@@ -28,6 +28,8 @@ SD_FINETUNE = ("sd15_finetune.py", "sd2_finetune.py")
 # Experiments that start from another experiment's run: config -> (its override, that config).
 NEEDS_RUN = {
   "latent_diffusion_shapes.py": ("autoencoder.workdir", "autoencoder_shapes.py"),
+  "bbdm_latent_scenes.py": ("autoencoder.workdir", "autoencoder_shapes.py"),
+  "controlnet_scenes.py": ("base.workdir", "text_to_image_scenes.py"),
   "t2m_gpt_synthetic.py": ("vq.workdir", "t2m_vq_synthetic.py"),
 }
 
@@ -185,12 +187,25 @@ def test_readme_commands_that_need_a_pod_or_real_data_dry_run(humanml3d_args, ca
     assert "nothing compiled" in capsys.readouterr().out
 
 
+def _write_label_maps(folder: str, count: int = 2) -> None:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  from jaxgen.data import scenes  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(folder, exist_ok=True)
+  labels = scenes.make_scenes("test", count)["label"]
+  for i, label in enumerate(labels):
+    Image.fromarray(scenes.labels_to_rgb(label)).save(os.path.join(folder, f"scene_{i}.png"))
+
+
 def test_readme_sample_and_eval_motion_commands(project):
   for name in TINY:
     project.train(name)
   commands = readme_argv("jaxgen sample") + readme_argv("jaxgen eval-motion")
-  assert len(commands) == 4
+  assert len(commands) == 5
   for argv in commands:
+    if "--input" in argv:  # image-to-image: a folder of held-out label maps
+      _write_label_maps(os.path.join(project.root, argv[argv.index("--input") + 1]))
     # One R-precision batch (32 test captions) instead of the whole split.
     extra = ["--num-examples", "32"] if argv[1] == "eval-motion" else []
     assert project.run(argv[1:] + extra) == 0, argv

@@ -152,9 +152,18 @@ def test_unknown_layout_and_bad_files_raise_named_errors(tmp_path):
     list(humanml3d.split_examples(str(folder), "val", fmt))
 
 
-def test_load_split_pads_crops_and_expands_captions(tmp_path):
+def test_load_split_pads_crops_and_expands_captions(tmp_path, caplog):
   motions = _write_folder(tmp_path, motion_formats.HUMANML3D)
-  train = humanml3d.load_split(tmp_path, "train")
+  with caplog.at_level("WARNING"):
+    train = humanml3d.load_split(tmp_path, "train")
+  # The dropped long clip is named; the short one (30 frames) is only counted.
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert warnings == [
+    (
+      "humanml3d train: dropped 1 motions/spans of 200 frames or more, as the reference "
+      "loader does: 000004 (250 frames)"
+    )
+  ]
   assert train["motion"].shape == (5, 196, 263)
   assert train["caption"] == [
     "a man walks forward.",

@@ -89,6 +89,58 @@ def test_recovered_joints_are_a_rigid_yaw_of_the_input(clips):
   np.testing.assert_allclose(recovered[0, 0, [0, 2]], 0.0, atol=1e-12)
 
 
+def _turning_walk(frames=100, yaw_rate=0.05):
+  """The rest pose walking forward while turning `yaw_rate` rad per frame about its root,
+  swinging its arms, and not holding its last pose (like real clips)."""
+  pose = np.zeros((22, 3))
+  for j in range(1, 22):
+    pose[j] = pose[FMT.parents[j]] + synthetic_motion._REST_OFFSETS[j]
+  pose[:, 1] -= pose[:, 1].min()
+  clip, root = [], np.zeros(3)
+  for t in range(frames):
+    swung = pose.copy()
+    swung[[18, 20]] += [0.0, 0.0, 0.15 * np.sin(0.3 * t)]
+    swung[[19, 21]] -= [0.0, 0.0, 0.15 * np.sin(0.3 * t)]
+    root = root + _yaw(yaw_rate * t) @ np.array([0.0, 0.0, 0.04])
+    clip.append(swung @ _yaw(yaw_rate * t).T + root)
+  return np.stack(clip)
+
+
+def test_round_trip_is_exact_with_the_last_frame():
+  """features -> joints (with the velocity-placed last frame) -> features is exact.
+
+  On a clip that keeps turning to its end, the reference's T-frame recovery
+  cannot be exact (the clip-wide facing smoothing sees one frame fewer): the
+  issue measured 0.030 there. Appending frame T makes it exact, in float64
+  and for stored float32 features.
+  """
+  features = motion.joints_to_features(_turning_walk())
+  short = motion.joints_to_features(motion.features_to_joints(features))
+  assert np.abs(short - features[:-1]).max() > 1e-3  # The documented limitation.
+  recovered = motion.features_to_joints(features, with_last_frame=True)
+  assert recovered.shape == (100, 22, 3)
+  np.testing.assert_allclose(motion.joints_to_features(recovered), features, atol=1e-9)
+  stored = features.astype(np.float32)
+  again = motion.joints_to_features(motion.features_to_joints(stored, with_last_frame=True))
+  np.testing.assert_allclose(again, stored, atol=1e-4)
+
+  # Frame 0's smoothed facing (the features' frame) is +Z; its own facing is not.
+  root_quat = motion.inverse_kinematics(recovered[None])[0, 0, 0]
+  np.testing.assert_allclose(np.abs(root_quat), [1.0, 0.0, 0.0, 0.0], atol=1e-9)
+  forward = motion._facing_direction(recovered[0], FMT.face_joints, swap_hips=True)
+  assert np.degrees(np.arccos(forward[2] / np.linalg.norm(forward))) > 10.0
+
+
+def test_round_trip_with_last_frame_on_clips_cut_mid_motion(clips):
+  worst = 0.0
+  for i, joints in enumerate(clips["joints"][:12]):
+    cut = joints[: len(joints) // 2 + 3 * i]  # Ends mid-motion: no held last frame.
+    features = motion.joints_to_features(cut)
+    recovered = motion.features_to_joints(features, with_last_frame=True)
+    worst = max(worst, np.abs(motion.joints_to_features(recovered) - features).max())
+  assert worst < 1e-9, worst
+
+
 def test_known_motion_values():
   """Standing still, a straight walk of known speed and a steady turn."""
   assert motion.features_to_joints(np.zeros((1, 263))).shape == (1, 22, 3)
@@ -125,11 +177,14 @@ def test_known_motion_values():
 def test_features_to_joints_jax_matches_numpy_and_jits(clips):
   length = int(clips["length"][2])
   features = clips["motion"][2:4, :length]
-  expected = motion.features_to_joints(features.astype(np.float64))
-  fn = jax.jit(lambda x: motion.features_to_joints(x, FMT))
+  expected = motion.features_to_joints(features.astype(np.float64), with_last_frame=True)
+  fn = jax.jit(lambda x: motion.features_to_joints(x, FMT, with_last_frame=True))
   got = fn(jnp.asarray(features))
-  assert isinstance(got, jax.Array) and got.shape == (2, length, 22, 3)
+  assert isinstance(got, jax.Array) and got.shape == (2, length + 1, 22, 3)
   np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4)
+  np.testing.assert_array_equal(
+    expected[:, :-1], motion.features_to_joints(features.astype(np.float64))
+  )
   grads = jax.grad(lambda x: motion.features_to_joints(x).sum())(jnp.asarray(features[0]))
   assert np.isfinite(np.asarray(grads)).all()
 
@@ -187,6 +242,22 @@ def test_joint_checks():
     motion.joints_to_features(joints)
   with pytest.raises(motion_formats.InvalidMotionError, match="shape"):
     motion.features_to_joints(np.zeros((5, 100)))
+
+
+def test_crop_motion_never_exceeds_max_frames():
+  rng = np.random.default_rng(0)
+  for length in (41, 197, 200, 250, 1000):
+    features = np.arange(length, dtype=np.float32)[:, None] * np.ones((1, 263), np.float32)
+    crops = [motion_formats.crop_motion(features, rng) for _ in range(60)]
+    lengths = {len(c) for c in crops}
+    top = min(length, 196) // 4 * 4
+    assert lengths == {top, top - 4}, (length, lengths)  # Two in three keep `top`.
+    for crop in crops:  # Contiguous windows inside the clip.
+      np.testing.assert_array_equal(np.diff(crop[:, 0]), 1.0)
+      assert crop[-1, 0] < length
+  assert len(motion_formats.crop_motion(features, rng, unit=10, max_frames=50)) in (40, 50)
+  with pytest.raises(ValueError, match="unit must be in"):
+    motion_formats.crop_motion(features, rng, unit=8, max_frames=4)
 
 
 def test_normalizer(clips, tmp_path):

@@ -14,20 +14,15 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from jaxgen.tasks.registry import get_task
 from jaxgen.training.checkpoint import Checkpointer, checkpoint_dir
 from jaxgen.training.run_directory import load_run_config
 from jaxgen.training.trainer import abstract_train_state
+from sharded_steps import TEN_STEPS
 from tiny_configs import CONFIGS, ONE_LEVEL_TEXT_TO_IMAGE
 
 CONFIG = os.path.join(CONFIGS, "text_to_image_shapes.py")
-TEN_STEPS = ONE_LEVEL_TEXT_TO_IMAGE + [
-  "train.num_steps=10",
-  "train.log_every=5",
-  "checkpoint.save_every=5",
-]
 
 
 def _env(num_devices: int) -> dict:
@@ -43,7 +38,9 @@ def _env(num_devices: int) -> dict:
   return env
 
 
-def _command(workdir: str, cache: str, overrides, *flags: str) -> list[str]:
+def _command(workdir: str, overrides, *flags: str) -> list[str]:
+  # No cache of the CLI's own: the session's (tests/conftest.py) comes through the
+  # environment, so a run reuses what an earlier run on the same devices compiled.
   return (
     [
       sys.executable,
@@ -52,7 +49,7 @@ def _command(workdir: str, cache: str, overrides, *flags: str) -> list[str]:
       "--log-level",
       "warning",
       "--compilation-cache",
-      cache,
+      "",
       "train",
       "--config",
       CONFIG,
@@ -64,13 +61,9 @@ def _command(workdir: str, cache: str, overrides, *flags: str) -> list[str]:
   )
 
 
-def _run(workdir, cache, overrides, num_devices=8):
+def _run(workdir, overrides, num_devices=8):
   result = subprocess.run(
-    _command(workdir, cache, overrides),
-    env=_env(num_devices),
-    capture_output=True,
-    text=True,
-    timeout=600,
+    _command(workdir, overrides), env=_env(num_devices), capture_output=True, text=True, timeout=600
   )
   assert result.returncode == 0, result.stderr[-3000:]
 
@@ -102,15 +95,10 @@ def _max_difference(a, b) -> float:
   )
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("xla_cache"))
-
-
-def test_two_processes_and_a_resharded_resume_match_one_process(tmp_path, cache):
+def test_two_processes_and_a_resharded_resume_match_one_process(tmp_path):
   # Both comparisons share the one reference run.
   reference = str(tmp_path / "one_process")  # 10 steps, one process, FSDP mesh (2, 4, 1)
-  _run(reference, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
+  _run(reference, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
   ref_step, ref_state = _final_state(reference)
   assert ref_step == 10
 
@@ -120,7 +108,6 @@ def test_two_processes_and_a_resharded_resume_match_one_process(tmp_path, cache)
     subprocess.Popen(
       _command(
         two_processes,
-        cache,
         TEN_STEPS + ["mesh_shape=(2, 4, 1)"],
         "--coordinator",
         f"127.0.0.1:{port}",
@@ -144,34 +131,33 @@ def test_two_processes_and_a_resharded_resume_match_one_process(tmp_path, cache)
   assert _max_difference(state.params, ref_state.params) <= 1e-5
   assert _max_difference(state.opt_state, ref_state.opt_state) <= 1e-5
 
-  # Steps 1-5 on a pure data-parallel mesh, then 6-10 on the FSDP mesh: the
-  # restore reshards every array onto the new layout.
+  # Steps 1-5 of the reference on the FSDP mesh, then 6-10 on a pure
+  # data-parallel mesh: the restore reshards every array onto the new layout.
   resharded = str(tmp_path / "reshard")
-  _run(resharded, cache, TEN_STEPS + ["mesh_shape=(8, 1, 1)"])
+  shutil.copytree(reference, resharded)
   shutil.rmtree(os.path.join(checkpoint_dir(resharded), "10"))
-  _run(resharded, cache, TEN_STEPS + ["mesh_shape=(2, 4, 1)"])
+  _run(resharded, TEN_STEPS + ["mesh_shape=(8, 1, 1)"])
   step, state = _final_state(resharded)
   assert step == 10
   assert _max_difference(state.params, ref_state.params) <= 1e-5
 
 
-def test_sigkill_then_rerun_is_bit_identical(tmp_path, cache):
-  # Long enough that the kill lands mid-run: checkpoints every 20 steps.
+def test_sigkill_then_rerun_is_bit_identical(tmp_path):
+  # Long enough that the kill lands mid-run: checkpoints every 20 steps, and
+  # 80 steps still to run when the first one appears.
+  num_steps = 100
   overrides = ONE_LEVEL_TEXT_TO_IMAGE + [
-    "train.num_steps=200",
-    "train.log_every=100",
+    f"train.num_steps={num_steps}",
+    "train.log_every=50",
     "checkpoint.save_every=20",
     "checkpoint.keep=2",
   ]
   uninterrupted = str(tmp_path / "uninterrupted")
-  _run(uninterrupted, cache, overrides, 1)
+  _run(uninterrupted, overrides, 1)
 
   killed = str(tmp_path / "killed")
   process = subprocess.Popen(
-    _command(killed, cache, overrides),
-    env=_env(1),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
+    _command(killed, overrides), env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
   )
   deadline = time.monotonic() + 300
   while time.monotonic() < deadline and process.poll() is None:
@@ -183,12 +169,12 @@ def test_sigkill_then_rerun_is_bit_identical(tmp_path, cache):
   process.wait()
   assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   step_at_kill, _ = _final_state(killed)
-  assert step_at_kill < 200
+  assert step_at_kill < num_steps
 
-  _run(killed, cache, overrides, 1)  # the same command again
+  _run(killed, overrides, 1)  # the same command again
   step, state = _final_state(killed)
   ref_step, ref_state = _final_state(uninterrupted)
-  assert step == ref_step == 200
+  assert step == ref_step == num_steps
   for name in ("params", "ema_params", "opt_state", "rng"):
     leaves = zip(jax.tree.leaves(getattr(state, name)), jax.tree.leaves(getattr(ref_state, name)))
     assert all(np.array_equal(a, b) for a, b in leaves), name

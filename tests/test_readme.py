@@ -53,6 +53,10 @@ COMMAND_TESTS = [
     "tests/test_cli.py::test_train_runs_every_experiment_and_refuses_architecture_files",
   ),
   ("jaxgen sample", "tests/test_cli.py::test_readme_sample_and_eval_motion_commands"),
+  (
+    "python benchmarks/image_to_image_table.py",
+    "tests/test_image_to_image.py::test_readme_table_command",
+  ),
   ("jaxgen eval-motion", "tests/test_cli.py::test_readme_sample_and_eval_motion_commands"),
   ("jaxgen eval --metric fid", "tests/test_metrics_eval_cli.py::test_readme_eval_commands"),
   ("jaxgen eval --metric ssim", "tests/test_metrics_eval_cli.py::test_readme_eval_commands"),

@@ -96,3 +96,46 @@ def test_bad_inputs(samples, tmp_path):
   )
   with Image.open(path) as gif:
     assert gif.n_frames == 3
+
+
+def _colour_pixels(frame, hex_colour, tolerance=60):
+  """(rows, cols) of the pixels close to one chain colour."""
+  rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+  close = np.abs(frame.astype(int) - rgb).sum(-1) < tolerance
+  return np.nonzero(close)
+
+
+def test_figure_is_not_mirrored():
+  """A body facing the camera shows its left hand on the viewer's right.
+
+  Skeleton convention (`synthetic_motion._REST_OFFSETS`): Y up, a body facing
+  +Z has its left at +X. The pose holds the LEFT arm out sideways (+X) and
+  steps forward (+Z) with the LEFT foot. The camera looks down (elevation >
+  0), so the nearer of two feet on the floor draws lower: the forward foot
+  drawn lower means the body faces the camera, and then its left arm must
+  be on the viewer's right, as a person facing you raises their left hand
+  on your right. Turned 180 degrees (seen from behind) both flip. A mirrored
+  projection breaks the pairing in one of the two views.
+  """
+  fmt = motion_formats.HUMANML3D
+  pose = np.zeros((22, 3))
+  for j in range(1, 22):
+    pose[j] = pose[fmt.parents[j]] + synthetic_motion._REST_OFFSETS[j]
+  pose[18] = pose[16] + [0.27, 0.0, 0.0]  # Left elbow and wrist out to the left.
+  pose[20] = pose[18] + [0.25, 0.0, 0.0]
+  pose[[4, 7, 10]] += [0.0, 0.0, 0.3]  # Left leg a step forward, right leg back.
+  pose[[5, 8, 11]] -= [0.0, 0.0, 0.3]
+  pose[:, 1] -= pose[:, 1].min()
+  left_arm, right_arm, left_leg, right_leg = "#16a085", "#e67e22", "#2e6fba", "#c0392b"
+  for turn, faces_camera in ((0.0, True), (np.pi, False)):
+    c, s = np.cos(turn), np.sin(turn)
+    turned = pose @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]).T
+    frame = render.render_frames(turned[None], dpi=50)[0]  # The default camera.
+    forward_foot_lower = (
+      _colour_pixels(frame, left_leg)[0].max() > _colour_pixels(frame, right_leg)[0].max()
+    )
+    left_on_right = (
+      _colour_pixels(frame, left_arm)[1].mean() > _colour_pixels(frame, right_arm)[1].mean()
+    )
+    assert forward_foot_lower == faces_camera, turn
+    assert left_on_right == faces_camera, turn

@@ -91,6 +91,29 @@ TINY = {
     "sample.num_steps=3",
     "eval.num_examples=8",
   ],
+  # BBDM: the reference's U-Net at one level of 32 channels (GroupNorm32), 16×16 scenes.
+  "bbdm_scenes.py": _RUN
+  + [
+    "data.resolution=16",
+    "data.num_train_examples=16",
+    "unet.image_size=16",
+    "unet.channel_mult=(1,)",
+    "unet.num_head_channels=32",
+    "bridge.sample_step=4",
+    "train.sample_every=0",
+  ],
+  # autoencoder.workdir=<a run of the tiny autoencoder_shapes.py> comes with it.
+  "bbdm_latent_scenes.py": _RUN
+  + [
+    "data.resolution=16",
+    "data.num_train_examples=16",
+    "autoencoder.num_stat_examples=16",
+    "unet.image_size=8",
+    "unet.channel_mult=(1,)",
+    "unet.num_head_channels=32",
+    "bridge.sample_step=4",
+    "train.sample_every=0",
+  ],
   "t2m_evaluator_synthetic.py": _RUN
   + _MOTION_DATA
   + [
@@ -123,6 +146,71 @@ TINY = {
   + _MOTION_DATA
   + _TEXT
   + ["vae.latent_dim=16", "vae.ff_size=32", "vae.num_layers=1", "vae.num_heads=2"],
+  "cyclegan_scenes.py": _RUN
+  + [
+    "data.resolution=16",
+    "data.num_train_examples=16",
+    "generator.channels=4",
+    "generator.num_blocks=1",
+    "discriminator.channels=4",
+    "discriminator.num_layers=1",
+    "loss.pool_size=4",
+    "train.sample_every=0",
+  ],
+  # Palette: the ADM U-Net at one level of 32 channels (GroupNorm32), 16×16 scenes, 3 sampling steps.
+  "palette_scenes.py": _RUN
+  + [
+    "data.resolution=16",
+    "data.num_train_examples=16",
+    "unet.image_size=16",
+    "unet.channel_mults=(1,)",
+    "unet.res_blocks=1",
+    "sample.num_steps=3",
+    "train.sample_every=0",
+  ],
+  # ControlNet's base: three U-Net levels (the last with cross-attention) at 16×16.
+  "text_to_image_scenes.py": _RUN
+  + _TEXT
+  + [
+    "data.resolution=16",
+    "data.num_train_examples=16",
+    "unet.sample_size=16",
+    "unet.block_out_channels=(8, 8, 16)",
+    "unet.attention_head_dim=2",
+    "unet.cross_attention_dim=16",
+    "unet.norm_num_groups=4",
+    "train.sample_every=0",
+    "sample.num_steps=3",
+    "eval.num_examples=8",
+  ],
+  # base.workdir=<a run of the tiny text_to_image_scenes.py> comes with it.
+  "controlnet_scenes.py": _RUN
+  + [
+    "data.resolution=16",
+    "data.num_train_examples=16",
+    "controlnet.conditioning_embedding_out_channels=(4,)",
+    "train.sample_every=0",
+    "sample.num_steps=2",
+  ],
+  # 32×32: the smallest side a 5-level U-Net takes.
+  "pix2pix_scenes.py": _RUN
+  + [
+    "data.num_train_examples=16",
+    "generator.ngf=4",
+    "discriminator.channels=4",
+    "discriminator.num_layers=1",
+    "train.sample_every=0",
+  ],
+  # 32×32: the smallest crop SPADE's 'normal' upsampling takes (a 1×1 start map).
+  "spade_scenes.py": _RUN
+  + [
+    "data.num_train_examples=16",
+    "generator.ngf=2",
+    "generator.spade_hidden=4",
+    "discriminator.ndf=4",
+    "discriminator.n_layers_D=2",
+    "train.sample_every=0",
+  ],
 }
 
 

@@ -85,3 +85,24 @@ def save_sd_pipeline(folder: str, *, vae, text_encoder, tokenizer, unet, schedul
   path = os.path.join(folder, "pipeline")
   pipe.save_pretrained(path)
   return path
+
+
+def save_sd_controlnet_pipeline(
+  folder: str, *, vae, text_encoder, tokenizer, unet, controlnet, scheduler
+) -> str:
+  """Saves a `StableDiffusionControlNetPipeline` (one ControlNet, no safety checker) to
+  folder/pipeline (safetensors); returns that path."""
+  pipe = diffusers.StableDiffusionControlNetPipeline(
+    vae=vae,
+    text_encoder=text_encoder,
+    tokenizer=tokenizer,
+    unet=unet,
+    controlnet=controlnet,
+    scheduler=scheduler,
+    safety_checker=None,
+    feature_extractor=None,
+    requires_safety_checker=False,
+  )
+  path = os.path.join(folder, "pipeline")
+  pipe.save_pretrained(path, safe_serialization=True)
+  return path

@@ -2,10 +2,12 @@
 
     jaxgen sample --checkpoint runs/shapes --prompt "a small red circle in the top left"
     jaxgen sample --checkpoint runs/t2m_mdm --prompt "a person waves" --seconds 6 --out wave.mp4
+    jaxgen sample --checkpoint runs/pix2pix --input sketches/ --out translation.png
 
 The run's task (a `jaxgen.training.task.GenerativeTask`) declares in its
 `sample_spec` what it takes: the output kinds, the sampler options and
-whether samples need a duration. Every argument is checked against it (and
+whether samples need a duration or input images (`--input`: image files or
+folders, for the image-to-image tasks; prompts are then optional). Every argument is checked against it (and
 the sampler options by the task's `check_options`) before the weights are
 read or anything compiles. `--out` may name a directory: the task's default
 file name (grid.png, motion.mp4) is written inside it. Every task's `save_samples`
@@ -52,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", required=True, help="run directory written by `jaxgen train`")
   parser.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
   parser.add_argument("--prompts-file", help="a text file with one prompt per line")
+  parser.add_argument(
+    "--input",
+    action="append",
+    help="image-to-image tasks: an input image (PNG/JPEG) or a folder of them (repeat for several)",
+  )
   add_sampler_arguments(parser)
   parser.add_argument("--num-per-prompt", type=int, default=1)
   parser.add_argument("--seed", type=int, default=0, help=f"random seed, 0 .. {SEED_RANGE - 1}")
@@ -71,6 +78,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--scale", type=int, default=4, help="images: pixel upscaling in the grid (>= 1)"
   )
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def input_image_paths(inputs: list[str]) -> list[str]:
+  """--input files, and the image files of --input folders (sorted), with named errors."""
+  paths = []
+  for item in inputs:
+    if os.path.isdir(item):
+      found = sorted(
+        os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_SUFFIXES)
+      )
+      if not found:
+        raise UsageError(f"--input: folder {item!r} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+      paths += found
+    elif os.path.isfile(item):
+      paths.append(item)
+    else:
+      raise UsageError(f"--input: no such file or folder {item!r}")
+  return paths
+
+
+def read_input_images(inputs: list[str]) -> tuple[list, list[str]]:
+  """(uint8 arrays as stored: (H, W) for grey or palette PNGs, (H, W, 3|4) for colour, names)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+
+  images, names = [], []
+  for path in input_image_paths(inputs):
+    try:
+      with Image.open(path) as image:
+        # Palette PNGs keep their indices (label maps); everything else is read as 8-bit.
+        keep = image.mode in ("P", "L", "RGB", "RGBA")
+        images.append(np.asarray(image if keep else image.convert("RGB")))
+    except (UnidentifiedImageError, OSError) as e:
+      raise UsageError(f"--input: cannot read {path!r} as an image ({e})") from e
+    names.append(os.path.basename(path))
+  return images, names
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -185,16 +231,34 @@ def _check_seconds(seconds: float | None, spec, task_name: str) -> None:
     raise UsageError(f"--seconds: task {task_name!r} takes no duration, got --seconds {seconds}")
 
 
+def _check_inputs(args: argparse.Namespace, spec, task_name: str) -> None:
+  if spec.takes_images and not args.input:
+    raise UsageError(f"--input: task {task_name!r} translates images; give an image or a folder")
+  if not spec.takes_images and args.input:
+    raise UsageError(f"--input: task {task_name!r} generates from prompts and takes no images")
+
+
 def run(args: argparse.Namespace) -> int:
-  prompts = read_prompts(args)
+  if not (args.prompt or args.prompts_file or args.input):  # before reading any run
+    raise UsageError(
+      "--prompt: expected at least one prompt (or --input images for an image-to-image "
+      "run), got none"
+    )
   check_sampler_values(args)
   check_display_values(args)
   config, cls = generative_task_class(args.checkpoint, "--checkpoint")
   spec = cls.sample_spec
+  _check_inputs(args, spec, config.task)
+  if spec.takes_images:  # prompts optional: they caption the inputs
+    prompts = read_prompts(args) if (args.prompt or args.prompts_file) else None
+    images, names = read_input_images(args.input)
+  else:
+    prompts = read_prompts(args)
   _check_seconds(args.seconds, spec, config.task)
   options = sampler_options(args, spec, config.task)
 
   import jax  # pylint: disable=g-import-not-at-top
+
   from jaxgen.training.inference import restore_ema_params  # pylint: disable=g-import-not-at-top
 
   task = cls(config)
@@ -202,12 +266,17 @@ def run(args: argparse.Namespace) -> int:
     task.check_options(options)
   out = output_path(args.out, spec)
   task.check_output(out)
-  captions = [p for p in prompts for _ in range(args.num_per_prompt)]
-  conditions = task.conditions(captions, seconds=args.seconds)
+  if spec.takes_images:
+    conditions = task.image_conditions(images, names, prompts)
+    display = dict(scale=args.scale)
+  else:
+    captions = [p for p in prompts for _ in range(args.num_per_prompt)]
+    conditions = task.conditions(captions, seconds=args.seconds)
+    display = dict(scale=args.scale, ncols=args.num_per_prompt if len(prompts) > 1 else None)
   params = restore_ema_params(task, args.checkpoint)
   with option_flags():
     samples = task.generate(params, conditions, jax.random.PRNGKey(args.seed), **options)
-  display = dict(scale=args.scale, ncols=args.num_per_prompt if len(prompts) > 1 else None)
   path = task.save_samples(samples, conditions, out, **display)
-  print(f"wrote {len(captions)} samples to {path}")
+  count = len(next(iter(samples.values())))
+  print(f"wrote {count} samples to {path}")
   return 0

@@ -64,9 +64,12 @@ def run(args: argparse.Namespace) -> int:
   # pylint: disable=g-import-not-at-top  (the work imports JAX; --help does not)
   from jaxgen.configuration import apply_overrides, load_experiment_config
   from jaxgen.tasks.registry import get_task
+  from jaxgen.training.config import with_trainer_defaults
   from jaxgen.training.run_directory import check_workdir
 
-  config = apply_overrides(load_experiment_config(args.config), args.overrides)
+  # Trainer keys a config file leaves at their defaults can be overridden too.
+  config = with_trainer_defaults(load_experiment_config(args.config))
+  config = apply_overrides(config, args.overrides)
   if args.dry_run:
     return dry_run(get_task(config), config)
   workdir = args.workdir or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])

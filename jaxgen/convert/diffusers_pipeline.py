@@ -315,13 +315,15 @@ def _read_safetensors(path: str) -> dict[str, Any]:
   return state
 
 
-def _check_model_index(folder: str) -> dict[str, Any]:
+def _check_model_index(
+  folder: str, pipeline_classes: tuple[str, ...] = PIPELINE_CLASSES
+) -> dict[str, Any]:
   index = read_json(
     os.path.join(folder, MODEL_INDEX_NAME), f"a diffusers pipeline's {MODEL_INDEX_NAME}"
   )
-  if index.get("_class_name") not in PIPELINE_CLASSES:
+  if index.get("_class_name") not in pipeline_classes:
     raise PipelineFolderError(
-      f"{MODEL_INDEX_NAME}: expected _class_name in {PIPELINE_CLASSES}, "
+      f"{MODEL_INDEX_NAME}: expected _class_name in {pipeline_classes}, "
       f"found {index.get('_class_name')!r}"
     )
   for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -341,10 +343,16 @@ def _check_model_index(folder: str) -> dict[str, Any]:
   return index
 
 
-def load_stable_diffusion(folder: PathLike) -> StableDiffusion:
-  """Reads a local diffusers `StableDiffusionPipeline` folder into a bundle (never downloads)."""
+def load_stable_diffusion(
+  folder: PathLike, pipeline_classes: tuple[str, ...] = PIPELINE_CLASSES
+) -> StableDiffusion:
+  """Reads a local diffusers `StableDiffusionPipeline` folder into a bundle (never downloads).
+
+  pipeline_classes: the model index classes accepted (a ControlNet pipeline
+  folder reads its SD components here; `jaxgen.convert.diffusers_controlnet`).
+  """
   folder = os.fspath(folder)
-  _check_model_index(folder)
+  _check_model_index(folder, pipeline_classes)
   unet_dir, vae_dir = os.path.join(folder, "unet"), os.path.join(folder, "vae")
   unet_config, vae_config, scheduler = read_unet_vae_scheduler_configs(folder, unet_dir, vae_dir)
   text_config, text_params = transformers_text.load_clip_text_model(

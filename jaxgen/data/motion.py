@@ -29,10 +29,21 @@ joints are expected on the format's skeleton already.
 Features -> joint positions is `recover_from_ric`: it integrates the root
 rotation and velocity and places the RIC positions around the root. It runs on
 NumPy arrays in NumPy (keeping float64) and on JAX arrays (or tracers) in
-`jax.numpy`, so it works inside jitted losses. The recovered motion equals
-the processed one up to the (yaw) facing of frame 0, so joints -> features ->
-joints -> features reproduces the features (except the last frame, whose
-velocities need one frame more).
+`jax.numpy`, so it works inside jitted losses. T feature frames hold T + 1
+joint frames (the last one only through the joint velocities of frame T - 1);
+`recover_from_ric` returns the first T.
+
+Round-trip guarantee. The features of a clip are relative to its facing
+direction smoothed over the *whole* clip, so they depend on every frame:
+  - joints (T+1) -> features (T) -> `features_to_joints(..., with_last_frame=True)`
+    (T+1) -> features (T) reproduces the features exactly (float64: ~1e-12;
+    float32 features: ~1e-6): the recovered clip is the processed one, turned
+    about Y and moved on the floor, to which the features are invariant.
+  - with the default T recovered frames the smoothing and the floor see one
+    frame fewer, so the re-computed T - 1 frames match only where the clip
+    does not turn within ~80 frames of its end and its lowest point is not in
+    the last frame (e.g. it holds its last pose, as the synthetic data does);
+    a clip turning 0.05 rad per frame throughout differs by ~0.02-0.03.
 
 The formats (skeletons, feature layouts) and the input checks live in
 `jaxgen.data.motion_formats`, the quaternion math in `jaxgen.data.quaternions`.
@@ -227,11 +238,18 @@ def recover_root(features):
   return quat, position
 
 
-def features_to_joints(features, fmt: MotionFormat = HUMANML3D):
-  """(..., T, D) features -> (..., T, J, 3) joint positions.
+def features_to_joints(features, fmt: MotionFormat = HUMANML3D, with_last_frame: bool = False):
+  """(..., T, D) features -> (..., T, J, 3) joint positions (the reference's).
 
   NumPy in, NumPy out (dtype kept); JAX arrays and tracers use jax.numpy, so
-  this is traceable under jit. Frame 0 faces +Z with its root at XZ origin.
+  this is traceable under jit. Frame 0 has its root at the XZ origin and its
+  *smoothed* facing (the one the features are relative to: hips and
+  shoulders, Gaussian-smoothed over the clip with sigma 20 frames) along +Z;
+  on a turning clip frame 0's own hip/shoulder facing differs from +Z by up
+  to the smoothing lag (about 20 degrees for a steady turn of 0.05 rad per
+  frame). With `with_last_frame`, the joint frame after the last one is
+  appended, placed by the last frame's joint velocities: (..., T+1, J, 3),
+  the exact inverse of `joints_to_features` (see the module docstring).
   Host arrays with NaN/inf frames raise `NonFiniteMotionError`; T = 0 raises
   `EmptyMotionError`.
   """
@@ -249,10 +267,18 @@ def features_to_joints(features, fmt: MotionFormat = HUMANML3D):
   quat, root = recover_root(features)
   ric = features[..., fmt.slices["ric"]]
   ric = ric.reshape(ric.shape[:-1] + (fmt.num_joints - 1, 3))
-  quat = xp.broadcast_to(qinv(quat)[..., None, :], ric.shape[:-1] + (4,))
-  joints = qrot(quat, ric)
+  inverse = xp.broadcast_to(qinv(quat)[..., None, :], ric.shape[:-1] + (4,))
+  joints = qrot(inverse, ric)
   joints = joints + root[..., None, :] * xp.asarray([1.0, 0.0, 1.0], dtype=joints.dtype)
-  return xp.concatenate([root[..., None, :], joints], axis=-2)
+  joints = xp.concatenate([root[..., None, :], joints], axis=-2)
+  if not with_last_frame:
+    return joints
+  # Velocities of frame T-1 are x_T - x_{T-1} in frame T-1's facing.
+  velocity = features[..., -1, fmt.slices["local_velocity"]]
+  velocity = velocity.reshape(velocity.shape[:-1] + (fmt.num_joints, 3))
+  last_inverse = xp.broadcast_to(qinv(quat[..., -1, None, :]), velocity.shape[:-1] + (4,))
+  last = joints[..., -1, :, :] + qrot(last_inverse, velocity)
+  return xp.concatenate([joints, last[..., None, :, :]], axis=-3)
 
 
 # ---------------------------------------------------------------------------

@@ -334,19 +334,26 @@ def pad_motion(features: np.ndarray, max_frames: int) -> np.ndarray:
   return out
 
 
-def crop_motion(features: np.ndarray, rng: np.random.Generator, unit: int = 4) -> np.ndarray:
+def crop_motion(
+  features: np.ndarray, rng: np.random.Generator, unit: int = 4, max_frames: int = 196
+) -> np.ndarray:
   """Random window of a clip, as the reference training data loader does.
 
-  The length becomes a multiple of `unit` (one unit shorter with probability
-  1/3, for augmentation); the window starts uniformly at random. Clips of
-  196..199 frames thus never exceed 196.
+  The length becomes a multiple of `unit`, at most `max_frames` (the
+  format's `max_frames`, 196 for both formats), and one unit shorter with
+  probability 1/3, for augmentation; the window starts uniformly at random.
+  Clips of 196..199 frames thus give 196 or 192 frames as in the reference
+  (whose loader never sees 200 frames or more); longer clips give a random
+  196- or 192-frame window instead of exceeding the cap.
   """
   length = features.shape[0]
+  if unit < 1 or max_frames < unit:
+    raise ValueError(f"unit must be in [1, max_frames={max_frames}], got {unit}.")
   if length < unit:
     raise InvalidMotionError(
       f"features must have at least {unit} frames to crop to a multiple of {unit}, got {length}."
     )
-  units = length // unit
+  units = min(length, max_frames) // unit
   if units > 1 and rng.integers(3) == 2:
     units -= 1
   crop = units * unit

@@ -1,15 +1,22 @@
 """AIST++ / Bailando motion features behind FID_k and FID_g.
 
-Both take one dance as (T, 24, 3) SMPL joint positions in metres, y up, at
-60 fps (AIST++), and return one vector per dance; `dance.fid_k` / `fid_g`
-compare sets of these vectors.
+Both take one dance as (T, 24, 3) SMPL joint positions in metres, y up, with
+its frame rate `fps` given explicitly, and return one vector per dance;
+`dance.fid_k` / `fid_g` compare sets of these vectors. The reference runs on
+AIST++ at 60 fps, and its frame windows (the +-2-frame averaging below) are
+in 60 fps frames: values comparable to published ones need 60 fps input.
+The one conversion for other data, e.g. text-to-motion joints (HumanML3D:
+20 fps, 22 joints), is `to_aist_skeleton(joints, fps)`: cubic-spline
+resampling to 60 fps and the two SMPL hand joints (absent from the 22-joint
+skeleton) placed at the wrists; then call these with fps=60 and the beat
+functions of `dance` with fps=60 too.
 
 - Kinetic features (72 = 24 joints x 3), after Onuma et al. (2008) as coded
   in the AIST++ API (`extract_kinetic_features`): per joint, the mean over
   frames 1..T-1 of the squared horizontal and vertical speed, and the mean
   acceleration magnitude ("energy expenditure"). Velocity and acceleration at
   frame i are averaged over the finite differences in a window of +-2 frames
-  clipped to the sequence; frame time 1/60 s.
+  clipped to the sequence; frame time 1/fps (1/60 s in the reference).
 - Geometric features (32), the boolean relational features of Müller et al.
   (2005) as coded in the AIST++ API (`extract_manual_features`, Bailando's
   `manual_new`): 32 yes/no tests per frame 1..T-1 (is the right wrist above
@@ -18,7 +25,8 @@ compare sets of these vectors.
   the SMPL template.
 
 Reference quirks reproduced on purpose, so values equal the published code's:
-the geometric velocity tests use a frame time of 1/120 s (not AIST++'s 1/60);
+the geometric velocity tests use half the frame time, 1/(2 fps) (the
+reference's 1/120 s for AIST++'s 1/60);
 the "move" tests measure the velocity of their *third* joint (the fourth is
 unused); NaNs from zero-length directions compare False. Bailando evaluates
 the first 1200 frames after subtracting the first frame's root position;
@@ -31,6 +39,7 @@ Host numpy in float64; results are float32 like the reference's.
 from __future__ import annotations
 
 import numpy as np
+import scipy.interpolate
 
 from jaxgen.metrics.frechet import TooFewSamplesError
 
@@ -63,9 +72,8 @@ SMPL_JOINT_NAMES = (
 NUM_JOINTS = len(SMPL_JOINT_NAMES)
 KINETIC_FEATURE_DIM = 3 * NUM_JOINTS
 GEOMETRIC_FEATURE_DIM = 32
-KINETIC_FRAME_TIME = 1.0 / 60.0
-GEOMETRIC_FRAME_TIME = 1.0 / 120.0
-SLIDING_WINDOW = 2
+AIST_FPS = 60.0
+SLIDING_WINDOW = 2  # Frames at AIST_FPS.
 MIN_FRAMES = 3  # the acceleration window is empty at 2 frames
 
 # Body proportions of the SMPL template joints the reference hard-codes.
@@ -128,24 +136,49 @@ GEOMETRIC_FEATURES = (
 assert len(GEOMETRIC_FEATURES) == GEOMETRIC_FEATURE_DIM
 
 
+def to_aist_skeleton(joints: np.ndarray, fps: float) -> np.ndarray:
+  """(T, 22 or 24, 3) joints at `fps` -> (T', 24, 3) at 60 fps, the features' convention.
+
+  The 22-joint skeleton (HumanML3D, SMPL order) lacks SMPL's hand joints 22
+  and 23; they are placed at the wrists (20, 21). Time is resampled with a
+  cubic spline through the frames: T' = floor((T - 1) * 60 / fps) + 1 frames
+  spanning the same duration.
+  """
+  joints = np.asarray(joints, np.float64)
+  if joints.ndim != 3 or joints.shape[1:] not in ((22, 3), (NUM_JOINTS, 3)):
+    raise ValueError(
+      f"joints must have shape (T, 22, 3) or (T, {NUM_JOINTS}, 3), got shape {joints.shape}"
+    )
+  if not fps > 0:
+    raise ValueError(f"fps must be > 0, got {fps}")
+  if len(joints) < 2:
+    raise TooFewSamplesError(f"joints must have at least 2 frames, got {len(joints)}")
+  if not np.isfinite(joints).all():
+    raise ValueError("joints must be finite, got NaN or inf")
+  if joints.shape[1] == 22:
+    joints = np.concatenate([joints, joints[:, 20:22]], axis=1)
+  if fps == AIST_FPS:
+    return joints
+  duration = (len(joints) - 1) / fps
+  times = np.arange(int(np.floor(duration * AIST_FPS + 1e-9)) + 1) / AIST_FPS
+  return scipy.interpolate.CubicSpline(np.arange(len(joints)) / fps, joints, axis=0)(times)
+
+
 def kinetic_features(
-  joints: np.ndarray,
-  *,
-  frame_time: float = KINETIC_FRAME_TIME,
-  sliding_window: int = SLIDING_WINDOW,
-  up_axis: str = "y",
+  joints: np.ndarray, *, fps: float, sliding_window: int = SLIDING_WINDOW, up_axis: str = "y"
 ) -> np.ndarray:
   """(72,) kinetic features of one (T, 24, 3) dance: per joint [E_horizontal, E_vertical, effort].
 
   E_horizontal / E_vertical: mean over frames i = 1..T-1 of the squared norm
   of the window-averaged velocity's horizontal / vertical part (units^2/s^2);
-  effort: mean of the window-averaged acceleration's norm (units/s^2).
+  effort: mean of the window-averaged acceleration's norm (units/s^2), with
+  frame time 1/fps. `sliding_window` is in frames (the reference's 2 at
+  60 fps; see `to_aist_skeleton` for other rates).
   """
   x = _as_dance(joints)
-  if frame_time <= 0 or sliding_window < 0:
-    raise ValueError(
-      f"frame_time must be > 0 and sliding_window >= 0, got {frame_time} and {sliding_window}"
-    )
+  if not fps > 0 or sliding_window < 0:
+    raise ValueError(f"fps must be > 0 and sliding_window >= 0, got {fps} and {sliding_window}")
+  frame_time = 1.0 / fps
   vertical = {"y": 1, "z": 2}.get(up_axis)
   if vertical is None:
     raise ValueError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
@@ -168,14 +201,17 @@ def kinetic_features(
   return np.stack([energy_horizontal, energy_vertical, effort], -1).reshape(-1).astype(np.float32)
 
 
-def geometric_features(
-  joints: np.ndarray, *, frame_time: float = GEOMETRIC_FRAME_TIME
-) -> np.ndarray:
+def geometric_features(joints: np.ndarray, *, fps: float) -> np.ndarray:
   """(32,) geometric features of one (T, 24, 3) dance, y up: the fraction of frames 1..T-1
-  for which each relational test of `GEOMETRIC_FEATURES` holds."""
+  for which each relational test of `GEOMETRIC_FEATURES` holds.
+
+  Velocities are displacement per frame over 1/(2 fps), the reference's
+  1/120 s at 60 fps.
+  """
   x = _as_dance(joints)
-  if frame_time <= 0:
-    raise ValueError(f"frame_time must be > 0, got {frame_time}")
+  if not fps > 0:
+    raise ValueError(f"fps must be > 0, got {fps}")
+  frame_time = 0.5 / fps
   current, previous = x[1:], x[:-1]
   tests = np.stack(
     [
@@ -187,9 +223,9 @@ def geometric_features(
   return tests.astype(np.float32).mean(0)
 
 
-def dance_features(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dance_features(joints: np.ndarray, *, fps: float) -> tuple[np.ndarray, np.ndarray]:
   """(kinetic (72,), geometric (32,)) of one dance, as Bailando's evaluation computes them."""
-  return kinetic_features(joints), geometric_features(joints)
+  return kinetic_features(joints, fps=fps), geometric_features(joints, fps=fps)
 
 
 def _point(name: str, frames: np.ndarray) -> np.ndarray:

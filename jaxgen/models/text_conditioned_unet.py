@@ -81,15 +81,25 @@ class TextConditionedUNet(nn.Module):
     states = self.text_encoder(tokens, mask)
     return states, masked_mean(states, mask)
 
-  def denoise(self, x, t, context, context_mask, pooled, train: bool = False):
+  def denoise(self, x, t, context, context_mask, pooled, train: bool = False, control=None):
+    """The prediction for noisy `x`; `control(unet_input, class_labels) -> (down residuals, mid
+    residual)` is a ControlNet's (`jaxgen.models.controlnet`) on the U-Net's own inputs, or None."""
     x = space_to_depth(x, self.patch_size)
     if self.coord_channels:
       x = jnp.concatenate([x, coordinate_channels(*x.shape[:3]).astype(x.dtype)], axis=-1)
     class_labels = None
     if self.unet.class_embed_type == "identity":
       class_labels = self.pooled_text_proj(pooled)
+    down, mid = (None, None) if control is None else control(x, class_labels)
     out = self.denoiser(
-      x, t, context, encoder_attention_mask=context_mask, class_labels=class_labels, train=train
+      x,
+      t,
+      context,
+      encoder_attention_mask=context_mask,
+      class_labels=class_labels,
+      train=train,
+      down_block_additional_residuals=down,
+      mid_block_additional_residual=mid,
     )
     return depth_to_space(out, self.patch_size).astype(jnp.float32)
 

@@ -10,6 +10,7 @@ here).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -295,6 +296,121 @@ def _text_time_embedding(
   )
 
 
+def conditioning_embedding(
+  cfg: UNetConfig,
+  batch: int,
+  timesteps: Any,
+  class_labels: jax.Array | None,
+  text_embeds: jax.Array | None,
+  time_ids: jax.Array | None,
+  dtype: Any,
+) -> jax.Array:
+  """(batch, time_embed_dim): the time embedding plus the class and SDXL added embeddings.
+
+  Called inside a compact `__call__` (the U-Net's or a ControlNet's): the
+  submodules `time_embedding`, `class_embedding` and `add_embedding` are the
+  caller's, so both models share these parameter names.
+  """
+  c0 = cfg.block_out_channels[0]
+  timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (batch,))
+  t = timestep_embedding(timesteps, c0, cfg.flip_sin_to_cos, cfg.freq_shift).astype(dtype)
+  emb = TimestepEmbedding(cfg.time_embed_dim, dtype=dtype, name="time_embedding")(t)
+  if cfg.class_embed_type == "timestep":
+    c = timestep_embedding(class_labels, c0, cfg.flip_sin_to_cos, cfg.freq_shift).astype(dtype)
+    emb = emb + TimestepEmbedding(cfg.time_embed_dim, dtype=dtype, name="class_embedding")(c)
+  elif cfg.class_embed_type == "identity":
+    emb = emb + class_labels.astype(dtype)
+  elif cfg.num_class_embeds is not None:
+    table = pt.embed(
+      cfg.num_label_rows,
+      cfg.time_embed_dim,
+      feature_axis="time_embed",
+      dtype=dtype,
+      name="class_embedding",
+    )
+    emb = emb + table(class_labels)
+  if cfg.has_text_time:
+    emb = emb + _text_time_embedding(cfg, text_embeds, time_ids, dtype)
+  return emb
+
+
+def encoder_blocks(
+  cfg: UNetConfig,
+  x: jax.Array,
+  emb: jax.Array,
+  context: jax.Array | None,
+  mask: jax.Array | None,
+  deterministic: bool,
+  dtype: Any,
+  remat: str,
+) -> tuple[jax.Array, list[jax.Array]]:
+  """`conv_in`'s output -> (the mid block's output, the skips: conv_in's and each down layer's).
+
+  The encoder half shared by the U-Net and a ControlNet's trainable copy;
+  like `conditioning_embedding`, its blocks (`down_blocks_<i>`, `mid_block`)
+  are the caller's submodules.
+  """
+  # `deterministic` (a Python bool, the last positional argument) stays static under remat.
+  down_block = remat_module(UNetDownBlock, remat, static_argnums=(5,))
+  mid_block = remat_module(UNetMidBlock, remat, static_argnums=(5,))
+  skips = [x]
+  heads, layers, tlayers = cfg.num_heads, cfg.layers, cfg.transformer_layers
+  for i, block_type in enumerate(cfg.down_block_types):
+    x, block_skips = down_block(
+      out_channels=cfg.block_out_channels[i],
+      num_layers=layers[i],
+      attention=block_type == "CrossAttnDownBlock2D",
+      add_downsample=i < cfg.num_downsamples,
+      config=cfg,
+      heads=heads[i],
+      transformer_layers=tlayers[i],
+      dtype=dtype,
+      name=f"down_blocks_{i}",
+    )(x, emb, context, mask, deterministic)
+    skips.extend(block_skips)
+  if cfg.mid_block_type is not None:
+    x = mid_block(
+      attention=cfg.mid_block_type == "UNetMidBlock2DCrossAttn",
+      config=cfg,
+      heads=heads[-1],
+      transformer_layers=tlayers[-1],
+      dtype=dtype,
+      name="mid_block",
+    )(x, emb, context, mask, deterministic)
+  return x, skips
+
+
+def check_additional_residuals(
+  cfg: UNetConfig, sample_shape: tuple[int, ...], down: Any, mid: Any
+) -> None:
+  """Named errors unless a ControlNet's residuals match this U-Net's skips (shapes only)."""
+  if (down is None) != (mid is None):
+    raise ValueError(
+      "down_block_additional_residuals, mid_block_additional_residual: give both (a "
+      f"ControlNet's outputs) or neither, found {down is not None} and {mid is not None}"
+    )
+  if down is None:
+    return
+  batch, height, width = sample_shape[:3]
+  expected, size = [(batch, height, width, cfg.block_out_channels[0])], (height, width)
+  for i, channels in enumerate(cfg.block_out_channels):
+    expected += [(batch, *size, channels)] * cfg.layers[i]
+    if i < cfg.num_downsamples:
+      size = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+      expected.append((batch, *size, channels))
+  found = [tuple(jnp.shape(r)) for r in down]
+  if found != expected:
+    raise ValueError(
+      f"down_block_additional_residuals: expected {len(expected)} arrays of shapes {expected} "
+      f"(one per skip connection), found {found}"
+    )
+  mid_expected = (batch, *size, cfg.block_out_channels[-1])
+  if tuple(jnp.shape(mid)) != mid_expected:
+    raise ValueError(
+      f"mid_block_additional_residual: expected shape {mid_expected}, found {jnp.shape(mid)}"
+    )
+
+
 class UNet2DConditionModel(nn.Module):
   """Conditional U-Net (diffusers `UNet2DConditionModel`) on NHWC inputs.
 
@@ -323,6 +439,8 @@ class UNet2DConditionModel(nn.Module):
     *,
     text_embeds: jax.Array | None = None,
     time_ids: jax.Array | None = None,
+    down_block_additional_residuals: Sequence[jax.Array] | None = None,
+    mid_block_additional_residual: jax.Array | None = None,
   ) -> jax.Array:
     """Predicts the model output (e.g. noise) for `sample`.
 
@@ -341,6 +459,10 @@ class UNet2DConditionModel(nn.Module):
       text_embeds, time_ids: with addition_embed_type="text_time" (SDXL)
         only: the pooled text embedding (B, P) and the size/crop
         conditions (B, N) (diffusers' `added_cond_kwargs`).
+      down_block_additional_residuals, mid_block_additional_residual:
+        a ControlNet's residuals (`jaxgen.models.controlnet`), added to the
+        skip connections and to the mid block's output as diffusers does;
+        both or neither.
 
     Returns:
       (B, H, W, out_channels) in `dtype`.
@@ -350,72 +472,29 @@ class UNet2DConditionModel(nn.Module):
       cfg, sample, timesteps, encoder_hidden_states, encoder_attention_mask, class_labels
     )
     check_added_conditions(cfg, sample.shape[0], text_embeds, time_ids)
+    check_additional_residuals(
+      cfg, sample.shape, down_block_additional_residuals, mid_block_additional_residual
+    )
     deterministic = not train
-    batch = sample.shape[0]
     # `deterministic` (a Python bool, the last positional argument) stays static under remat.
-    down_block = remat_module(UNetDownBlock, self.remat, static_argnums=(5,))
-    mid_block = remat_module(UNetMidBlock, self.remat, static_argnums=(5,))
     up_block = remat_module(UNetUpBlock, self.remat, static_argnums=(6,))
-    c0 = cfg.block_out_channels[0]
-
-    # Time (and class) embedding.
-    timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (batch,))
-    t = timestep_embedding(timesteps, c0, cfg.flip_sin_to_cos, cfg.freq_shift).astype(self.dtype)
-    emb = TimestepEmbedding(cfg.time_embed_dim, dtype=self.dtype, name="time_embedding")(t)
-    if cfg.class_embed_type == "timestep":
-      c = timestep_embedding(class_labels, c0, cfg.flip_sin_to_cos, cfg.freq_shift).astype(
-        self.dtype
-      )
-      emb = emb + TimestepEmbedding(cfg.time_embed_dim, dtype=self.dtype, name="class_embedding")(c)
-    elif cfg.class_embed_type == "identity":
-      emb = emb + class_labels.astype(self.dtype)
-    elif cfg.num_class_embeds is not None:
-      table = pt.embed(
-        cfg.num_label_rows,
-        cfg.time_embed_dim,
-        feature_axis="time_embed",
-        dtype=self.dtype,
-        name="class_embedding",
-      )
-      emb = emb + table(class_labels)
-    if cfg.has_text_time:
-      emb = emb + _text_time_embedding(cfg, text_embeds, time_ids, self.dtype)
-
+    emb = conditioning_embedding(
+      cfg, sample.shape[0], timesteps, class_labels, text_embeds, time_ids, self.dtype
+    )
     x = sample.astype(self.dtype)
     if cfg.center_input_sample:
       x = 2 * x - 1.0
-    x = pt.conv(c0, 3, padding=1, dtype=self.dtype, name="conv_in")(x)
+    x = pt.conv(cfg.block_out_channels[0], 3, padding=1, dtype=self.dtype, name="conv_in")(x)
     context = encoder_hidden_states
     if context is not None:
       context = context.astype(self.dtype)
     mask = encoder_attention_mask
+    x, skips = encoder_blocks(cfg, x, emb, context, mask, deterministic, self.dtype, self.remat)
+    if down_block_additional_residuals is not None:
+      skips = [s + r.astype(s.dtype) for s, r in zip(skips, down_block_additional_residuals)]
+      x = x + mid_block_additional_residual.astype(x.dtype)
 
-    skips = [x]
     heads, layers, tlayers = cfg.num_heads, cfg.layers, cfg.transformer_layers
-    for i, block_type in enumerate(cfg.down_block_types):
-      x, block_skips = down_block(
-        out_channels=cfg.block_out_channels[i],
-        num_layers=layers[i],
-        attention=block_type == "CrossAttnDownBlock2D",
-        add_downsample=i < cfg.num_downsamples,
-        config=cfg,
-        heads=heads[i],
-        transformer_layers=tlayers[i],
-        dtype=self.dtype,
-        name=f"down_blocks_{i}",
-      )(x, emb, context, mask, deterministic)
-      skips.extend(block_skips)
-
-    if cfg.mid_block_type is not None:
-      x = mid_block(
-        attention=cfg.mid_block_type == "UNetMidBlock2DCrossAttn",
-        config=cfg,
-        heads=heads[-1],
-        transformer_layers=tlayers[-1],
-        dtype=self.dtype,
-        name="mid_block",
-      )(x, emb, context, mask, deterministic)
-
     for i, block_type in enumerate(cfg.up_block_types):
       j = len(cfg.block_out_channels) - 1 - i  # matching down block
       n = layers[j] + 1  # one skip per resnet of this up block, newest first

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -325,19 +325,24 @@ def sample_and_decode(
   unet_config: UNetConfig,
   vae_config: AutoencoderKLConfig,
   dtype: Any = jnp.float32,
+  denoise: Callable[[jax.Array, jax.Array, Mapping[str, jax.Array]], jax.Array] | None = None,
 ) -> jax.Array:
   """Encoded text conditions and noise -> (B, H, W, 3) images in [0, 1] (traced, not jitted).
 
   cond, uncond: the U-Net's keyword conditions of each branch
   (encoder_hidden_states, and SDXL's text_embeds and time_ids). uncond=None
   runs the conditional U-Net alone; otherwise both branches run in one
-  batched call with classifier-free guidance.
+  batched call with classifier-free guidance. denoise(x, t, branch): the
+  model prediction for one branch's conditions (default: the U-Net on
+  params["unet"]); a ControlNet pipeline passes its controlled U-Net.
   """
   unet = UNet2DConditionModel(unet_config, dtype=dtype)
   vae = AutoencoderKL(vae_config, dtype=dtype)
 
-  def denoise(x, t, branch):
+  def unet_denoise(x, t, branch):
     return unet.apply({"params": params["unet"]}, x, t, **branch)
+
+  denoise = unet_denoise if denoise is None else denoise
 
   if uncond is None:
     model_fn = lambda x, t: denoise(x, t, cond)

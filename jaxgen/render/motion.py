@@ -73,16 +73,27 @@ def _check_samples(joints, captions, fmt) -> tuple[list[np.ndarray], list[str]]:
 
 
 class _Camera:
-  """Oblique orthographic view (azimuth, elevation) centred on a point."""
+  """Oblique orthographic view, a proper rotation (never a mirror image).
+
+  World axes are the motion data's: Y up, and a body facing +Z has its left
+  at +X. At azimuth 0 the camera stands on the +Z side looking towards -Z, so
+  it sees the front of a body facing +Z, whose left hand then appears on the
+  viewer's right, as a person facing you does. Positive azimuth (degrees)
+  swings the camera about Y towards +X (the body's left); positive elevation
+  raises it to look down.
+  """
 
   def __init__(self, azimuth: float, elevation: float):
     self.az, self.el = np.deg2rad(azimuth), np.deg2rad(elevation)
 
   def project(self, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """(..., 3) world points -> (..., 2) screen coordinates."""
+    """(..., 3) world points -> (..., 2) screen coordinates (right, up)."""
     p = points - centre * np.array([1.0, 0.0, 1.0])
-    x = p[..., 0] * np.cos(self.az) + p[..., 2] * np.sin(self.az)
-    depth = -p[..., 0] * np.sin(self.az) + p[..., 2] * np.cos(self.az)
+    # Screen right is view direction x up: (cos az, 0, -sin az); the depth
+    # axis (away from the camera) is (-sin az, 0, -cos az). Points further
+    # away draw higher because the camera looks down.
+    x = p[..., 0] * np.cos(self.az) - p[..., 2] * np.sin(self.az)
+    depth = -p[..., 0] * np.sin(self.az) - p[..., 2] * np.cos(self.az)
     y = p[..., 1] * np.cos(self.el) + depth * np.sin(self.el)
     return np.stack([x, y], axis=-1)
 
@@ -244,7 +255,8 @@ def render_motion(
     fps: frames per second (default: the format's).
     fmt: skeleton format, for the kinematic chains.
     **kwargs: layout options of `render_frames` (ncols, panel_inches, dpi,
-      azimuth, elevation).
+      azimuth, elevation; see `_Camera`: the default views a body facing +Z,
+      as every recovered clip starts, from its front right).
 
   Returns:
     `path`.

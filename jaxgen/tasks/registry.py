@@ -25,6 +25,12 @@ TASKS = {
   "t2m_gpt": "jaxgen.tasks.motion.t2m_gpt:MotionGPTTask",
   "t2m_vae": "jaxgen.tasks.motion.t2m_vae:MotionVAETask",
   "t2m_evaluator": "jaxgen.tasks.motion.t2m_evaluator:MotionEvaluatorTask",
+  "cyclegan": "jaxgen.tasks.image_to_image.cyclegan:CycleGANTask",
+  "pix2pix": "jaxgen.tasks.image_to_image.pix2pix:Pix2PixTask",
+  "spade": "jaxgen.tasks.image_to_image.spade:SPADETask",
+  "bbdm": "jaxgen.tasks.image_to_image.bbdm:BBDMTask",
+  "controlnet": "jaxgen.tasks.image_to_image.controlnet:ControlNetTask",
+  "palette": "jaxgen.tasks.image_to_image.palette:PaletteTask",
 }
 
 # Names that run directories written before the tasks were renamed still carry.

@@ -14,6 +14,9 @@ before anything compiles; an unknown key in `train`, `optim` or `checkpoint`
                                         planned for this many
   train.max_minutes           None      wall-clock cap of the loop (compilation excluded);
                                         a run it stops early logs that its decay was cut
+  train.max_cpu_minutes       None      process CPU-time cap of the loop (all threads,
+                                        compilation excluded): equal compute for runs
+                                        compared on a shared machine
   train.log_every             50        steps between scalar logs (TensorBoard, progress bar)
   train.sample_every          0         steps between `task.preview` grids; 0: never
   train.ema_decay             0.999     EMA of the params, in [0, 1); 0 keeps a copy
@@ -30,6 +33,8 @@ before anything compiles; an unknown key in `train`, `optim` or `checkpoint`
   optim.b1, optim.b2          0.9, 0.999  AdamW moment decays, in [0, 1)
   optim.eps                   1e-8      AdamW's epsilon, > 0
   optim.grad_clip_norm        1.0       clip gradients to this global norm; 0: no clipping
+  optim.lr_multipliers        {}        top-level param key -> factor on its learning rate
+                                        (e.g. {"discriminator": 4.0}: TTUR); others 1
   checkpoint.save_every       1000      steps between checkpoints (the last step is
                                         always saved)
   checkpoint.keep             3         newest checkpoints kept
@@ -69,6 +74,7 @@ DEFAULTS: dict[str | None, dict[str, Any]] = {
     batch_size=REQUIRED,
     num_steps=REQUIRED,
     max_minutes=None,
+    max_cpu_minutes=None,
     log_every=50,
     sample_every=0,
     ema_decay=0.999,
@@ -85,6 +91,7 @@ DEFAULTS: dict[str | None, dict[str, Any]] = {
     b2=0.999,
     eps=1e-8,
     grad_clip_norm=1.0,
+    lr_multipliers={},
   ),
   "checkpoint": dict(save_every=1000, keep=3),
 }
@@ -97,6 +104,7 @@ RESUME_MAY_CHANGE = frozenset(
     "model.remat",
     "train.num_steps",
     "train.max_minutes",
+    "train.max_cpu_minutes",
     "train.log_every",
     "train.sample_every",
     "train.max_consecutive_skips",
@@ -134,6 +142,10 @@ _CHECKS = {
     lambda v: v is None or (_is_real(v) and v > 0),
     "None or a positive number of minutes",
   ),
+  "train.max_cpu_minutes": (
+    lambda v: v is None or (_is_real(v) and v > 0),
+    "None or a positive number of CPU minutes",
+  ),
   "train.log_every": (lambda v: _is_int(v) and v > 0, "a positive int"),
   "train.sample_every": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: never)"),
   "train.ema_decay": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -148,6 +160,13 @@ _CHECKS = {
   "optim.b2": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
   "optim.eps": (lambda v: _is_real(v) and v > 0, "a number > 0"),
   "optim.grad_clip_norm": (lambda v: _is_real(v) and v >= 0, "a number >= 0 (0: no clipping)"),
+  "optim.lr_multipliers": (
+    lambda v: (
+      hasattr(v, "items")
+      and all(isinstance(k, str) and _is_real(f) and f > 0 for k, f in v.items())
+    ),
+    "a dict of top-level param key -> factor > 0",
+  ),
   "checkpoint.save_every": (lambda v: _is_int(v) and v > 0, "a positive int"),
   "checkpoint.keep": (lambda v: _is_int(v) and v > 0, "a positive int"),
 }

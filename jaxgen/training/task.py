@@ -133,12 +133,15 @@ class SampleSpec:
     options: the keyword options `generate` takes (`sampler`, `num_steps`,
       `guidance_scale`, ...); the CLI passes only these, and only when set.
     takes_seconds: whether each sample needs a duration (`--seconds`).
+    takes_images: whether samples are made from input images (`--input`,
+      through `image_conditions`; prompts are then optional).
   """
 
   default_out: str
   out_extensions: tuple[str, ...]
   options: tuple[str, ...] = ()
   takes_seconds: bool = False
+  takes_images: bool = False
 
 
 class OutputPathError(ValueError):
@@ -178,6 +181,17 @@ class GenerativeTask(Task):
     self, prompts: Sequence[str], *, seconds: float | None = None
   ) -> dict[str, np.ndarray]:
     """Host conditions for `generate` (keyed like a batch), with named errors for bad input."""
+    raise NotImplementedError
+
+  def image_conditions(
+    self, images: Sequence[np.ndarray], names: Sequence[str], prompts: Sequence[str] | None = None
+  ) -> dict[str, np.ndarray]:
+    """Host conditions from input images, for a task whose `sample_spec.takes_images`.
+
+    `images` are uint8 arrays as read from the files `names` (which messages
+    and grids use); `prompts`, when given, caption them. Named errors for bad
+    images, before anything compiles.
+    """
     raise NotImplementedError
 
   def check_options(self, options: Mapping[str, Any]) -> None:

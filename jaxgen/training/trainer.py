@@ -345,6 +345,12 @@ def _train(
   if tcfg.max_minutes:
     deadline = time.monotonic() + 60 * tcfg.max_minutes
     warn_decay_may_be_cut(config, first_step)
+  # A CPU-time cap gives runs on a shared machine equal compute (this process's
+  # threads; compilation before the loop excluded, as for max_minutes).
+  cpu_start = time.process_time()
+  cpu_deadline = None
+  if tcfg.get("max_cpu_minutes"):
+    cpu_deadline = cpu_start + 60 * tcfg.max_cpu_minutes
   window_start, window_steps, window_flops = time.monotonic(), 0, 0.0
   progress = tqdm.tqdm(
     total=tcfg.num_steps,
@@ -376,6 +382,7 @@ def _train(
       metrics.update(
         lr=float(schedule(step - 1)),
         steps_per_sec=steps_per_sec,
+        cpu_minutes=(time.process_time() - cpu_start) / 60,
         skipped_steps=int(jax.device_get(state.skipped_steps)),
         skipped_records=_skipped_records(iterator),
       )
@@ -400,6 +407,14 @@ def _train(
         tcfg.num_steps,
         float(schedule(step - 1)),
         float(schedule(tcfg.num_steps)),
+      )
+      break
+    if cpu_deadline is not None and time.process_time() > cpu_deadline:
+      logging.warning(
+        "train.max_cpu_minutes=%s reached at step %d of train.num_steps=%d; stopping early",
+        tcfg.max_cpu_minutes,
+        step,
+        tcfg.num_steps,
       )
       break
   progress.close()

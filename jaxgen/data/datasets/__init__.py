@@ -3,17 +3,27 @@
 from jaxgen.data.datasets.captioned_shapes import CaptionedShapes
 from jaxgen.data.datasets.coco_captions import CocoCaptions
 from jaxgen.data.datasets.cub_birds import CubBirds
+from jaxgen.data.datasets.cyclegan_folders import CycleganFolders
 from jaxgen.data.datasets.humanml3d import HumanML3D
 from jaxgen.data.datasets.image_caption_folder import ImageCaptionFolder
 from jaxgen.data.datasets.kit_ml import KitMl
+from jaxgen.data.datasets.paired_folder import PairedFolder
+from jaxgen.data.datasets.paired_scenes import PairedScenes
+from jaxgen.data.datasets.pix2pix_folders import Pix2PixFolders
+from jaxgen.data.datasets.sketchy import Sketchy
 from jaxgen.data.datasets.synthetic_motion import SyntheticMotion
 
 __all__ = [
   "CaptionedShapes",
   "CocoCaptions",
   "CubBirds",
+  "CycleganFolders",
   "HumanML3D",
   "ImageCaptionFolder",
   "KitMl",
+  "PairedFolder",
+  "PairedScenes",
+  "Pix2PixFolders",
+  "Sketchy",
   "SyntheticMotion",
 ]

@@ -21,9 +21,12 @@ with at least one whole-clip caption (start = end = 0) is one example with
 all those captions; each caption with its own time span [start, end) seconds
 becomes one more example, the sub-span of frames
 [int(start * fps), int(end * fps)). Motions (or spans) shorter than the
-format's `min_frames` (40) or of 200 frames and more are dropped, as there;
-clips keep their full length (< 200) and are cropped to a multiple of 4
-(<= 196) at batching time (`motion_formats.crop_motion`). NaN span bounds read as 0.
+format's `min_frames` (40) or of 200 frames and more are dropped, as there, so
+that the example set (and the metrics of the reference evaluator on it) stays
+the reference's; a warning names the dropped long ones (window such clips
+yourself to use them). Clips keep their full length (< 200) and are cropped
+to a multiple of 4 (<= 196) at batching time (`motion_formats.crop_motion`).
+NaN span bounds read as 0.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ def load_motion(folder: str, name: str, fmt: motion_formats.MotionFormat) -> np.
 def split_examples(folder: str, split: str, fmt: motion_formats.MotionFormat):
   """Yields (key, example) for one split, as the reference loader groups."""
   kept = dropped = 0
+  too_long = []  # (key, frames) of the clips dropped for their length >= 200.
   for name in read_split_names(folder, split):
     features = load_motion(folder, name, fmt)
     text_path = os.path.join(folder, "texts", f"{name}.txt")
@@ -146,6 +150,8 @@ def split_examples(folder: str, split: str, fmt: motion_formats.MotionFormat):
       raise DatasetLayoutError(f"motion {name!r} has no text file {text_path!r}.")
     if not fmt.min_frames <= len(features) < MAX_SOURCE_FRAMES:
       dropped += 1
+      if len(features) >= MAX_SOURCE_FRAMES:
+        too_long.append((name, len(features)))
       continue
     captions = parse_text_file(text_path)
     whole = [c for c in captions if c.start == 0.0 and c.end == 0.0]
@@ -159,12 +165,26 @@ def split_examples(folder: str, split: str, fmt: motion_formats.MotionFormat):
       span = features[first:last]
       if not fmt.min_frames <= len(span) < MAX_SOURCE_FRAMES:
         dropped += 1
+        if len(span) >= MAX_SOURCE_FRAMES:
+          too_long.append((f"{name}:{index}", len(span)))
         continue
       kept += 1
       yield f"{name}:{index}", _example(name, span, first, first + len(span), [caption])
   logging.info(
     "%s %s: %d examples, %d motions/spans dropped by length", fmt.name, split, kept, dropped
   )
+  if too_long:
+    shown = ", ".join(f"{key} ({frames} frames)" for key, frames in too_long[:20])
+    more = f" and {len(too_long) - 20} more" if len(too_long) > 20 else ""
+    logging.warning(
+      "%s %s: dropped %d motions/spans of %d frames or more, as the reference loader does: %s%s",
+      fmt.name,
+      split,
+      len(too_long),
+      MAX_SOURCE_FRAMES,
+      shown,
+      more,
+    )
 
 
 def _example(name, features, first, last, captions):

@@ -8,9 +8,10 @@ Objective (LDM's `LPIPSWithDiscriminator`, minus what is noted below):
 
 with f(step) = [step >= disc.start]. The trainer has one optimizer and one
 params tree {"autoencoder", "discriminator"}, so both games are summed into
-one scalar with stop-gradients placed so that the gradient w.r.t. the
-autoencoder is exactly that of rec + KL + weight·g_loss and the gradient
-w.r.t. the discriminator is exactly that of d_loss (tests check both).
+one scalar by `jaxgen.models.gan_losses.adversarial_objective`, whose
+stop-gradients make the gradient w.r.t. the autoencoder exactly that of
+rec + KL + weight·g_loss and the gradient w.r.t. the discriminator exactly
+that of d_loss (tests check both).
 
 Choices and omissions:
 - The adversarial weight is fixed (`disc.weight`); LDM's adaptive weight
@@ -40,47 +41,11 @@ from jaxgen.data import shapes
 from jaxgen.data.images import to_uint8
 from jaxgen.models import discriminator as disc_lib
 from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian, vae_loss
+from jaxgen.models.gan_losses import adversarial_objective
 from jaxgen.render.grid import make_grid
 from jaxgen.training.task import Task
 
 IMAGE_CHANNELS = shapes.CHANNELS
-
-
-def adversarial_objective(
-  images: jax.Array,
-  reconstructions: jax.Array,
-  disc_fn,
-  disc_params,
-  *,
-  weight: float,
-  active: jax.Array | float,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The two hinge games as one scalar, for one optimizer over both players.
-
-  `disc_fn(params, images) -> logits`. The generator term sees the
-  discriminator through `stop_gradient(disc_params)` and the discriminator
-  term sees `stop_gradient(reconstructions)`, so
-
-    d/d(autoencoder)    = active * weight * d g_loss
-    d/d(discriminator)  = active * d d_loss
-
-  Returns (active * (weight * g_loss + d_loss), metrics).
-  """
-  frozen_disc = jax.lax.stop_gradient(disc_params)
-  g_loss = disc_lib.hinge_generator_loss(disc_fn(frozen_disc, reconstructions))
-  # Real and fake through the discriminator in one batch.
-  both = jnp.concatenate([images, jax.lax.stop_gradient(reconstructions)], axis=0)
-  logits = disc_fn(disc_params, both)
-  logits_real, logits_fake = jnp.split(logits, 2, axis=0)
-  d_loss = disc_lib.hinge_discriminator_loss(logits_real, logits_fake)
-  total = active * (weight * g_loss + d_loss)
-  return total, dict(
-    g_loss=g_loss,
-    d_loss=d_loss,
-    logits_real=jnp.mean(logits_real),
-    logits_fake=jnp.mean(logits_fake),
-    disc_active=jnp.asarray(active, jnp.float32),
-  )
 
 
 class AutoencoderTask(Task):
@@ -190,7 +155,9 @@ class AutoencoderTask(Task):
         reconstructions,
         disc_fn,
         params["discriminator"],
-        weight=self.config.disc.weight,
+        kind="hinge",
+        g_weight=self.config.disc.weight,
+        d_weight=0.5,  # taming's 0.5 * (hinge real + hinge fake)
         active=self._disc_active(batch),
       )
       loss = loss + adversarial

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from jaxgen.data import judge as shapes_judge
-from jaxgen.data import shapes
+from jaxgen.data import scenes, shapes
 from jaxgen.data.tokenizer import build_caption_tokenizer
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.diffusion.samplers import check_sampling_options
@@ -35,6 +35,36 @@ from jaxgen.render.grid import make_grid
 from jaxgen.tasks.image import captioned_images
 
 IMAGE_CHANNELS = shapes.CHANNELS
+DATA_KINDS = ("shapes", "scenes")  # `data.kind`: captioned shapes, or the procedural scenes' photos
+
+
+def data_kind(data: ml_collections.ConfigDict) -> str:
+  """`data.kind` (default "shapes"), checked."""
+  kind = data.get("kind", "shapes")
+  if kind not in DATA_KINDS:
+    raise ValueError(f"data.kind: expected one of {DATA_KINDS}, found {kind!r}")
+  return kind
+
+
+def scene_caption_words() -> list[str]:
+  """Every word of the scenes' captions (`jaxgen.data.scenes`), e.g. "two green trees, a red house
+  and a grey rock on grass by the water under a yellow sun"."""
+  objects = [scenes.LABEL_NAMES[c] for c in scenes.OBJECT_COLOUR_NAMES]
+  return [
+    *("a", "two", "three", "and", ",", "on", "grass", "by", "the", "water", "under"),
+    *scenes.OBJECT_COLOUR_NAMES.values(),
+    *objects,
+    *(name + "s" for name in objects),
+  ]
+
+
+def make_captioned_split(
+  data: ml_collections.ConfigDict, split: str, count: int, seed: int
+) -> dict[str, np.ndarray]:
+  """`count` captioned images ("image", "caption", ...) of `data.kind`'s split."""
+  if data_kind(data) == "scenes":
+    return scenes.make_scenes(split, count, resolution=data.resolution, seed=seed)
+  return shapes.make_split(split, count, resolution=data.resolution, seed=seed)
 
 
 def sampling_options(
@@ -197,9 +227,7 @@ def captioned_shapes_arrays(
   data: ml_collections.ConfigDict, tokenize: Callable
 ) -> dict[str, np.ndarray]:
   """Training arrays: uint8 images and their int32 caption tokens + mask."""
-  split = shapes.make_split(
-    "train", data.num_train_examples, resolution=data.resolution, seed=data.seed
-  )
+  split = make_captioned_split(data, "train", data.num_train_examples, data.seed)
   tokens, mask = tokenize(list(split["caption"]))
   return dict(
     image=split["image"], text_tokens=tokens.astype(np.int32), text_mask=mask.astype(np.int32)
@@ -225,7 +253,8 @@ class TextToImageTask(captioned_images.CaptionedImageTask):
     self.config = config
     self.resolution = config.data.resolution
     self.max_text_length = config.text.max_length
-    self.tokenizer = build_caption_tokenizer()
+    kind = data_kind(config.data)
+    self.tokenizer = build_caption_tokenizer(scene_caption_words() if kind == "scenes" else None)
     self.coord_channels = config.model.coord_channels
     self.patch_size = config.model.get("patch_size", 1)
     unet = UNetConfig(**config.unet.to_dict())
@@ -255,9 +284,7 @@ class TextToImageTask(captioned_images.CaptionedImageTask):
 
   def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
     """Held-out captions (combinations never seen in training)."""
-    return shapes.make_split(
-      "test", num_examples, resolution=self.resolution, seed=self.config.data.seed + 1
-    )
+    return make_captioned_split(self.config.data, "test", num_examples, self.config.data.seed + 1)
 
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     """Named errors for batches that do not fit the config, before compiling."""

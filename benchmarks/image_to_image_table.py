@@ -1,0 +1,109 @@
+"""The image-to-image comparison table (issue 18): trained runs scored on the same held-out scenes.
+
+    python benchmarks/image_to_image_table.py runs/pix2pix_label runs/palette_label ... \
+        --num-examples 200 [--steps palette_label=50]
+
+Runs are grouped by their translation (data.source -> data.target); each
+group also gets the ground-truth row (the ceiling) and a shuffled row (each
+scene given another scene's target: what ignoring the input scores). Columns
+are `jaxgen.tasks.image_to_image.evaluation.COLUMNS`, plus parameters and the
+run's training steps/s from its logs. Translation time is wall time after
+compilation on this machine, measured one run after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import struct
+import sys
+
+import jax
+import numpy as np
+
+from jaxgen.tasks.image_to_image import evaluation
+from jaxgen.tasks.registry import load_run
+
+
+def _parameters(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def _generator_parameters(task, params) -> int:
+  """Parameters used at translation time (a method's `translation_params`, else all)."""
+  chosen = task.translation_params(params) if hasattr(task, "translation_params") else params
+  return _parameters(chosen)
+
+
+def _logged_scalars(run_dir: str, tag: str) -> list[float]:
+  """Values of one scalar in a run's TensorBoard event files (TFRecord framing, read directly)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+  values = []
+  for path in sorted(
+    glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True)
+  ):
+    with open(path, "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[offset : offset + 8])
+      record = data[offset + 12 : offset + 12 + length]
+      offset += 12 + length + 4  # length, its crc, the record, its crc
+      event = event_pb2.Event.FromString(record)
+      values += [v.simple_value for v in event.summary.value if v.tag == tag]
+  return values
+
+
+def _train_rate(run_dir: str) -> float | None:
+  """Median training steps/s the trainer logged, if any."""
+  rates = _logged_scalars(run_dir, "steps_per_sec")
+  return float(np.median(rates)) if rates else None
+
+
+def _format(value) -> str:
+  if value is None:
+    return "–"
+  if isinstance(value, int):
+    return f"{value:,}"
+  return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def main(argv=None) -> str:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("runs", nargs="+", help="run directories written by `jaxgen train`")
+  parser.add_argument("--num-examples", type=int, default=200)
+  parser.add_argument("--steps", action="append", default=[], help="RUN_NAME=N sampling steps")
+  args = parser.parse_args(argv)
+  steps = dict(item.split("=", 1) for item in args.steps)
+
+  groups = collections.defaultdict(list)
+  for run_dir in args.runs:
+    task, params = load_run(run_dir)
+    name = os.path.basename(os.path.normpath(run_dir))
+    options = {"num_steps": int(steps[name])} if name in steps else {}
+    scores = evaluation.score_translation(task, params, args.num_examples, **options)
+    scores["parameters"] = _generator_parameters(task, params)
+    scores["train_steps_per_sec"] = _train_rate(run_dir)
+    key = (task.source, task.target)
+    if not groups[key]:
+      for ref_name, ref in evaluation.reference_rows(task, args.num_examples).items():
+        groups[key].append((ref_name, ref))
+    groups[key].append((f"{task.config.task} ({name})", scores))
+
+  columns = (*evaluation.COLUMNS, "parameters", "train_steps_per_sec")
+  lines = []
+  for (source, target), rows in groups.items():
+    lines += [f"\n### {source} → {target} ({args.num_examples} held-out scenes)\n"]
+    lines += ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in rows:
+      lines.append(f"| {name} | " + " | ".join(_format(row.get(c)) for c in columns) + " |")
+  table = "\n".join(lines)
+  print(table)
+  return table
+
+
+if __name__ == "__main__":
+  sys.exit(0 if main() else 1)
