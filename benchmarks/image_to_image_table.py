@@ -1,7 +1,7 @@
 """The image-to-image comparison table (issue 18): trained runs scored on the same held-out scenes.
 
     python benchmarks/image_to_image_table.py runs/pix2pix_label runs/palette_label ... \
-        --num-examples 200 [--steps palette_label=50]
+        --num-examples 200 [--option bbdm_label:sample_step=20]
 
 Runs are grouped by their translation (data.source -> data.target); each
 group also gets the ground-truth row (the ceiling) and a shuffled row (each
@@ -14,6 +14,7 @@ compilation on this machine, measured one run after another.
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import glob
 import os
@@ -63,6 +64,12 @@ def _train_rate(run_dir: str) -> float | None:
   return float(np.median(rates)) if rates else None
 
 
+def task_step(run_dir: str) -> int:
+  """The newest checkpoint's step (the one `load_run` restores)."""
+  steps = [int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")) if s.isdigit()]
+  return max(steps)
+
+
 def _format(value) -> str:
   if value is None:
     return "–"
@@ -75,25 +82,45 @@ def main(argv=None) -> str:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("runs", nargs="+", help="run directories written by `jaxgen train`")
   parser.add_argument("--num-examples", type=int, default=200)
-  parser.add_argument("--steps", action="append", default=[], help="RUN_NAME=N sampling steps")
+  parser.add_argument(
+    "--option",
+    action="append",
+    default=[],
+    help="RUN_NAME:KEY=VALUE, a sampling option of one run (e.g. bbdm_label:sample_step=20)",
+  )
   args = parser.parse_args(argv)
-  steps = dict(item.split("=", 1) for item in args.steps)
+  run_options = collections.defaultdict(dict)
+  for item in args.option:
+    name, _, assignment = item.partition(":")
+    key, _, value = assignment.partition("=")
+    if not (name and key and value):
+      parser.error(f"--option: expected RUN_NAME:KEY=VALUE, found {item!r}")
+    run_options[name][key] = ast.literal_eval(value)
 
   groups = collections.defaultdict(list)
   for run_dir in args.runs:
     task, params = load_run(run_dir)
     name = os.path.basename(os.path.normpath(run_dir))
-    options = {"num_steps": int(steps[name])} if name in steps else {}
+    options = run_options.get(name, {})
     scores = evaluation.score_translation(task, params, args.num_examples, **options)
     scores["parameters"] = _generator_parameters(task, params)
     scores["train_steps_per_sec"] = _train_rate(run_dir)
+    scores["train_steps"] = int(task_step(run_dir))
+    cpu = _logged_scalars(run_dir, "cpu_minutes")
+    scores["train_cpu_minutes"] = cpu[-1] if cpu else None
     key = (task.source, task.target)
     if not groups[key]:
       for ref_name, ref in evaluation.reference_rows(task, args.num_examples).items():
         groups[key].append((ref_name, ref))
     groups[key].append((f"{task.config.task} ({name})", scores))
 
-  columns = (*evaluation.COLUMNS, "parameters", "train_steps_per_sec")
+  columns = (
+    *evaluation.COLUMNS,
+    "parameters",
+    "train_steps",
+    "train_cpu_minutes",
+    "train_steps_per_sec",
+  )
   lines = []
   for (source, target), rows in groups.items():
     lines += [f"\n### {source} → {target} ({args.num_examples} held-out scenes)\n"]

@@ -23,8 +23,9 @@ _OWNS_CACHE = not os.environ.get(_SESSION_CACHE)
 if _OWNS_CACHE:
   os.environ[_SESSION_CACHE] = tempfile.mkdtemp(prefix="jaxgen-test-xla-cache-")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_SESSION_CACHE]
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+# Only programs that took a second or more to compile, as `jaxgen --compilation-cache`
+# does: writing every small program would cost more than it saves.
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
 
 # Modules by measured wall time on the CI machine (2 cores), longest first; the
 # rest keep their file order after these.

@@ -165,7 +165,7 @@ def test_train_runs_every_experiment_and_refuses_architecture_files(name, projec
     workdir = os.path.join(project.root, project.train(name))
     with open(os.path.join(workdir, "config.json")) as f:
       config = json.load(f)
-    assert config["task"] == os.path.basename(name).rsplit("_", 1)[0]
+    assert os.path.basename(name).startswith(config["task"] + "_")  # <task>_<variant/data>.py
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
     assert steps[-1] == config["train"]["num_steps"]
 
