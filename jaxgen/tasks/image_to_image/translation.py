@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -183,9 +182,6 @@ class ImageToImageTask(GenerativeTask):
   def translate(self, params, source: jax.Array, rng: jax.Array, **options) -> jax.Array:
     """float32 (B, H, W, 3) in [-1, 1] for model inputs `source` (jittable)."""
     raise NotImplementedError
-
-  def check_options(self, options: Mapping[str, Any]) -> None:
-    del options
 
   # ---- generation -----------------------------------------------------------
 
