@@ -33,9 +33,8 @@ def _parameters(params) -> int:
 
 
 def _generator_parameters(task, params) -> int:
-  """Parameters used at translation time (a method's `translation_params`, else all)."""
-  chosen = task.translation_params(params) if hasattr(task, "translation_params") else params
-  return _parameters(chosen)
+  """Parameters used at translation time (discriminators left out, a locked base counted)."""
+  return _parameters(task.translation_params(params))
 
 
 def _logged_scalars(run_dir: str, tag: str) -> list[float]:

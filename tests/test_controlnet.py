@@ -359,20 +359,16 @@ def test_pipeline_matches_diffusers_in_one_scan(controlnet_folder):
 @pytest.fixture(scope="module")
 def scenes_task():
   import flax.linen as nn
+  from tiny_configs import tiny_config
 
-  from jaxgen.configs import controlnet_scenes, text_to_image_scenes
   from jaxgen.tasks.image.text_to_image import TextToImageTask
   from jaxgen.tasks.image_to_image.controlnet import ControlNetTask
 
-  base_config = text_to_image_scenes.get_config()
-  base_config.data.resolution = base_config.unet.sample_size = 16
-  base_config.unet.block_out_channels = (16, 32, 32)
-  base = TextToImageTask(base_config)
+  # The tiny CLI configs: a 16×16 base of three U-Net levels, its ControlNet.
+  base = TextToImageTask(tiny_config("text_to_image_scenes.py"))
   dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in base.abstract_batch(2).items()}
   base_params = nn.unbox(jax.jit(base.init)(jax.random.key(0), dummy))
-  config = controlnet_scenes.get_config()
-  config.data.resolution, config.data.num_train_examples = 16, 4
-  config.sample.num_steps = 2
+  config = tiny_config("controlnet_scenes.py", "data.num_train_examples=4")
   task = ControlNetTask(config, base=(base, base_params))
   batch = {k: jnp.asarray(v) for k, v in task.train_arrays().items()}
   return task, base_params, batch, nn.unbox(task.init(jax.random.key(1), batch))

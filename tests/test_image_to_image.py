@@ -7,6 +7,7 @@ its tiny overrides) serves every test: the translation machinery of
 
 import os
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -161,3 +162,10 @@ def test_readme_table_command(pix2pix_run, capsys):
   ]
   assert all(cell.strip() for line in lines for cell in line.strip("|").split("|"))
   assert "label → image" in capsys.readouterr().out
+  # The parameters a translation reads: the generator, not the PatchGAN.
+  from jaxgen.tasks.registry import load_run  # pylint: disable=g-import-not-at-top
+
+  _, params = load_run(pix2pix_run)
+  header, row = ([c.strip() for c in line.strip("|").split("|")] for line in (lines[0], lines[3]))
+  generator = sum(int(np.size(x)) for x in jax.tree.leaves(params["generator"]))
+  assert row[header.index("parameters")] == f"{generator:,}"

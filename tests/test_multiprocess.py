@@ -14,13 +14,13 @@ import time
 
 import jax
 import numpy as np
+from sharded_steps import TEN_STEPS
+from tiny_configs import CONFIGS, ONE_LEVEL_TEXT_TO_IMAGE
 
 from jaxgen.tasks.registry import get_task
 from jaxgen.training.checkpoint import Checkpointer, checkpoint_dir
 from jaxgen.training.run_directory import load_run_config
 from jaxgen.training.trainer import abstract_train_state
-from sharded_steps import TEN_STEPS
-from tiny_configs import CONFIGS, ONE_LEVEL_TEXT_TO_IMAGE
 
 CONFIG = os.path.join(CONFIGS, "text_to_image_shapes.py")
 
@@ -29,7 +29,7 @@ def _env(num_devices: int) -> dict:
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",
+    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={num_devices}",
   )
   env["PYTHONPATH"] = os.pathsep.join(
     [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]

@@ -19,7 +19,7 @@ def sharded_report() -> dict:
   """tests/sharded_steps.py's report, from a process that sees 8 CPU devices."""
   env = dict(
     os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
     JAX_PLATFORMS="cpu",
     PYTHONPATH=TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""),
   )

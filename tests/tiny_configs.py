@@ -134,6 +134,20 @@ TINY = {
     "mdm.num_heads=2",
     "sample.num_steps=3",
   ],
+  # Two 3 s dances of one track, 20-frame windows, 3 sampling steps.
+  "edge_music_dance.py": _RUN
+  + [
+    "data.num_examples=2",
+    "data.seconds=3.0",
+    "data.sample_rate=10240",
+    "data.seq_len=20",
+    "edge.latent_dim=16",
+    "edge.ff_size=32",
+    "edge.num_layers=1",
+    "edge.num_heads=2",
+    "edge.num_music_layers=1",
+    "sample.num_steps=3",
+  ],
   "t2m_vq_synthetic.py": _RUN
   + _MOTION_DATA
   + ["vq.width=16", "vq.output_emb_width=8", "vq.depth=1", "vq.num_codes=16"],

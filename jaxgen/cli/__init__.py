@@ -27,7 +27,10 @@ COMMANDS = {
     "quickstart",
     "train a small text-to-image model on the built-in shapes and judge it",
   ),
-  "eval": ("eval", "metrics between folders: fid | kid | is | ssim | psnr | fvd | clip-score"),
+  "eval": (
+    "eval",
+    "metrics between folders: fid | kid | is | ssim | psnr | fvd | clip-score | dance",
+  ),
   "eval-motion": (
     "eval_motion",
     "score a text-to-motion run with a trained evaluator (R-precision, FID, ...)",

@@ -1,4 +1,4 @@
-"""`jaxgen eval`: FID, KID, IS, SSIM, PSNR, FVD or CLIP score of image or video folders.
+"""`jaxgen eval`: FID, KID, IS, SSIM, PSNR, FVD, CLIP score or dance metrics between folders.
 
     jaxgen eval --metric fid --real data/real --fake samples/ \
         --weights pt_inception-2015-12-05-6726825d.pth --out fid.json
@@ -16,6 +16,10 @@ clips, frame folders, .gif/.mp4) with pytorch-i3d's InceptionI3d from the
 local `--weights` file, on the first `--clip-length` frames of each video.
 CLIP score rates `--fake` images against their `--captions` with a local
 transformers CLIPModel folder (`--clip-model`), as torchmetrics `CLIPScore`.
+Dance (`jaxgen.cli.eval_dance`) compares folders of `.npy` joints, `--generated`
+against `--reference` (aliases of `--fake` / `--real`), with the music of
+`--music` and the frame rates `--fps` / `--reference-fps`: BAS, FID_k, FID_g,
+Div_k, Div_g and EDGE's PFC.
 All argument and folder checks run before the network is loaded or compiled.
 """
 
@@ -27,7 +31,7 @@ import json
 # The keys of `eval_folders.RUNNERS` and jaxgen.metrics.fvd's RESIZE_MODES and
 # FEATURE_DIMS, spelled out so that `--help` imports no JAX (tests/test_cli.py
 # checks they agree).
-METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score")
+METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score", "dance")
 FVD_RESIZE_MODES = ("tf1", "center_crop")
 FVD_FEATURES = ("logits", "pool")
 
@@ -37,11 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")
   parser.add_argument(
     "--real",
-    help="folder of real images (fid: or a .npz with mu/sigma); a file that cannot be read "
-    "is an error naming it, never skipped",
+    "--reference",
+    help="folder of real images (fid: or a .npz with mu/sigma; dance: ground-truth .npy "
+    "joints); a file that cannot be read is an error naming it, never skipped",
   )
   parser.add_argument(
-    "--fake", required=True, help="folder of generated images (fid: or .npz); as --real"
+    "--fake",
+    "--generated",
+    required=True,
+    help="folder of generated images (fid: or .npz; dance: .npy joints); as --real",
   )
   parser.add_argument(
     "--weights",
@@ -93,6 +101,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
   parser.add_argument(
     "--clip-model", help="clip-score: local transformers CLIPModel folder with its tokenizer"
+  )
+  parser.add_argument(
+    "--music",
+    help="dance: per generated file <name>.npy (beat times in seconds) or <name>.wav (beats "
+    "tracked); without it BAS is not reported",
+  )
+  parser.add_argument(
+    "--fps", type=float, help="dance: frames per second of the --generated joints (required)"
+  )
+  parser.add_argument(
+    "--reference-fps", type=float, help="dance: frames per second of --reference (default: --fps)"
   )
   parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

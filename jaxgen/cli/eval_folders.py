@@ -1,4 +1,4 @@
-"""The work of `jaxgen eval`: metrics between folders of images or videos.
+"""The work of `jaxgen eval`: metrics between folders of images, videos or dances.
 
 `run_eval(args)` takes the namespace `jaxgen.cli.eval.add_arguments` parses;
 see that module for the metrics and their inputs. All argument and folder
@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgen.cli.errors import UsageError
+from jaxgen.cli.eval_dance import run_dance
 from jaxgen.convert import metric_networks, torch_state_dict
 from jaxgen.metrics import (
   clip_score,
@@ -361,4 +362,5 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
   "psnr": lambda args: _run_pairwise(args, "psnr", image_quality.psnr),
   "fvd": _run_fvd,
   "clip-score": _run_clip_score,
+  "dance": run_dance,
 }

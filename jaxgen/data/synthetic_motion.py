@@ -91,7 +91,7 @@ _ARM_JOINTS = (18, 19, 20, 21)
 _LEG_LENGTH = 0.84
 
 # Joint-angle channels (radians) and root channels; all default to 0.
-_CHANNELS = (
+CHANNELS = (
   "hip_flex_l",
   "hip_flex_r",
   "hip_abd_l",
@@ -184,7 +184,7 @@ class _Action:
     return out
 
 
-def _ease(u: np.ndarray, times, values) -> np.ndarray:
+def ease(u: np.ndarray, times, values) -> np.ndarray:
   """Cosine-eased interpolation through keyframes (times increasing)."""
   times = np.asarray(times, np.float64)
   values = np.asarray(values, np.float64)
@@ -198,11 +198,11 @@ def _ease(u: np.ndarray, times, values) -> np.ndarray:
 def _envelope(t: np.ndarray, ramp: float) -> np.ndarray:
   """0 -> 1 over `ramp` seconds at the start, 1 -> 0 at the end."""
   end = t[-1] + _DT
-  return _ease(t, [0, ramp, max(ramp, end - ramp), end], [0, 1, 1, 0])
+  return ease(t, [0, ramp, max(ramp, end - ramp), end], [0, 1, 1, 0])
 
 
 def _standing(t: np.ndarray) -> dict[str, np.ndarray]:
-  out = {c: np.zeros_like(t) for c in _CHANNELS}
+  out = {c: np.zeros_like(t) for c in CHANNELS}
   breath = np.sin(2 * np.pi * 0.25 * t)
   out["spine_bend"] += 0.02 * breath
   out["shoulder_abd_l"] += 0.12
@@ -277,7 +277,7 @@ def _run(action: _Action, t, out):
   out["forward_speed"] += sign * speed * env
   if direction in ("left", "right"):  # Turn 90 degrees while speeding up.
     turn = 1.0 if direction == "left" else -1.0
-    out["yaw_rate"] += turn * (np.pi / 2) * _ease(t, [0, 0.45, 0.9, 10], [0, 1.0 / 0.45, 0, 0])
+    out["yaw_rate"] += turn * (np.pi / 2) * ease(t, [0, 0.45, 0.9, 10], [0, 1.0 / 0.45, 0, 0])
 
 
 def _repeated(action: _Action, t, lead_in: float, period: float):
@@ -291,7 +291,7 @@ def _jump(action: _Action, t, out):
   slow = _speed_factor(action, 1.35, 1.0, 0.7)
   u, active = _repeated(action, t, 0.15, 1.05 * slow)
   keys = [0, 0.3, 0.42, 0.5, 0.72, 0.85, 1.0]
-  crouch = _ease(u, keys, [0, 1, 0, 0.15, 0.2, 0.8, 0]) * active
+  crouch = ease(u, keys, [0, 1, 0, 0.15, 0.2, 0.8, 0]) * active
   air = np.clip((u - 0.42) / 0.34, 0, 1) * active
   airborne = (air > 0) & (air < 1)
   out["lift"] += np.where(airborne, 0.32 * 4 * air * (1 - air), 0.0)
@@ -300,7 +300,7 @@ def _jump(action: _Action, t, out):
   out["knee_l"] += 1.5 * crouch
   out["knee_r"] += 1.5 * crouch
   out["spine_bend"] += 0.45 * crouch
-  arms = _ease(u, keys, [0, -0.7, 2.4, 1.2, 0.4, -0.3, 0]) * active
+  arms = ease(u, keys, [0, -0.7, 2.4, 1.2, 0.4, -0.3, 0]) * active
   out["shoulder_flex_l"] += arms
   out["shoulder_flex_r"] += arms
   out["toe_l"] += 0.5 * airborne
@@ -315,9 +315,7 @@ def _wave(action: _Action, t, out):
   raise_time, period = 0.6 * slow, 0.55 * slow
   end = t[-1] + _DT
   hold_end = raise_time + action.reps * period
-  up = _ease(
-    t, [0, raise_time, hold_end, min(end, hold_end + raise_time), end + 1], [0, 1, 1, 0, 0]
-  )
+  up = ease(t, [0, raise_time, hold_end, min(end, hold_end + raise_time), end + 1], [0, 1, 1, 0, 0])
   out[f"shoulder_abd_{side}"] += 1.25 * up
   out[f"shoulder_flex_{side}"] += 0.35 * up
   swing = np.where(
@@ -347,8 +345,8 @@ def _turn(action: _Action, t, out):
 def _sit(action: _Action, t, out):
   slow = _speed_factor(action, 1.35, 1.0, 0.7)
   down = 1.6 * slow
-  seat = _ease(t, [0, 0.2, 0.2 + down, 100], [0, 0, 1, 1])
-  lean = _ease(t, [0, 0.2, 0.2 + 0.6 * down, 0.2 + down, 100], [0, 0, 0.55, 0.2, 0.2])
+  seat = ease(t, [0, 0.2, 0.2 + down, 100], [0, 0, 1, 1])
+  lean = ease(t, [0, 0.2, 0.2 + 0.6 * down, 0.2 + down, 100], [0, 0, 0.55, 0.2, 0.2])
   out["hip_flex_l"] += 1.45 * seat
   out["hip_flex_r"] += 1.45 * seat
   out["knee_l"] += 1.55 * seat
@@ -368,12 +366,12 @@ def _kick(action: _Action, t, out):
   slow = _speed_factor(action, 1.35, 1.0, 0.7)
   u, active = _repeated(action, t, 0.15, 1.2 * slow)
   keys = [0, 0.3, 0.5, 0.62, 0.9, 1.0]
-  out[f"hip_flex_{side}"] += _ease(u, keys, [0, -0.3, 1.35, 1.2, 0, 0]) * active
-  out[f"knee_{side}"] += _ease(u, keys, [0, 1.3, 0.05, 0.3, 0.1, 0]) * active
-  out[f"toe_{side}"] -= _ease(u, keys, [0, 0, 0.5, 0.3, 0, 0]) * active
-  out["spine_bend"] += _ease(u, keys, [0, 0.1, -0.25, -0.15, 0, 0]) * active
-  out[f"shoulder_flex_{other}"] += _ease(u, keys, [0, -0.2, 0.7, 0.5, 0, 0]) * active
-  out[f"shoulder_abd_{side}"] += _ease(u, keys, [0, 0.2, 0.5, 0.4, 0, 0]) * active
+  out[f"hip_flex_{side}"] += ease(u, keys, [0, -0.3, 1.35, 1.2, 0, 0]) * active
+  out[f"knee_{side}"] += ease(u, keys, [0, 1.3, 0.05, 0.3, 0.1, 0]) * active
+  out[f"toe_{side}"] -= ease(u, keys, [0, 0, 0.5, 0.3, 0, 0]) * active
+  out["spine_bend"] += ease(u, keys, [0, 0.1, -0.25, -0.15, 0, 0]) * active
+  out[f"shoulder_flex_{other}"] += ease(u, keys, [0, -0.2, 0.7, 0.5, 0, 0]) * active
+  out[f"shoulder_abd_{side}"] += ease(u, keys, [0, 0.2, 0.5, 0.4, 0, 0]) * active
 
 
 # ---------------------------------------------------------------------------
@@ -454,7 +452,7 @@ def forward_kinematics(angles: np.ndarray, heading: np.ndarray, offsets: np.ndar
   return np.stack(positions, axis=2)
 
 
-def _subject_offsets(rng: np.random.Generator, n: int) -> np.ndarray:
+def subject_offsets(rng: np.random.Generator, n: int) -> np.ndarray:
   """Per-subject bone offsets: height scale and leg/arm proportions."""
   height = rng.uniform(0.9, 1.1, size=(n, 1, 1))
   legs = rng.uniform(0.96, 1.04, size=(n, 1, 1))
@@ -499,12 +497,12 @@ def _clip_channels(actions, frames, length) -> dict[str, np.ndarray]:
     for k in ("forward_speed", "side_speed", "yaw_rate", "lift"):
       hold[k][:] = 0.0
     pieces.append(hold)
-  channels = {k: np.concatenate([p[k] for p in pieces]) for k in _CHANNELS}
+  channels = {k: np.concatenate([p[k] for p in pieces]) for k in CHANNELS}
   # Hold the final pose for one extra frame (see the module docstring).
   return {k: np.concatenate([v, v[-1:]]) for k, v in channels.items()}
 
 
-def _clip_joints(
+def clip_joints(
   channels: dict[str, np.ndarray],
   offsets: np.ndarray,
   start_heading: np.ndarray,
@@ -558,7 +556,7 @@ def make_split(
   started = time.perf_counter()
   rng = np.random.default_rng([seed, list(SPLITS).index(split)])
   clips = [_sample_clip(rng) for _ in range(n)]
-  offsets = _subject_offsets(rng, n)
+  offsets = subject_offsets(rng, n)
   start_heading = rng.uniform(-np.pi, np.pi, size=n)
   start_xz = rng.uniform(-2.0, 2.0, size=(n, 2))
   lengths = np.array([c[3] for c in clips], np.int32)
@@ -568,8 +566,8 @@ def make_split(
   for length in np.unique(lengths):
     idx = np.nonzero(lengths == length)[0]
     per_clip = [_clip_channels(clips[i][0], clips[i][2], length) for i in idx]
-    channels = {k: np.stack([c[k] for c in per_clip]) for k in _CHANNELS}
-    joints = _clip_joints(channels, offsets[idx], start_heading[idx], start_xz[idx])
+    channels = {k: np.stack([c[k] for c in per_clip]) for k in CHANNELS}
+    joints = clip_joints(channels, offsets[idx], start_heading[idx], start_xz[idx])
     features[idx, :length] = motion_lib.joints_to_features_batch(joints, fmt)
     if return_joints:
       for k, i in enumerate(idx):

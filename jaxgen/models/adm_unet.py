@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.errors import UnsupportedConfigError
+from jaxgen.models.transformers_compat import check_positive_ints
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.attention import dot_product_attention
 from jaxgen.nn.embeddings import TimestepEmbedding, timestep_embedding
@@ -88,10 +89,7 @@ class ADMUNetConfig:
     object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
     if self.dims != 2:
       raise UnsupportedConfigError(f"dims: jaxgen's ADM U-Net is 2-D only, found dims={self.dims}")
-    for key in ("in_channels", "model_channels", "out_channels", "num_res_blocks"):
-      value = getattr(self, key)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}: expected a positive int, found {value!r}")
+    check_positive_ints(self, ("in_channels", "model_channels", "out_channels", "num_res_blocks"))
     if not self.channel_mult or any(m <= 0 for m in self.channel_mult):
       raise ValueError(f"channel_mult: expected positive multipliers, found {self.channel_mult!r}")
     if not 0.0 <= self.dropout < 1.0:

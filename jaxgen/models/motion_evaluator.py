@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models.transformers_compat import check_positive_ints
 from jaxgen.nn import partitioning as pt
 
 NUM_CONTACT_DIMS = 4  # the last 4 features of HumanML3D / KIT-ML vectors
@@ -48,10 +49,7 @@ class EvaluatorConfig:
   dim_coemb_hidden: int = 512  # the embedding width
 
   def __post_init__(self):
-    for f in dataclasses.fields(self):
-      value = getattr(self, f.name)
-      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{f.name}: expected a positive int, found {value!r}")
+    check_positive_ints(self, tuple(f.name for f in dataclasses.fields(self)))
     if self.feature_dim <= NUM_CONTACT_DIMS:
       raise ValueError(
         f"feature_dim: expected more than the {NUM_CONTACT_DIMS} contact dims, "

@@ -49,6 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models.transformers_compat import check_positive_ints
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.embeddings import sinusoidal_positions
 from jaxgen.nn.sequence_layers import TransformerEncoderLayer, check_activation
@@ -84,18 +85,18 @@ class MDMConfig:
   norm_first: bool = False
 
   def __post_init__(self):
-    for name in (
-      "feature_dim",
-      "latent_dim",
-      "ff_size",
-      "num_layers",
-      "num_heads",
-      "text_dim",
-      "frames_per_token",
-    ):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, found {value!r}")
+    check_positive_ints(
+      self,
+      (
+        "feature_dim",
+        "latent_dim",
+        "ff_size",
+        "num_layers",
+        "num_heads",
+        "text_dim",
+        "frames_per_token",
+      ),
+    )
     if self.latent_dim % self.num_heads:
       raise ValueError(
         f"latent_dim: expected a multiple of num_heads={self.num_heads}, found {self.latent_dim}"

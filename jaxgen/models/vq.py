@@ -18,6 +18,12 @@ so a training step can return them as new state.
 Every layer multiplies its output by the frame mask of its resolution, so a
 zero-padded batch gives for each clip exactly what encoding the clip at its
 own length gives (PyTorch's zero padding at the sequence end).
+
+`VQVAEConfig.layout = "jukebox"` builds instead the openai/jukebox encoder and
+decoder that Bailando uses (`models/encdec.py` there): the first strided conv
+reads the input directly, encoder dilations grow (1, 3, 9), the decoder
+upsamples with ConvTranspose1d(k4, s2, p1) (the last one to
+`output_emb_width`) and has no ReLU outside the residual blocks.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.nn import partitioning as pt
+
+LAYOUTS = ("t2m_gpt", "jukebox")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class VQVAEConfig:
     dilation_growth_rate: dilation base (`dilation_growth_rate`).
     num_codes: codebook rows (`nb_code`).
     mu: EMA decay of the codebook statistics (`mu`).
+    layout: "t2m_gpt" (Mael-zys/T2M-GPT `encdec.py`) or "jukebox" (openai/jukebox
+      `encdec.py`, as Bailando uses it); see the module docstring.
   """
 
   input_dim: int = 263
@@ -55,6 +65,11 @@ class VQVAEConfig:
   dilation_growth_rate: int = 3
   num_codes: int = 512
   mu: float = 0.99
+  layout: str = "t2m_gpt"
+
+  def __post_init__(self):
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"VQVAEConfig.layout: expected one of {LAYOUTS}, found {self.layout!r}")
 
   @property
   def downsample(self) -> int:
@@ -78,6 +93,26 @@ def conv1d(
     strides=(stride,),
     padding=((padding, padding),),
     kernel_dilation=(dilation,),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=pt.annotated(nn.initializers.lecun_normal(), (None, "conv_in", "conv_out")),
+    bias_init=pt.annotated(nn.initializers.zeros_init(), ("conv_out",)),
+    name=name,
+  )
+
+
+def conv_transpose1d(
+  features: int, kernel: int, *, stride: int, padding: int, dtype: Any = jnp.float32, name: str
+) -> nn.ConvTranspose:
+  """`torch.nn.ConvTranspose1d(kernel, stride, padding)` on NTC (output length stride·T when
+  kernel = 2·stride, padding = stride/2). The kernel is (k, conv_in, conv_out), that of the
+  equivalent input-dilated conv: torch weight (in, out, k) flipped along k."""
+  pad = kernel - 1 - padding
+  return nn.ConvTranspose(
+    features,
+    (kernel,),
+    strides=(stride,),
+    padding=((pad, pad),),
     dtype=dtype,
     param_dtype=jnp.float32,
     kernel_init=pt.annotated(nn.initializers.lecun_normal(), (None, "conv_in", "conv_out")),
@@ -112,15 +147,19 @@ class ResConv1DBlock(nn.Module):
 
 
 class Resnet1D(nn.Module):
-  """`depth` ResConv1DBlocks with dilations growth**i, largest first."""
+  """`depth` ResConv1DBlocks with dilations growth**i, largest first (smallest first when
+  not `reverse_dilation`)."""
 
   depth: int
   dilation_growth_rate: int
   dtype: Any = jnp.float32
+  reverse_dilation: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    dilations = [self.dilation_growth_rate**i for i in range(self.depth)][::-1]
+    dilations = [self.dilation_growth_rate**i for i in range(self.depth)]
+    if self.reverse_dilation:
+      dilations = dilations[::-1]
     for i, d in enumerate(dilations):
       x = ResConv1DBlock(d, dtype=self.dtype, name=f"blocks_{i}")(x, mask)
     return x
@@ -135,14 +174,19 @@ class MotionEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     c = self.config
+    t2m_gpt = c.layout == "t2m_gpt"
     x = _masked(x, mask)
-    x = _masked(nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_in")(x)), mask)
+    if t2m_gpt:
+      x = conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_in")(x)
+      x = _masked(nn.relu(x), mask)
     for i in range(c.down_t):
       mask = None if mask is None else downsample_mask(mask, 2)
       x = _masked(
         conv1d(c.width, 4, stride=2, padding=1, dtype=self.dtype, name=f"down_{i}")(x), mask
       )
-      x = Resnet1D(c.depth, c.dilation_growth_rate, dtype=self.dtype, name=f"resnet_{i}")(x, mask)
+      x = Resnet1D(
+        c.depth, c.dilation_growth_rate, self.dtype, reverse_dilation=t2m_gpt, name=f"resnet_{i}"
+      )(x, mask)
     return _masked(
       conv1d(c.output_emb_width, 3, padding=1, dtype=self.dtype, name="conv_out")(x), mask
     )
@@ -162,19 +206,24 @@ class MotionDecoder(nn.Module):
       None if mask is None else downsample_mask(mask, 2 ** (c.down_t - i))
       for i in range(c.down_t + 1)
     ]  # coarsest first
+    t2m_gpt = c.layout == "t2m_gpt"
     z = _masked(z, masks[0])
-    x = _masked(
-      nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_in")(z)), masks[0]
-    )
+    x = conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_in")(z)
+    x = _masked(nn.relu(x) if t2m_gpt else x, masks[0])
     for i in range(c.down_t):
       x = Resnet1D(c.depth, c.dilation_growth_rate, dtype=self.dtype, name=f"resnet_{i}")(
         x, masks[i]
       )
-      x = jnp.repeat(x, 2, axis=1)  # nearest ×2
-      x = _masked(conv1d(c.width, 3, padding=1, dtype=self.dtype, name=f"up_{i}")(x), masks[i + 1])
-    x = _masked(
-      nn.relu(conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_mid")(x)), masks[-1]
-    )
+      if t2m_gpt:
+        x = jnp.repeat(x, 2, axis=1)  # nearest ×2
+        x = conv1d(c.width, 3, padding=1, dtype=self.dtype, name=f"up_{i}")(x)
+      else:
+        features = c.output_emb_width if i == c.down_t - 1 else c.width
+        x = conv_transpose1d(features, 4, stride=2, padding=1, dtype=self.dtype, name=f"up_{i}")(x)
+      x = _masked(x, masks[i + 1])
+    if t2m_gpt:
+      x = conv1d(c.width, 3, padding=1, dtype=self.dtype, name="conv_mid")(x)
+      x = _masked(nn.relu(x), masks[-1])
     return _masked(
       conv1d(c.input_dim, 3, padding=1, dtype=self.dtype, name="conv_out")(x), masks[-1]
     )
@@ -335,3 +384,23 @@ def ema_reset_update(
   means = code_sum / jnp.maximum(code_count, 1e-12)[:, None]
   codebook = jnp.where(used, means, tile_to_codebook(x.astype(jnp.float32), k, rng))
   return QuantizerState(codebook, code_sum, code_count, state.initialized)
+
+
+def ema_quantize(
+  state: QuantizerState, z: jax.Array, rng: jax.Array, mu: float
+) -> tuple[jax.Array, jax.Array, QuantizerState]:
+  """One training step of the EMA quantiser on encoder outputs z (..., D).
+
+  Initialises the codebook from the first batch, picks each vector's nearest
+  code under the codebook as it was before this batch, and returns the codes
+  (...), their codebook rows (..., D) and the statistics after this batch's
+  EMA + reset update, all without gradients (the caller writes the statistics
+  back after the optimizer step).
+  """
+  init_rng, reset_rng = jax.random.split(rng)
+  flat = jax.lax.stop_gradient(z.reshape(-1, z.shape[-1])).astype(jnp.float32)
+  state = initialized_codebook(jax.lax.stop_gradient(state), flat, init_rng)
+  codes = quantize(flat, state.codebook)
+  new_state = ema_reset_update(state, flat, codes, reset_rng, mu)
+  quantized = dequantize(codes, state.codebook)
+  return codes.reshape(z.shape[:-1]), quantized.reshape(z.shape), new_state

@@ -13,7 +13,8 @@ only, identical at inference).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -30,8 +31,9 @@ def check_activation(activation: str) -> None:
     raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, found {activation!r}")
 
 
-class _Sublayers(nn.Module):
-  """What both layers share: the residual wiring and the feed-forward."""
+class TransformerSublayers(nn.Module):
+  """What a transformer layer shares (residual wiring, feed-forward); the base of the PyTorch-layout
+  encoder and decoder layers here and of EDGE's layers."""
 
   num_heads: int
   ff_size: int
@@ -60,7 +62,7 @@ class _Sublayers(nn.Module):
     return pt.dense(x.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="linear2")(h)
 
 
-class TransformerEncoderLayer(_Sublayers):
+class TransformerEncoderLayer(TransformerSublayers):
   """Self-attention then feed-forward; mask (B, L) or (B, L, L), true = attend."""
 
   @nn.compact
@@ -72,7 +74,7 @@ class TransformerEncoderLayer(_Sublayers):
     return self.residual(x, "norm2", lambda h: self.feed_forward(h, deterministic), deterministic)
 
 
-class TransformerDecoderLayer(_Sublayers):
+class TransformerDecoderLayer(TransformerSublayers):
   """Self-attention, cross-attention to `memory` (B, M, C), then feed-forward."""
 
   @nn.compact

@@ -25,6 +25,7 @@ TASKS = {
   "t2m_gpt": "jaxgen.tasks.motion.t2m_gpt:MotionGPTTask",
   "t2m_vae": "jaxgen.tasks.motion.t2m_vae:MotionVAETask",
   "t2m_evaluator": "jaxgen.tasks.motion.t2m_evaluator:MotionEvaluatorTask",
+  "edge": "jaxgen.tasks.dance.edge:EDGETask",
   "cyclegan": "jaxgen.tasks.image_to_image.cyclegan:CycleGANTask",
   "pix2pix": "jaxgen.tasks.image_to_image.pix2pix:Pix2PixTask",
   "spade": "jaxgen.tasks.image_to_image.spade:SPADETask",

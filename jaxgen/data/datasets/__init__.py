@@ -1,12 +1,15 @@
 """TFDS builders; importing this package registers them with TFDS."""
 
+from jaxgen.data.datasets.aist_plusplus import AistPlusPlus
 from jaxgen.data.datasets.captioned_shapes import CaptionedShapes
 from jaxgen.data.datasets.coco_captions import CocoCaptions
 from jaxgen.data.datasets.cub_birds import CubBirds
 from jaxgen.data.datasets.cyclegan_folders import CycleganFolders
+from jaxgen.data.datasets.finedance import FineDance
 from jaxgen.data.datasets.humanml3d import HumanML3D
 from jaxgen.data.datasets.image_caption_folder import ImageCaptionFolder
 from jaxgen.data.datasets.kit_ml import KitMl
+from jaxgen.data.datasets.music_dance import MusicDance
 from jaxgen.data.datasets.paired_folder import PairedFolder
 from jaxgen.data.datasets.paired_scenes import PairedScenes
 from jaxgen.data.datasets.pix2pix_folders import Pix2PixFolders
@@ -14,13 +17,16 @@ from jaxgen.data.datasets.sketchy import Sketchy
 from jaxgen.data.datasets.synthetic_motion import SyntheticMotion
 
 __all__ = [
+  "AistPlusPlus",
   "CaptionedShapes",
   "CocoCaptions",
   "CubBirds",
   "CycleganFolders",
+  "FineDance",
   "HumanML3D",
   "ImageCaptionFolder",
   "KitMl",
+  "MusicDance",
   "PairedFolder",
   "PairedScenes",
   "Pix2PixFolders",

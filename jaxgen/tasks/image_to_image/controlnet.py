@@ -63,8 +63,17 @@ def hint_from_source(source_kind: str, source: jax.Array) -> jax.Array:
 
 
 def controlnet_config(section: Mapping[str, Any], base_unet, hint_channels: int):
-  """The ControlNet of the base U-Net (`ControlNetConfig.from_unet`) for a hint of `hint_channels`."""
-  return ControlNetConfig.from_unet(base_unet, conditioning_channels=hint_channels, **dict(section))
+  """The ControlNet of the base U-Net (`ControlNetConfig.from_unet`) for a hint of `hint_channels`;
+  the hint encoder keeps the size, as the base works in pixels."""
+  config = ControlNetConfig.from_unet(
+    base_unet, conditioning_channels=hint_channels, **dict(section)
+  )
+  if config.hint_factor != 1:
+    raise ImageToImageConfigError(
+      "controlnet.conditioning_embedding_out_channels: the base works in pixels, so the hint "
+      f"encoder must keep the size (one entry), found {config.conditioning_embedding_out_channels}"
+    )
+  return config
 
 
 def sampling_options(sample, base_config, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,12 +135,6 @@ class ControlNetTask(ImageToImageTask):
     self.controlnet_config = controlnet_config(
       config.get("controlnet", {}), unet, self.source_channels
     )
-    if self.controlnet_config.hint_factor != 1:
-      raise ImageToImageConfigError(
-        "controlnet.conditioning_embedding_out_channels: the base works in pixels, so the hint "
-        f"encoder must keep the size (one entry), found "
-        f"{self.controlnet_config.conditioning_embedding_out_channels}"
-      )
     self.controlnet = ControlNetModel(
       self.controlnet_config, remat=config.get("model", {}).get("remat", "none")
     )
@@ -250,6 +253,10 @@ class ControlNetTask(ImageToImageTask):
     noise_rng, sample_rng = jax.random.split(rng)
     x_T = jax.random.normal(noise_rng, (batch, self.resolution, self.resolution, 3))
     return samplers.run_sampler(fn, plan, x_T, sample_rng)
+
+  def translation_params(self, params):
+    """The locked base (U-Net and text encoder) and the ControlNet."""
+    return {"base": self.base_params, "controlnet": params}
 
   def translate(self, params, source: jax.Array, rng: jax.Array, **options) -> jax.Array:
     """Without captions: the empty prompt in both branches (guidance off)."""

@@ -175,3 +175,6 @@ class CycleGANTask(ImageToImageTask):
     """G_AB: day photos in [-1, 1] -> night photos in [-1, 1] (deterministic; rng unused)."""
     del rng, options
     return self._generate(params["g_ab"], source)
+
+  def translation_params(self, params):
+    return params["g_ab"]

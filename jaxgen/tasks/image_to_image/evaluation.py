@@ -89,11 +89,3 @@ def reference_rows(task, num_examples: int = 200, seed: int = 0) -> dict[str, di
     "ground truth": image_scores(test["target"], test, task.source, style),
     "another scene's target": image_scores(test["target"][shuffled], test, task.source, style),
   }
-
-
-def score_run(run_dir: str, num_examples: int = 200, seed: int = 0, **options) -> dict:
-  """Loads a trained run's EMA params and scores it (`score_translation`)."""
-  from jaxgen.tasks.registry import load_run  # pylint: disable=g-import-not-at-top
-
-  task, params = load_run(run_dir)
-  return score_translation(task, params, num_examples, jax.random.PRNGKey(seed), **options)

@@ -119,3 +119,6 @@ class Pix2PixTask(ImageToImageTask):
     """Generator outputs in [-1, 1], dropout on (as the reference's test script)."""
     del options  # pix2pix has no sampler options
     return self._generate(params["generator"], source, rng)
+
+  def translation_params(self, params):
+    return params["generator"]

@@ -150,3 +150,6 @@ class SPADETask(ImageToImageTask):
     """Generator outputs in [-1, 1] for one-hot label maps."""
     del rng, options  # deterministic, no sampler options
     return self.generator.apply({"params": params["generator"]}, source)
+
+  def translation_params(self, params):
+    return params["generator"]

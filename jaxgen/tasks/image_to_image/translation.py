@@ -183,6 +183,10 @@ class ImageToImageTask(GenerativeTask):
     """float32 (B, H, W, 3) in [-1, 1] for model inputs `source` (jittable)."""
     raise NotImplementedError
 
+  def translation_params(self, params):
+    """The parameters `translate` reads (GANs leave their discriminators out)."""
+    return params
+
   # ---- generation -----------------------------------------------------------
 
   def conditions(self, prompts, *, seconds=None):
