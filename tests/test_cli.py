@@ -198,14 +198,26 @@ def _write_label_maps(folder: str, count: int = 2) -> None:
     Image.fromarray(scenes.labels_to_rgb(label)).save(os.path.join(folder, f"scene_{i}.png"))
 
 
+def _write_song(path: str, seconds: float = 4.0) -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from jaxgen.data import music_synth  # pylint: disable=g-import-not-at-top
+  from jaxgen.render.music_video import write_wav  # pylint: disable=g-import-not-at-top
+
+  track = music_synth.synthesize_track(np.random.default_rng(0), seconds, sample_rate=22050)
+  write_wav(path, track.audio, track.sample_rate)
+
+
 def test_readme_sample_and_eval_motion_commands(project):
   for name in TINY:
     project.train(name)
   commands = readme_argv("jaxgen sample") + readme_argv("jaxgen eval-motion")
-  assert len(commands) == 5
+  assert len(commands) == 6
   for argv in commands:
     if "--input" in argv:  # image-to-image: a folder of held-out label maps
       _write_label_maps(os.path.join(project.root, argv[argv.index("--input") + 1]))
+    if "--music" in argv:  # dance: a synthesized song
+      _write_song(os.path.join(project.root, argv[argv.index("--music") + 1]))
     # One R-precision batch (32 test captions) instead of the whole split.
     extra = ["--num-examples", "32"] if argv[1] == "eval-motion" else []
     assert project.run(argv[1:] + extra) == 0, argv

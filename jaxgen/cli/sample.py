@@ -3,16 +3,20 @@
     jaxgen sample --checkpoint runs/shapes --prompt "a small red circle in the top left"
     jaxgen sample --checkpoint runs/t2m_mdm --prompt "a person waves" --seconds 6 --out wave.mp4
     jaxgen sample --checkpoint runs/pix2pix --input sketches/ --out translation.png
+    jaxgen sample --checkpoint runs/edge --music song.wav --out dance.mp4
 
 The run's task (a `jaxgen.training.task.GenerativeTask`) declares in its
 `sample_spec` what it takes: the output kinds, the sampler options and
-whether samples need a duration or input images (`--input`: image files or
-folders, for the image-to-image tasks; prompts are then optional). Every argument is checked against it (and
-the sampler options by the task's `check_options`) before the weights are
-read or anything compiles. `--out` may name a directory: the task's default
-file name (grid.png, motion.mp4) is written inside it. Every task's `save_samples`
-receives the display options (`scale`: pixel upscaling of a picture,
-`ncols`: columns of a grid) and uses those that apply to its output.
+whether samples need a duration, input images (`--input`: image files or
+folders, for the image-to-image tasks; prompts are then optional) or music
+(`--music`: WAV files or folders, for the dance tasks, which take no prompts;
+each file is danced in one scan, so the progress bar counts music files).
+Every argument is checked against it (and the sampler options by the task's
+`check_options`) before the weights are read or anything compiles. `--out`
+may name a directory: the task's default file name (grid.png, motion.mp4,
+dance.mp4) is written inside it. Every task's `save_samples` receives the
+display options (`scale`: pixel upscaling of a picture, `ncols`: columns of
+a grid) and uses those that apply to its output.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--input",
     action="append",
     help="image-to-image tasks: an input image (PNG/JPEG) or a folder of them (repeat for several)",
+  )
+  parser.add_argument(
+    "--music",
+    action="append",
+    help="dance tasks: a WAV file or a folder of them (repeat for several); one dance each",
   )
   add_sampler_arguments(parser)
   parser.add_argument("--num-per-prompt", type=int, default=1)
@@ -117,6 +126,43 @@ def read_input_images(inputs: list[str]) -> tuple[list, list[str]]:
       raise UsageError(f"--input: cannot read {path!r} as an image ({e})") from e
     names.append(os.path.basename(path))
   return images, names
+
+
+def music_paths(items: list[str]) -> list[str]:
+  """--music files, and the .wav files of --music folders (sorted), with named errors."""
+  paths = []
+  for item in items:
+    if os.path.isdir(item):
+      found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(".wav"))
+      if not found:
+        raise UsageError(f"--music: folder {item!r} holds no .wav files")
+      paths += found
+    elif not os.path.isfile(item):
+      raise UsageError(f"--music: no such file or folder {item!r}")
+    elif not item.lower().endswith(".wav"):
+      raise UsageError(f"--music: expected a .wav file, got {item!r}")
+    else:
+      paths.append(item)
+  return paths
+
+
+def read_music(items: list[str]) -> tuple[list, list[int], list[str]]:
+  """(mono float32 waveforms, their sample rates, file names) of the --music WAV files."""
+  import soundfile  # pylint: disable=g-import-not-at-top
+
+  from jaxgen.data.music_features import load_audio  # pylint: disable=g-import-not-at-top
+
+  audio, rates, names = [], [], []
+  for path in music_paths(items):
+    try:
+      soundfile.info(path)  # libsndfile reads every WAV; refuse the rest before librosa tries
+    except (soundfile.SoundFileError, RuntimeError) as e:
+      raise UsageError(f"--music: cannot read {path!r} as WAV audio ({e})") from e
+    waveform, sr = load_audio(path)
+    audio.append(waveform)
+    rates.append(sr)
+    names.append(os.path.basename(path))
+  return audio, rates, names
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -236,13 +282,24 @@ def _check_inputs(args: argparse.Namespace, spec, task_name: str) -> None:
     raise UsageError(f"--input: task {task_name!r} translates images; give an image or a folder")
   if not spec.takes_images and args.input:
     raise UsageError(f"--input: task {task_name!r} generates from prompts and takes no images")
+  if spec.takes_audio and not args.music:
+    raise UsageError(f"--music: task {task_name!r} dances to music; give a WAV file or a folder")
+  if not spec.takes_audio and args.music:
+    raise UsageError(f"--music: task {task_name!r} takes no music")
+  if spec.takes_audio and (args.prompt or args.prompts_file):
+    raise UsageError(f"--prompt: task {task_name!r} dances to --music and takes no prompts")
+  if spec.takes_audio and args.num_per_prompt != 1:
+    raise UsageError(
+      f"--num-per-prompt: task {task_name!r} makes one dance per music file, got "
+      f"{args.num_per_prompt}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-  if not (args.prompt or args.prompts_file or args.input):  # before reading any run
+  if not (args.prompt or args.prompts_file or args.input or args.music):  # before any run
     raise UsageError(
       "--prompt: expected at least one prompt (or --input images for an image-to-image "
-      "run), got none"
+      "run, --music for a dance run), got none"
     )
   check_sampler_values(args)
   check_display_values(args)
@@ -252,6 +309,8 @@ def run(args: argparse.Namespace) -> int:
   if spec.takes_images:  # prompts optional: they caption the inputs
     prompts = read_prompts(args) if (args.prompt or args.prompts_file) else None
     images, names = read_input_images(args.input)
+  elif spec.takes_audio:
+    audio, rates, names = read_music(args.music)
   else:
     prompts = read_prompts(args)
   _check_seconds(args.seconds, spec, config.task)
@@ -269,6 +328,9 @@ def run(args: argparse.Namespace) -> int:
   if spec.takes_images:
     conditions = task.image_conditions(images, names, prompts)
     display = dict(scale=args.scale)
+  elif spec.takes_audio:
+    conditions = task.audio_conditions(audio, rates, names)
+    display = {}
   else:
     captions = [p for p in prompts for _ in range(args.num_per_prompt)]
     conditions = task.conditions(captions, seconds=args.seconds)

@@ -108,9 +108,12 @@ class CausalSelfAttention(nn.Module):
     cache: tuple[jax.Array, jax.Array] | None = None,
     index: jax.Array | None = None,
     deterministic: bool = True,
+    mask: jax.Array | None = None,
   ):
     """x: (B, L, C). With `cache` = (keys, values) (B, S, H, D), x is the one position
     `index` (L = 1): its key/value are written there and it attends to positions <= index.
+    `mask` (broadcastable to (B, H, L, keys)), if given, replaces the causal mask; with a
+    cache, x may then be L positions written from `index` on.
     Returns (output, updated cache or None)."""
     batch, length, width = x.shape
     head_dim = width // self.num_heads
@@ -121,14 +124,15 @@ class CausalSelfAttention(nn.Module):
 
     q, k, v = project("to_q"), project("to_k"), project("to_v")
     if cache is None:
-      mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+      causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
     else:
       keys, values = cache
       keys = jax.lax.dynamic_update_slice_in_dim(keys, k.astype(keys.dtype), index, axis=1)
       values = jax.lax.dynamic_update_slice_in_dim(values, v.astype(values.dtype), index, axis=1)
       cache = (keys, values)
       k, v = keys, values
-      mask = (jnp.arange(keys.shape[1]) <= index)[None, None, None, :]
+      causal = (jnp.arange(keys.shape[1]) <= index)[None, None, None, :]
+    mask = causal if mask is None else mask
     out = causal_attention(q, k, v, mask, nn.Dropout(self.dropout), deterministic)
     out = _dense(width, ("heads", "embed"), dtype=self.dtype, name="to_out")(
       out.reshape(batch, length, width)
@@ -145,10 +149,10 @@ class GPTBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cache=None, index=None, deterministic: bool = True):
+  def __call__(self, x, cache=None, index=None, deterministic: bool = True, mask=None):
     width = x.shape[-1]
     h, cache = CausalSelfAttention(self.num_heads, self.dropout, self.dtype, name="attn")(
-      pt.layer_norm(dtype=self.dtype, name="ln1")(x), cache, index, deterministic
+      pt.layer_norm(dtype=self.dtype, name="ln1")(x), cache, index, deterministic, mask
     )
     x = x + h
     h = pt.layer_norm(dtype=self.dtype, name="ln2")(x)

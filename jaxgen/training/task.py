@@ -135,6 +135,8 @@ class SampleSpec:
     takes_seconds: whether each sample needs a duration (`--seconds`).
     takes_images: whether samples are made from input images (`--input`,
       through `image_conditions`; prompts are then optional).
+    takes_audio: whether samples are made from music files (`--music`,
+      through `audio_conditions`; the task then takes no prompts).
   """
 
   default_out: str
@@ -142,6 +144,7 @@ class SampleSpec:
   options: tuple[str, ...] = ()
   takes_seconds: bool = False
   takes_images: bool = False
+  takes_audio: bool = False
 
 
 class OutputPathError(ValueError):
@@ -193,6 +196,21 @@ class GenerativeTask(Task):
     images, before anything compiles.
     """
     raise NotImplementedError
+
+  def audio_conditions(
+    self, audio: Sequence[np.ndarray], sr: Sequence[int], names: Sequence[str]
+  ) -> dict[str, Any]:
+    """Host conditions from music, for a task whose `sample_spec.takes_audio`.
+
+    `audio` are mono float waveforms as read from the files `names`, `sr` their
+    sample rates (one per waveform). Named errors for music the task cannot
+    use (too short, silent, a rate too low), before anything compiles.
+    """
+    del audio, sr, names
+    raise NotImplementedError(
+      f"audio_conditions: task {self.config.task!r} takes no music (its "
+      "sample_spec.takes_audio is False)"
+    )
 
   def check_options(self, options: Mapping[str, Any]) -> None:
     """Named errors for `generate` options (a subset of `sample_spec.options`) before sampling.

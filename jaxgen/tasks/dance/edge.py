@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.models.edge import EDGE, EDGEConfig
-from jaxgen.tasks.dance import dance_data
+from jaxgen.tasks.dance import dance_data, dance_samples
 from jaxgen.tasks.dance.dance_data import (
   CONTACTS,
   FOOT_JOINTS,
@@ -96,7 +96,7 @@ class EDGETask(GenerativeTask):
   """The `edge` task (see the module docstring). Batches: `pose` (B, S, 70), `music` (B, S, 35)."""
 
   sample_spec = SampleSpec(
-    default_out="dance.npy", out_extensions=(".npy",), options=("num_steps", "guidance_scale")
+    "dance.mp4", (".mp4", ".npy"), options=("num_steps", "guidance_scale"), takes_audio=True
   )
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -237,25 +237,26 @@ class EDGETask(GenerativeTask):
     self.sampling_options(options.get("num_steps"), options.get("guidance_scale"))
 
   def conditions(self, prompts, *, seconds=None):
-    raise DanceMusicError(
-      "prompts: the edge task dances to music, not text; call EDGETask.dance_from_music"
-    )
+    raise DanceMusicError("prompts: the edge task dances to music, not text; give music files")
+
+  def audio_conditions(self, audio, sr, names) -> dict[str, list]:
+    """Raw EDGE features (T_i, 35) of each music file, its waveform, rate and name."""
+    return dance_samples.audio_conditions(audio, sr, names, self.model_config.seq_len)
 
   def generate(
-    self,
-    params,
-    conditions: Mapping[str, Any],
-    rng: jax.Array,
-    *,
-    num_steps=None,
-    guidance_scale=None,
+    self, params, conditions: Mapping[str, Any], rng, *, num_steps=None, guidance_scale=None
   ) -> dict[str, np.ndarray]:
     """{"joints": (N, L, 22, 3) metres, "pose": (N, L, 70)} for `conditions["music"]`.
 
     `music` holds raw EDGE features (N, L, 35) at 20 fps, L >= data.seq_len;
-    music longer than one window is danced in overlapping windows.
+    music longer than one window is danced in overlapping windows. A list of
+    (L_i, 35), one per music file (`audio_conditions`), gives lists: one scan each.
     """
     num_steps, guidance_scale = self.sampling_options(num_steps, guidance_scale)
+    options = {"num_steps": num_steps, "guidance_scale": guidance_scale}
+    if isinstance(conditions.get("music"), list):
+      dance = lambda music, key: self.generate(params, {"music": music}, key, **options)
+      return dance_samples.dance_each(dance, conditions["music"], rng)
     if "music" not in conditions:
       raise DanceMusicError(f"conditions: expected the key 'music', found {sorted(conditions)}")
     S = self.model_config.seq_len
@@ -273,11 +274,10 @@ class EDGETask(GenerativeTask):
     return self.generate(params, dict(music=features[None]), rng, **options)["joints"][0]
 
   def save_samples(self, samples, conditions, path: str, **display) -> str:
-    """.npy: the joints (N, T, 22, 3) float32."""
-    del conditions, display
+    """The joints as .npy and, for .mp4, videos with their music (`dance_samples.save_dances`)."""
+    del display
     self.check_output(path)
-    np.save(path, np.asarray(samples["joints"], np.float32))
-    return path
+    return dance_samples.save_dances(samples["joints"], conditions, path)
 
   def preview(self, params, rng: jax.Array, num: int = 2) -> np.ndarray:
     """Stick figures of dances to the first `num` test clips' music, at four instants."""
