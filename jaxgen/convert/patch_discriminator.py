@@ -13,8 +13,8 @@ BatchNorm layer also carries the buffers `running_mean`, `running_var` and
 at training and test time, as the reference runs), so export writes the
 values of a fresh BatchNorm (zeros, ones, 0) and import drops them.
 
-The buffer helpers below are shared with the other GAN converters
-(`jaxgen.convert.pix2pix`).
+The buffer-aware `to_torch_with_buffers` / `from_torch_without_buffers` below
+serve the other GAN converters too (`jaxgen.convert.pix2pix`).
 
 Example (the pix2pix `latest_net_D.pth`):
   config = PatchDiscriminatorConfig(in_channels=6, channels=64, num_layers=3, norm="batch")
@@ -74,12 +74,31 @@ def abstract_discriminator_params(config: PatchDiscriminatorConfig) -> Any:
 # BatchNorm buffers.
 
 
-def batch_norm_modules(params: Mapping[str, Any], keymap: KeyMap) -> list[str]:
+def to_torch_with_buffers(
+  params: Mapping[str, Any], keymap: KeyMap, batch_norm: bool
+) -> dict[str, np.ndarray]:
+  """`to_torch`, plus a fresh BatchNorm's buffers for every norm layer when `batch_norm`."""
+  state = to_torch(params, keymap)
+  return (
+    _with_batch_norm_buffers(state, _batch_norm_modules(params, keymap)) if batch_norm else state
+  )
+
+
+def from_torch_without_buffers(
+  state_dict: Mapping[str, Any], template: Any, keymap: KeyMap, batch_norm: bool
+) -> dict[str, Any]:
+  """`from_torch` of `state_dict` with the BatchNorm buffers dropped when `batch_norm`."""
+  if batch_norm:
+    state_dict = _without_batch_norm_buffers(state_dict, _batch_norm_modules(template, keymap))
+  return from_torch(state_dict, template, keymap)
+
+
+def _batch_norm_modules(params: Mapping[str, Any], keymap: KeyMap) -> list[str]:
   """Torch names of the modules with a norm scale (the BatchNorm layers, when the norm is batch)."""
   return [keymap.torch_module(path[:-1]) for path in flatten(params) if path[-1] == "scale"]
 
 
-def with_batch_norm_buffers(
+def _with_batch_norm_buffers(
   state: Mapping[str, np.ndarray], modules: list[str]
 ) -> dict[str, np.ndarray]:
   """`state` plus a fresh BatchNorm's buffers for each of `modules` (zeros, ones, step 0)."""
@@ -92,7 +111,9 @@ def with_batch_norm_buffers(
   return state
 
 
-def without_batch_norm_buffers(state_dict: Mapping[str, Any], modules: list[str]) -> dict[str, Any]:
+def _without_batch_norm_buffers(
+  state_dict: Mapping[str, Any], modules: list[str]
+) -> dict[str, Any]:
   """`state_dict` without the BatchNorm buffers of `modules` (present or not): jaxgen never reads them."""
   ignored = {f"{module}.{buffer}" for module in modules for buffer in BATCH_NORM_BUFFERS}
   return {key: value for key, value in state_dict.items() if key not in ignored}
@@ -109,11 +130,7 @@ def discriminator_to_torch(
 
   Loads with `load_state_dict(..., strict=True)` after `torch.from_numpy`.
   """
-  keymap = discriminator_keymap(config)
-  state = to_torch(params, keymap)
-  if config.norm == "batch":
-    state = with_batch_norm_buffers(state, batch_norm_modules(params, keymap))
-  return state
+  return to_torch_with_buffers(params, discriminator_keymap(config), config.norm == "batch")
 
 
 def discriminator_from_torch(
@@ -124,8 +141,7 @@ def discriminator_from_torch(
   Strict: a `ConversionError` lists missing and unexpected keys and shape
   mismatches (BatchNorm buffers are dropped, not checked).
   """
-  keymap = discriminator_keymap(config)
   template = abstract_discriminator_params(config)
-  if config.norm == "batch":
-    state_dict = without_batch_norm_buffers(state_dict, batch_norm_modules(template, keymap))
-  return from_torch(state_dict, template, keymap)
+  return from_torch_without_buffers(
+    state_dict, template, discriminator_keymap(config), config.norm == "batch"
+  )

@@ -34,12 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxgen.convert.keymap import KeyMap, from_torch, to_torch
-from jaxgen.convert.patch_discriminator import (
-  batch_norm_modules,
-  with_batch_norm_buffers,
-  without_batch_norm_buffers,
-)
+from jaxgen.convert.keymap import KeyMap
+from jaxgen.convert.patch_discriminator import from_torch_without_buffers, to_torch_with_buffers
 from jaxgen.models.pix2pix import UnetGeneratorConfig, abstract_params
 
 # Index of each layer inside its level's `nn.Sequential`, by the kind of level.
@@ -81,11 +77,7 @@ def generator_to_torch(
 
   Loads with `load_state_dict(..., strict=True)` after `torch.from_numpy`.
   """
-  keymap = generator_keymap(config)
-  state = to_torch(params, keymap)
-  if config.norm == "batch":
-    state = with_batch_norm_buffers(state, batch_norm_modules(params, keymap))
-  return state
+  return to_torch_with_buffers(params, generator_keymap(config), config.norm == "batch")
 
 
 def generator_from_torch(
@@ -96,8 +88,7 @@ def generator_from_torch(
   Strict: a `ConversionError` lists missing and unexpected keys and shape
   mismatches (BatchNorm buffers are dropped, not checked).
   """
-  keymap = generator_keymap(config)
   template = abstract_params(config)
-  if config.norm == "batch":
-    state_dict = without_batch_norm_buffers(state_dict, batch_norm_modules(template, keymap))
-  return from_torch(state_dict, template, keymap)
+  return from_torch_without_buffers(
+    state_dict, template, generator_keymap(config), config.norm == "batch"
+  )
