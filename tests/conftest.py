@@ -47,6 +47,8 @@ SLOWEST_MODULES = (
   "test_sd_pipeline.py",
   "test_benchmarks.py",
   "test_motion_gpt_task.py",
+  "test_bailando_task.py",
+  "test_edge_task.py",
   "test_sd_finetune.py",
   "test_sdxl.py",
   "test_controlnet.py",

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgen.convert.bailando import gpt_params_from_torch, gpt_state_dict
 from jaxgen.models.bailando_gpt import (
   BailandoGPT,
   BailandoGPTConfig,
@@ -143,45 +144,6 @@ class TorchCrossCondGPT2(torch.nn.Module):
     return up.numpy(), down.numpy(), min(margins)
 
 
-def torch_state_dict(params) -> dict:
-  """The jaxgen parameters under the reference's state-dict names (Linear weights transposed)."""
-  tensor = lambda x: torch.from_numpy(np.array(x, np.float32))
-  linear = lambda p, name: (
-    {f"{name}.weight": tensor(p["kernel"]).T}
-    | ({f"{name}.bias": tensor(p["bias"])} if "bias" in p else {})
-  )
-  norm = lambda p, name: {f"{name}.weight": tensor(p["scale"]), f"{name}.bias": tensor(p["bias"])}
-
-  def block(p, name):
-    a = p["attn"]
-    return (
-      norm(p["ln1"], f"{name}.ln1")
-      | norm(p["ln2"], f"{name}.ln2")
-      | linear(a["to_k"], f"{name}.attn.key")
-      | linear(a["to_q"], f"{name}.attn.query")
-      | linear(a["to_v"], f"{name}.attn.value")
-      | linear(a["to_out"], f"{name}.attn.proj")
-      | linear(p["fc1"], f"{name}.mlp.0")
-      | linear(p["fc2"], f"{name}.mlp.2")
-    )
-
-  state = {
-    "gpt_base.tok_emb_up.weight": tensor(params["tok_emb_upper"]["embedding"]),
-    "gpt_base.tok_emb_down.weight": tensor(params["tok_emb_lower"]["embedding"]),
-    "gpt_base.pos_emb": tensor(params["pos_emb"])[None],
-  }
-  state |= linear(params["cond_emb"], "gpt_base.cond_emb")
-  state |= norm(params["ln_f"], "gpt_head.ln_f")
-  state |= linear(params["head_upper"], "gpt_head.head_up")
-  state |= linear(params["head_lower"], "gpt_head.head_down")
-  for name, p in params.items():
-    if name.startswith("base_blocks_"):
-      state |= block(p, f"gpt_base.blocks.{name.removeprefix('base_blocks_')}")
-    elif name.startswith("head_blocks_"):
-      state |= block(p, f"gpt_head.blocks.{name.removeprefix('head_blocks_')}")
-  return state
-
-
 def random_variables(model, seed=0, head_gain=5.0):
   """Weights far from the init (its zero position table and N(0, 0.02) weights make greedy
   codes constant): kernels N(0, 1/fan_in), the heads `head_gain` times larger so greedy
@@ -205,16 +167,20 @@ def random_variables(model, seed=0, head_gain=5.0):
   )
 
 
+def with_masks(reference, state: dict) -> dict:
+  """The state dict as tensors plus the reference's causal-mask buffers, which are part of its
+  checkpoints but not of jaxgen's parameters."""
+  masks = {k: v for k, v in reference.state_dict().items() if k.endswith(".attn.mask")}
+  return {k: torch.from_numpy(v) for k, v in state.items()} | masks
+
+
 @pytest.fixture(scope="module")
 def tiny():
   """The tiny model with random weights, its jitted forward and its PyTorch restatement."""
   model = BailandoGPT(TINY)
   variables = random_variables(model)
   reference = TorchCrossCondGPT2(TINY).eval()
-  state = torch_state_dict(variables["params"])
-  # The causal-mask buffers are part of the reference's checkpoints, not of jaxgen's parameters.
-  masks = {k: v for k, v in reference.state_dict().items() if k.endswith(".attn.mask")}
-  reference.load_state_dict(state | masks, strict=True)
+  reference.load_state_dict(with_masks(reference, gpt_state_dict(variables, TINY)), strict=True)
   return model, variables, reference, jax.jit(model.apply)
 
 
@@ -247,6 +213,23 @@ def test_logits_match_the_pytorch_reference(tiny):
   np.testing.assert_allclose(logits_upper, expected[0].numpy(), atol=1e-4, rtol=0)
   np.testing.assert_allclose(logits_lower, expected[1].numpy(), atol=1e-4, rtol=0)
   assert np.abs(expected[0].numpy()).max() > 1.0  # not a vanishing comparison
+
+
+def test_state_dict_round_trips_bit_exactly(tiny):
+  """jaxgen -> torch -> jaxgen is the identity; the reference's own state dict (masks
+  included, keys wrapped by DataParallel) reads back to the same parameters."""
+  _, variables, reference, _ = tiny
+  params = variables["params"]
+  state = gpt_state_dict(params, TINY)
+  masks = [k for k in reference.state_dict() if k.endswith(".attn.mask")]
+  assert len(masks) == TINY.num_layers
+  assert sorted(state) == sorted(k for k in reference.state_dict() if k not in masks)
+  assert state["gpt_base.pos_emb"].shape == (1, 3 * TINY.block_size, TINY.embed_dim)
+  for back in (
+    gpt_params_from_torch(state, TINY),
+    gpt_params_from_torch({f"module.{k}": v for k, v in reference.state_dict().items()}, TINY),
+  ):
+    jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
 def test_each_position_sees_all_three_streams_up_to_itself(tiny):

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxgen.convert.bailando import vq_params_from_torch, vq_state_dict
 from jaxgen.models import bailando_vq as bvq
 from jaxgen.models import vq
 from jaxgen.training.train_state import replace_leaves
@@ -185,62 +186,6 @@ def _torch_forward(model, motion: np.ndarray, config: bvq.BailandoVQConfig) -> d
   return out
 
 
-def _conv(sd, key):
-  return {"kernel": sd[f"{key}.weight"].permute(2, 1, 0).numpy(), "bias": sd[f"{key}.bias"].numpy()}
-
-
-def _conv_transpose(sd, key):
-  kernel = np.flip(sd[f"{key}.weight"].permute(2, 0, 1).numpy(), 0)  # (in, out, k) -> (k, in, out)
-  return {"kernel": np.ascontiguousarray(kernel), "bias": sd[f"{key}.bias"].numpy()}
-
-
-def _resnet(sd, key, depth):
-  return {
-    f"blocks_{j}": {
-      "conv1": _conv(sd, f"{key}.model.{j}.model.1"),
-      "conv2": _conv(sd, f"{key}.model.{j}.model.3"),
-    }
-    for j in range(depth)
-  }
-
-
-def flax_params_from_torch(sd, config: bvq.BailandoVQConfig) -> dict:
-  """The reference's state dict as `BailandoVQVAE` params (codebook statistics as if restored)."""
-  c = config
-
-  def encoder(key):
-    m = f"{key}.level_blocks.0.model"
-    out = {f"down_{i}": _conv(sd, f"{m}.{i}.0") for i in range(c.down_t)}
-    out.update({f"resnet_{i}": _resnet(sd, f"{m}.{i}.1", c.depth) for i in range(c.down_t)})
-    return dict(out, conv_out=_conv(sd, f"{m}.{c.down_t}"))
-
-  def decoder(key):
-    m = f"{key}.level_blocks.0.model"
-    out = {f"resnet_{i}": _resnet(sd, f"{m}.{i + 1}.0", c.depth) for i in range(c.down_t)}
-    out.update({f"up_{i}": _conv_transpose(sd, f"{m}.{i + 1}.1") for i in range(c.down_t)})
-    return dict(out, conv_in=_conv(sd, f"{m}.0"), conv_out=_conv(sd, f"{key}.out"))
-
-  def half(key):
-    k = sd[f"{key}.bottleneck.level_blocks.0.k"].numpy()
-    quantizer = {
-      "codebook": k,
-      "code_sum": k,
-      "code_count": np.ones(len(k), np.float32),
-      "initialized": np.float32(1.0),
-    }
-    return {
-      "encoder": encoder(f"{key}.encoders.0"),
-      "decoder": decoder(f"{key}.decoders.0"),
-      "quantizer": quantizer,
-    }
-
-  return {
-    "upper": half("vqvae_up"),
-    "lower": half("vqvae_down"),
-    "root_decoder": decoder("vqvae_down.decoders_root.0"),
-  }
-
-
 # -- tests --------------------------------------------------------------------------------------
 
 
@@ -332,7 +277,7 @@ def tiny():
   torch.manual_seed(0)
   reference = _torch_reference(TINY)
   model = bvq.BailandoVQVAE(TINY)
-  params = flax_params_from_torch(reference.state_dict(), TINY)
+  params = vq_params_from_torch(reference.state_dict(), TINY)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 72)))
   # The map fills every Flax parameter with an array of its shape.
   jax.tree.map(
@@ -349,6 +294,7 @@ def tiny():
   finally:
     torch.set_num_threads(threads)
   return {
+    "state_dict": {k: v.numpy() for k, v in reference.state_dict().items()},
     "ref": expected,
     "out": jax.jit(functools.partial(_flax_forward, model))(params, jnp.asarray(motion)),
     "history": _train(model, params, jnp.asarray(motion), steps=30, learning_rate=0.05),
@@ -392,6 +338,34 @@ def test_loss_falls_and_codebooks_get_no_gradient(tiny):
   totals = [float(h["total"]) for h in tiny["history"]]
   assert totals[-1] < 0.7 * totals[0], totals
   assert max(float(h["codebook_grad"]) for h in tiny["history"]) == 0.0
+
+
+def test_state_dict_round_trips_and_loads_strictly(tiny):
+  """torch -> jaxgen -> torch is the identity, bit for bit; the written dict loads into the
+  reference with `strict=True`; a trained jaxgen model's weights survive jaxgen -> torch ->
+  jaxgen exactly, its EMA statistics (absent from the reference) become (k, 1, 1)."""
+  torch = pytest.importorskip("torch")
+  state = tiny["state_dict"]
+  params = vq_params_from_torch({f"module.{k}": v for k, v in state.items()}, TINY)  # DataParallel
+  written = vq_state_dict({"params": params}, TINY)
+  assert written.keys() == state.keys()
+  for name, array in state.items():
+    np.testing.assert_array_equal(written[name], array, err_msg=name)
+    assert written[name].dtype == np.float32 and written[name].flags.c_contiguous
+  _torch_reference(TINY).load_state_dict(
+    {k: torch.from_numpy(v) for k, v in written.items()}, strict=True
+  )
+
+  trained = jax.tree.map(np.asarray, tiny["history"][-1]["params"])
+  back = vq_params_from_torch(vq_state_dict(trained, TINY), TINY)
+  for half in ("upper", "lower"):
+    quantizer, restored = trained[half].pop("quantizer"), back[half].pop("quantizer")
+    assert not np.array_equal(quantizer["code_sum"], quantizer["codebook"])  # really trained
+    np.testing.assert_array_equal(restored["codebook"], quantizer["codebook"])
+    np.testing.assert_array_equal(restored["code_sum"], quantizer["codebook"])
+    np.testing.assert_array_equal(restored["code_count"], np.ones(TINY.num_codes))
+    assert restored["initialized"] == 1.0
+  jax.tree.map(np.testing.assert_array_equal, back, trained)
 
 
 def test_split_merge_and_root_trajectory_round_trip():

@@ -31,6 +31,7 @@ NEEDS_RUN = {
   "bbdm_latent_scenes.py": ("autoencoder.workdir", "autoencoder_shapes.py"),
   "controlnet_scenes.py": ("base.workdir", "text_to_image_scenes.py"),
   "t2m_gpt_synthetic.py": ("vq.workdir", "t2m_vq_synthetic.py"),
+  "bailando_gpt_music_dance.py": ("vq.workdir", "bailando_vq_music_dance.py"),
 }
 
 
@@ -212,7 +213,7 @@ def test_readme_sample_and_eval_motion_commands(project):
   for name in TINY:
     project.train(name)
   commands = readme_argv("jaxgen sample") + readme_argv("jaxgen eval-motion")
-  assert len(commands) == 6
+  assert len(commands) == 7
   for argv in commands:
     if "--input" in argv:  # image-to-image: a folder of held-out label maps
       _write_label_maps(os.path.join(project.root, argv[argv.index("--input") + 1]))

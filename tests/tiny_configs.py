@@ -23,6 +23,7 @@ _RUN = [
 _TEXT = ["text.width=16", "text.num_layers=1", "text.num_heads=2"]
 # 32: `jaxgen eval-motion` scores at least one R-precision batch of 32 test captions.
 _MOTION_DATA = ["data.max_examples=32"]
+_TINY_DANCE_DATA = ["data.num_examples=2", "data.seconds=3.0", "data.sample_rate=10240"]
 
 TINY_TEXT_TO_IMAGE = [
   "data.resolution=16",
@@ -147,6 +148,21 @@ TINY = {
     "edge.num_heads=2",
     "edge.num_music_layers=1",
     "sample.num_steps=3",
+  ],
+  # Bailando on two 3 s dances: 20-frame VQ windows, codes every 4 frames (15 per dance).
+  "bailando_vq_music_dance.py": _RUN
+  + _TINY_DANCE_DATA
+  + ["window.frames=20", "window.stride=10", "vq.width=16", "vq.code_dim=8", "vq.num_codes=16"],
+  # vq.workdir=<a run of the tiny bailando_vq_music_dance.py> comes with it.
+  "bailando_gpt_music_dance.py": _RUN
+  + _TINY_DANCE_DATA
+  + [
+    "window.stride=1",
+    "gpt.embed_dim=16",
+    "gpt.block_size=8",
+    "gpt.num_base_layers=1",
+    "gpt.num_head_layers=1",
+    "gpt.num_heads=2",
   ],
   "t2m_vq_synthetic.py": _RUN
   + _MOTION_DATA

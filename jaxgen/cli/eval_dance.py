@@ -130,14 +130,14 @@ def run_dance(args: argparse.Namespace) -> dict[str, Any]:
 
   generated_60 = [dance_features.to_aist_skeleton(c.joints, fps) for c in generated]
   reference_60 = [dance_features.to_aist_skeleton(c.joints, reference_fps) for c in reference]
-  gen_k, gen_g = _features(generated_60)
-  ref_k, ref_g = _features(reference_60)
+  gen_k, gen_g = kinetic_geometric_features(generated_60)
+  ref_k, ref_g = kinetic_geometric_features(reference_60)
   bas = None
   if beat_times is not None:
     bas = float(
       np.mean(
         [
-          _beat_alignment(joints, beat_times[clip.music], clip.name)
+          beat_alignment(joints, beat_times[clip.music], clip.name)
           for clip, joints in zip(generated, generated_60)
         ]
       )
@@ -168,7 +168,8 @@ def music_beat_frames(beat_times: np.ndarray, num_frames: int) -> np.ndarray:
   return frames[frames < num_frames - 1]
 
 
-def _beat_alignment(joints_60: np.ndarray, beat_times: np.ndarray, name: str) -> float:
+def beat_alignment(joints_60: np.ndarray, beat_times: np.ndarray, name: str) -> float:
+  """BAS of one 60 fps SMPL-24 dance against beat times (s); `name` names it in errors."""
   music = music_beat_frames(beat_times, len(joints_60))
   if music.size == 0:
     raise InvalidDanceArrayError(
@@ -181,7 +182,7 @@ def _beat_alignment(joints_60: np.ndarray, beat_times: np.ndarray, name: str) ->
   return dance.beat_alignment_score(music, motion, fps=dance.AIST_FPS)
 
 
-def _features(dances_60: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def kinetic_geometric_features(dances_60: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   """(N, 72) kinetic and (N, 32) geometric features of 60 fps SMPL-24 dances' first 20 s."""
   frames = round(FEATURE_SECONDS * dance.AIST_FPS)
   features = [dance_features.dance_features(d[:frames], fps=dance.AIST_FPS) for d in dances_60]

@@ -84,7 +84,7 @@ def edge_to_torch(params: Mapping[str, Any], config: EDGEConfig) -> dict[str, np
   return state
 
 
-def _unwrapped(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+def unwrapped_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Drops the `module.` prefix a multi-process (DDP) load adds to every key."""
   if state_dict and all(name.startswith("module.") for name in state_dict):
     return {name[len("module.") :]: value for name, value in state_dict.items()}
@@ -115,7 +115,7 @@ def edge_from_torch(state_dict: Mapping[str, Any], config: EDGEConfig) -> dict[s
   Strict: one `ConversionError` lists missing and unexpected keys, shape
   mismatches and rotary frequencies that differ from `config.latent_dim`'s.
   """
-  state = _unwrapped(state_dict)
+  state = unwrapped_state_dict(state_dict)
   template = abstract_params(config)
   problems: list[str] = []
   expected = np.asarray(rotary_frequencies(config.latent_dim))

@@ -26,6 +26,8 @@ TASKS = {
   "t2m_vae": "jaxgen.tasks.motion.t2m_vae:MotionVAETask",
   "t2m_evaluator": "jaxgen.tasks.motion.t2m_evaluator:MotionEvaluatorTask",
   "edge": "jaxgen.tasks.dance.edge:EDGETask",
+  "bailando_vq": "jaxgen.tasks.dance.bailando_vq:BailandoVQTask",
+  "bailando_gpt": "jaxgen.tasks.dance.bailando_gpt:BailandoGPTTask",
   "cyclegan": "jaxgen.tasks.image_to_image.cyclegan:CycleGANTask",
   "pix2pix": "jaxgen.tasks.image_to_image.pix2pix:Pix2PixTask",
   "spade": "jaxgen.tasks.image_to_image.spade:SPADETask",

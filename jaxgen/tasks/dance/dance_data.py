@@ -23,15 +23,15 @@ MFCCs reach hundreds, into its first Linear.
 
 Long-form generation covers music longer than one window with windows that
 overlap by half: window i starts at i * seq_len / 2 (`split_windows`), its
-first half equals window i - 1's second half (`overlap_constraint`), and the
-dance is window 0 followed by the second half of every later window
-(`stitch_windows`).
+first half is held to window i - 1's second half while it is denoised
+(`overlap_constraint`), and the dance is window 0's first half, the
+cross-faded overlaps, then the last window's second half (`stitch_windows`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -145,26 +145,30 @@ def check_music(music, seq_len: int, name: str = "conditions['music']") -> np.nd
   return music
 
 
-def clip_features(data: Mapping[str, np.ndarray], sample_rate: int) -> np.ndarray:
-  """(N, T, 35) features of `make_music_dance` clips, computed once per track."""
-  num_frames = data["joints"].shape[1]
+def clip_features(data: Mapping[str, np.ndarray], features_of: Callable) -> np.ndarray:
+  """(N, ...) `features_of(audio)` of `make_music_dance` clips, computed once per track."""
   by_track: dict[int, np.ndarray] = {}
   for audio, track in zip(data["audio"], data["track_id"]):
     if int(track) not in by_track:
-      by_track[int(track)] = audio_features(audio, sample_rate, num_frames)[:num_frames]
+      by_track[int(track)] = features_of(audio)
   return np.stack([by_track[int(t)] for t in data["track_id"]])
 
 
-def load_clips(data: Mapping, split: str, count: int) -> dict[str, np.ndarray]:
-  """Poses (N, T, 70) and music features (N, T, 35), un-normalised, of a split."""
+def make_clips(data: Mapping, split: str, count: int) -> dict[str, np.ndarray]:
+  """`count` clips of `split` of the procedural music-dance data a `data` config names."""
   if data["name"] != "music_dance":
     raise ValueError(f"data.name: expected 'music_dance', found {data['name']!r}")
-  clips = music_dance.make_music_dance(
+  return music_dance.make_music_dance(
     split, count, seconds=data["seconds"], seed=data["seed"], sample_rate=data["sample_rate"]
   )
-  return dict(
-    pose=joints_to_poses(clips["joints"]), music=clip_features(clips, data["sample_rate"])
-  )
+
+
+def load_clips(data: Mapping, split: str, count: int) -> dict[str, np.ndarray]:
+  """Poses (N, T, 70) and EDGE music features (N, T, 35), un-normalised, of a split."""
+  clips = make_clips(data, split, count)
+  frames = clips["joints"].shape[1]
+  edge_features = lambda audio: audio_features(audio, data["sample_rate"], frames)[:frames]
+  return dict(pose=joints_to_poses(clips["joints"]), music=clip_features(clips, edge_features))
 
 
 # -- windows ---------------------------------------------------------------------
@@ -212,8 +216,16 @@ def overlap_constraint(windows):
 
 
 def stitch_windows(windows, num_frames: int):
-  """(N, n, S, D) overlapping windows -> (N, num_frames, D): window 0, then second halves."""
+  """(N, n, S, D) overlapping windows -> (N, num_frames, D), overlaps cross-faded.
+
+  Window 0's first half, then each overlap of window i - 1's second half and
+  window i's first half blended linearly (window i's weight (j + 0.5) / (S/2)
+  at frame j of the overlap, as EDGE's `render_sample` fades), then the last
+  window's second half. Windows that agree where they overlap stitch exactly.
+  """
   n, seq_len = windows.shape[1], windows.shape[2]
   half = seq_len // 2
-  rest = windows[:, 1:, half:].reshape((windows.shape[0], (n - 1) * half) + windows.shape[3:])
-  return jnp.concatenate([windows[:, 0], rest], axis=1)[:, :num_frames]
+  weight = ((jnp.arange(half) + 0.5) / half).reshape((half,) + (1,) * (windows.ndim - 3))
+  overlaps = windows[:, :-1, half:] * (1 - weight) + windows[:, 1:, :half] * weight
+  halves = jnp.concatenate([windows[:, :1, :half], overlaps, windows[:, -1:, half:]], axis=1)
+  return halves.reshape((windows.shape[0], (n + 1) * half) + windows.shape[3:])[:, :num_frames]

@@ -27,14 +27,16 @@ from jaxgen.data import motion_formats
 from jaxgen.data.music_features import MusicFeatureError
 from jaxgen.render import music_video
 from jaxgen.render.motion import render_motion
-from jaxgen.tasks.dance import dance_data
 from jaxgen.tasks.dance.dance_data import FPS, DanceMusicError
 
 
 def audio_conditions(
-  audio: Sequence[np.ndarray], sr, names: Sequence[str], min_frames: int
+  audio: Sequence[np.ndarray],
+  sr,
+  names: Sequence[str],
+  features: Callable[[np.ndarray, int], np.ndarray],
 ) -> dict[str, list]:
-  """{"music": (T_i, 35) EDGE features, "audio", "sample_rate", "name"}: one entry per file.
+  """{"music": `features(waveform, rate)`, "audio", "sample_rate", "name"}: one entry per file.
 
   `sr` is one rate per waveform (or one int for all). Errors name the file.
   """
@@ -52,7 +54,7 @@ def audio_conditions(
   music = []
   for waveform, rate, name in zip(audio, rates, names):
     try:
-      music.append(dance_data.audio_features(waveform, rate, min_frames))
+      music.append(features(waveform, rate))
     except (DanceMusicError, MusicFeatureError) as e:
       raise DanceMusicError(f"music {name!r}: {e}") from e
   return {"music": music, "audio": audio, "sample_rate": rates, "name": names}
@@ -63,7 +65,7 @@ def dance_each(
   music: Sequence[np.ndarray],
   rng: jax.Array,
 ) -> dict[str, list[np.ndarray]]:
-  """`dance(features (1, T, 35), rng)` for each piece of music, with a progress bar over them.
+  """`dance(features (1, T, D), rng)` for each piece of music, with a progress bar over them.
 
   Samples are lists, one entry per piece (its first and only row).
   """

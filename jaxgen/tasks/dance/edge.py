@@ -19,9 +19,9 @@ Sampling (EDGE `long_ddim_sample`): DDIM on EDGE's grid (`trailing` spacing:
 code (its issue #30 argues for 0; `sample.eta`), classifier-free guidance
 with the learned null condition. Music longer than one window is cut into
 windows overlapping by half, all denoised as one batch in one scan; after
-every step each window's first half is replaced by the previous window's
-second half (EDGE leaves the last step out and cross-fades the seams; here
-the seams are exact and the dance is concatenated). EDGE also ramps the
+every step but the last each window's first half is replaced by the previous
+window's second half, and the overlapping halves of the final windows are
+cross-faded linearly (EDGE's `long_ddim_sample` and `render_sample`). EDGE also ramps the
 guidance weight from 0 to its value over the first half of the long-form
 steps; here it is constant. The eps of each DDIM step comes from the
 unclipped x0, as diffusers' DDIM (EDGE's from the clipped one).
@@ -74,21 +74,27 @@ def edge_loss_terms(prediction: jax.Array, target: jax.Array, normalizer) -> dic
 def overlapping_windows_sample(denoiser, plan, noise: jax.Array, rng: jax.Array) -> jax.Array:
   """Runs `plan` on windows (N, n, S, D) as one batch, in one scan.
 
-  Before the first step and after every step, each window's first half is
-  set to the previous window's second half, so the final windows agree exactly
-  where they overlap. `denoiser(x, t)` takes the windows flattened to (N n, S, D).
+  Before the first step and after every step but the last, each window's
+  first half is set to the previous window's second half (EDGE's
+  `long_ddim_sample`), so every window is denoised as the continuation of the
+  one before; the last step leaves each window its own prediction, which
+  `dance_data.stitch_windows` cross-fades. `denoiser(x, t)` takes the windows
+  flattened to (N n, S, D).
   """
   shape = noise.shape
   flat = (shape[0] * shape[1],) + shape[2:]
   x = dance_data.overlap_constraint(noise).reshape(flat)
   state = samplers.init_state(plan, x, rng)
+  num_steps = plan.table.timestep.shape[0]
 
-  def step(state, row):
+  def step(state, inputs):
+    row, last = inputs
     state, _ = samplers.sampler_step(denoiser, plan, state, row)
-    x = dance_data.overlap_constraint(state.x.reshape(shape))
-    return state.replace(x=x.reshape(flat)), None
+    x = dance_data.overlap_constraint(state.x.reshape(shape)).reshape(flat)
+    return state.replace(x=jnp.where(last, state.x, x)), None
 
-  state, _ = jax.lax.scan(step, state, plan.table)
+  is_last = jnp.arange(num_steps) == num_steps - 1
+  state, _ = jax.lax.scan(step, state, (plan.table, is_last))
   return state.x.reshape(shape)
 
 
@@ -204,7 +210,7 @@ class EDGETask(GenerativeTask):
   def sample_windows(self, params, music_windows, rng, *, num_steps: int, guidance_scale):
     """Normalised poses (N, n, S, 70) for normalised music windows (N, n, S, 35): one scan.
 
-    Window i's first half equals window i - 1's second half after every step.
+    Window i's first half equals window i - 1's second half after every step but the last.
     """
     N, n, S, _ = music_windows.shape
     denoiser = self.guided_denoiser(
@@ -241,7 +247,10 @@ class EDGETask(GenerativeTask):
 
   def audio_conditions(self, audio, sr, names) -> dict[str, list]:
     """Raw EDGE features (T_i, 35) of each music file, its waveform, rate and name."""
-    return dance_samples.audio_conditions(audio, sr, names, self.model_config.seq_len)
+    features = lambda waveform, rate: dance_data.audio_features(
+      waveform, rate, self.model_config.seq_len
+    )
+    return dance_samples.audio_conditions(audio, sr, names, features)
 
   def generate(
     self, params, conditions: Mapping[str, Any], rng, *, num_steps=None, guidance_scale=None
