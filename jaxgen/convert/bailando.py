@@ -39,12 +39,7 @@ import numpy as np
 
 from jaxgen.convert.edge import unwrapped_state_dict
 from jaxgen.convert.keymap import BIAS, KeyMap, LeafRule, flatten, format_names, to_numpy, unflatten
-from jaxgen.convert.torch_state_dict import (
-  MissingWeightsError,
-  StateDictMismatchError,
-  UnreadableWeightsError,
-  read_state_dict,
-)
+from jaxgen.convert.torch_state_dict import StateDictMismatchError, read_state_dict
 from jaxgen.models.bailando_gpt import BailandoGPT, BailandoGPTConfig
 from jaxgen.models.bailando_vq import BailandoVQConfig, BailandoVQVAE
 
@@ -261,51 +256,6 @@ def gpt_state_dict(params: Mapping[str, Any], config: BailandoGPTConfig) -> dict
 _EXPECTED = "a Bailando checkpoint (epoch_<n>.pt with its 'model' state dict, or .safetensors)"
 
 
-def _refusal(torch: Any, path: str, error: Exception) -> str:
-  """What `torch.load(weights_only=True)` refused: the pickled classes, when it can tell."""
-  try:
-    classes = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-  except (ValueError, RuntimeError):  # not a complete zip checkpoint (truncated, legacy, other)
-    classes = []
-  if classes:
-    return f"pickled objects other than tensors ({', '.join(classes)})"
-  return f"a file it cannot read ({type(error).__name__})"
-
-
-def _torch_checkpoint(path: str) -> Mapping[str, Any]:
-  """The state dict of a `.pt`: a training checkpoint's `model`, or a bare state dict."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as error:
-    raise ImportError(
-      f"reading the torch checkpoint {path!r} needs torch; install jaxgen[torch] or convert "
-      "the file to .safetensors"
-    ) from error
-  try:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as error:  # pickle.UnpicklingError, RuntimeError (zip), EOFError, ...
-    raise UnreadableWeightsError(
-      f"weights file {path!r}: expected {_EXPECTED} that torch.load(weights_only=True) reads, "
-      f"found {_refusal(torch, path, error)}. The reference's training checkpoints also pickle "
-      "their config (an easydict.EasyDict), which is never unpickled here: from a trusted "
-      "source, re-save checkpoint['model'] alone or convert it to .safetensors"
-    ) from error
-  if not isinstance(checkpoint, Mapping):
-    raise StateDictMismatchError(
-      f"{path!r}: expected a mapping (a checkpoint or a state dict), found {type(checkpoint).__name__}"
-    )
-  state = checkpoint.get(CHECKPOINT_KEY, checkpoint)
-  if not isinstance(state, Mapping):
-    state = {CHECKPOINT_KEY: state}
-  not_tensors = [k for k, v in state.items() if not hasattr(v, "detach")]
-  if not_tensors:
-    raise StateDictMismatchError(
-      f"{path!r}: expected a state dict of tensors (under {CHECKPOINT_KEY!r} or at the top), "
-      f"found non-tensor values under {sorted(not_tensors)[:5]}"
-    )
-  return state
-
-
 def load_bailando_checkpoint(
   path: str | os.PathLike, kind: str, config: BailandoVQConfig | BailandoGPTConfig
 ) -> dict[str, Any]:
@@ -326,11 +276,12 @@ def load_bailando_checkpoint(
     raise TypeError(
       f"config: expected a {config_class.__name__} for kind {kind!r}, found {type(config).__name__}"
     )
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MissingWeightsError(f"weights file {path!r} does not exist; pass {_EXPECTED}")
-  if path.endswith(".safetensors"):
-    state = read_state_dict(path, _EXPECTED)
-  else:
-    state = _torch_checkpoint(path)
+  state = read_state_dict(
+    path,
+    _EXPECTED,
+    entry=CHECKPOINT_KEY,
+    # The reference's training checkpoints also pickle their config (an easydict.EasyDict).
+    if_refused="from a trusted source, re-save checkpoint['model'] alone or convert it to "
+    ".safetensors",
+  )
   return params_from_torch(state, config)

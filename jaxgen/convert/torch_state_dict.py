@@ -160,12 +160,32 @@ def state_dict_from_variables(
   return state_dict
 
 
-def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, np.ndarray]:
+def _refusal(torch: Any, path: str, error: Exception) -> str:
+  """What `torch.load(weights_only=True)` refused: the pickled classes, when it can tell."""
+  try:
+    classes = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+  except (ValueError, RuntimeError):  # not a complete zip checkpoint (truncated, legacy, other)
+    classes = []
+  if classes:
+    return f"pickled objects other than tensors ({', '.join(classes)})"
+  return f"a file it cannot read ({_reason(error)})"
+
+
+def read_state_dict(
+  path: str | os.PathLike,
+  expected: str,
+  *,
+  entry: str | None = None,
+  if_refused: str = "save model.state_dict() or convert the file to .safetensors",
+) -> dict[str, np.ndarray]:
   """A state dict from a local `.safetensors` file or a torch pickle.
 
-  `expected` describes the file the user should pass, for the error when
-  `path` does not exist. Torch pickles are read with
-  `torch.load(weights_only=True)`, which needs torch installed.
+  `expected` describes the file the user should pass, for the errors.
+  Torch pickles are read with `torch.load(weights_only=True)`, which needs
+  torch installed. `entry` names the key under which a training checkpoint
+  keeps its weights (Bailando's "model", Wav2Lip's "state_dict"); a bare
+  state dict is read as well. `if_refused` tells the user what to do with a
+  file that pickles more than tensors.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -191,20 +211,22 @@ def read_state_dict(path: str | os.PathLike, expected: str) -> dict[str, np.ndar
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as error:  # pickle.UnpicklingError, RuntimeError (zip), EOFError, ...
     raise UnreadableWeightsError(
-      f"weights file {path!r}: expected a state dict of tensors that "
-      f"torch.load(weights_only=True) reads ({expected}), found a file it refuses "
-      f"({_reason(error)}); pickled objects other than tensors are never loaded: save "
-      "model.state_dict() or convert the file to .safetensors"
+      f"weights file {path!r}: expected {expected} that torch.load(weights_only=True) reads, "
+      f"found {_refusal(torch, path, error)}; pickled objects other than tensors are never "
+      f"loaded: {if_refused}"
     ) from error
+  if entry is not None and isinstance(state_dict, Mapping) and entry in state_dict:
+    state_dict = state_dict[entry]
+  where = f" (under {entry!r} or at the top)" if entry else ""
   if not isinstance(state_dict, Mapping):
     raise StateDictMismatchError(
-      f"{path!r} must hold a state dict (a mapping of names to "
-      f"tensors), found {type(state_dict).__name__}"
+      f"{path!r} must hold a state dict{where} (a mapping of names to tensors), found "
+      f"{type(state_dict).__name__}"
     )
   not_tensors = [k for k, v in state_dict.items() if not hasattr(v, "detach")][:5]
   if not_tensors:
     raise StateDictMismatchError(
-      f"{path!r} must hold a flat state dict (names to tensors), found non-tensor values "
-      f"under {not_tensors}"
+      f"{path!r} must hold a flat state dict{where} (names to tensors), found non-tensor "
+      f"values under {not_tensors}"
     )
   return {key: keymap.to_numpy(value) for key, value in state_dict.items()}
