@@ -32,6 +32,8 @@ NEEDS_RUN = {
   "controlnet_scenes.py": ("base.workdir", "text_to_image_scenes.py"),
   "t2m_gpt_synthetic.py": ("vq.workdir", "t2m_vq_synthetic.py"),
   "bailando_gpt_music_dance.py": ("vq.workdir", "bailando_vq_music_dance.py"),
+  "wav2lip_talking_heads.py": ("expert.workdir", "wav2lip_expert_talking_heads.py"),
+  "difftalk_talking_heads.py": ("autoencoder.workdir", "autoencoder_talking_heads.py"),
 }
 
 
@@ -209,16 +211,35 @@ def _write_song(path: str, seconds: float = 4.0) -> None:
   write_wav(path, track.audio, track.sample_rate)
 
 
+def _write_speech_and_face(speech_path: str, face_path: str) -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  from jaxgen.data import face_render, speech_synth  # pylint: disable=g-import-not-at-top
+  from jaxgen.render.music_video import write_wav  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  utterance = speech_synth.synthesize_utterance(rng, speech_synth.random_speaker(rng), 1.0)
+  write_wav(speech_path, utterance.audio, utterance.sample_rate)
+  face = face_render.draw_face(face_render.random_identity(rng), utterance.mouth[0], size=96)
+  Image.fromarray(face).save(face_path)
+
+
 def test_readme_sample_and_eval_motion_commands(project):
   for name in TINY:
     project.train(name)
   commands = readme_argv("jaxgen sample") + readme_argv("jaxgen eval-motion")
-  assert len(commands) == 7
+  assert len(commands) == 8
   for argv in commands:
     if "--input" in argv:  # image-to-image: a folder of held-out label maps
       _write_label_maps(os.path.join(project.root, argv[argv.index("--input") + 1]))
     if "--music" in argv:  # dance: a synthesized song
       _write_song(os.path.join(project.root, argv[argv.index("--music") + 1]))
+    if "--audio" in argv:  # talking face: synthesized speech and a drawn face
+      _write_speech_and_face(
+        os.path.join(project.root, argv[argv.index("--audio") + 1]),
+        os.path.join(project.root, argv[argv.index("--reference") + 1]),
+      )
     # One R-precision batch (32 test captions) instead of the whole split.
     extra = ["--num-examples", "32"] if argv[1] == "eval-motion" else []
     assert project.run(argv[1:] + extra) == 0, argv

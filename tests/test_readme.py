@@ -68,6 +68,11 @@ COMMAND_TESTS = [
     "jaxgen eval --metric clip-score",
     "tests/test_metrics_clip_score.py::test_eval_cli_clip_score_with_captions_file",
   ),
+  (
+    "jaxgen eval --metric lse",
+    "tests/test_eval_talking.py::test_lse_cli_reads_mp4_speech_and_npy_with_wav",
+  ),
+  ("jaxgen eval --metric mouth", "tests/test_eval_talking.py::test_mouth_metrics_through_the_cli"),
   ("jaxgen convert", "tests/test_sd_pipeline.py::test_convert_cli_round_trip_is_bit_identical"),
   ("tpu_scripts/", "tests/test_tpu_scripts.py::test_readme_commands_dry_run"),
 ]

@@ -23,6 +23,13 @@ _RUN = [
 _TEXT = ["text.width=16", "text.num_layers=1", "text.num_heads=2"]
 # 32: `jaxgen eval-motion` scores at least one R-precision batch of 32 test captions.
 _MOTION_DATA = ["data.max_examples=32"]
+# 2 clips of 1 s, each 4 times an epoch: one batch of 8 windows; 1/32 of the channels.
+_TINY_TALKING_HEADS = [
+  "data.num_clips=2",
+  "data.seconds=1.0",
+  "data.repeats=4",
+  "model.width=0.03125",
+]
 _TINY_DANCE_DATA = ["data.num_examples=2", "data.seconds=3.0", "data.sample_rate=10240"]
 
 TINY_TEXT_TO_IMAGE = [
@@ -163,6 +170,39 @@ TINY = {
     "gpt.num_base_layers=1",
     "gpt.num_head_layers=1",
     "gpt.num_heads=2",
+  ],
+  "wav2lip_expert_talking_heads.py": _RUN + _TINY_TALKING_HEADS,
+  # expert.workdir=<a run of the tiny wav2lip_expert_talking_heads.py> comes with it.
+  "wav2lip_talking_heads.py": _RUN + _TINY_TALKING_HEADS + ["sample.chunk_frames=16"],
+  "autoencoder_talking_heads.py": _RUN
+  + [
+    "data.resolution=24",
+    "vae.sample_size=24",
+    "data.num_clips=1",
+    "data.seconds=1.0",
+    "vae.block_out_channels=(8, 8, 8)",
+    "vae.norm_num_groups=4",
+    "train.sample_every=0",
+    "eval.num_examples=8",
+  ],
+  # autoencoder.workdir=<a run of the tiny autoencoder_talking_heads.py> comes with it.
+  "difftalk_talking_heads.py": _RUN
+  + [
+    "data.num_clips=2",
+    "data.seconds=1.0",
+    "data.size=24",
+    "data.reference_gap=12",
+    "autoencoder.num_stat_clips=1",
+    "unet.sample_size=6",
+    "unet.down_block_types=('CrossAttnDownBlock2D',)",
+    "unet.up_block_types=('CrossAttnUpBlock2D',)",
+    "unet.block_out_channels=(16,)",
+    "unet.attention_head_dim=(2,)",
+    "unet.norm_num_groups=4",
+    "sample.num_steps=4",
+    "sample.keep_rows=2",
+    "train.sample_every=0",
+    "eval.num_clips=2",
   ],
   "t2m_vq_synthetic.py": _RUN
   + _MOTION_DATA

@@ -29,7 +29,10 @@ COMMANDS = {
   ),
   "eval": (
     "eval",
-    "metrics between folders: fid | kid | is | ssim | psnr | fvd | clip-score | dance",
+    (
+      "metrics between folders: fid | kid | is | ssim | psnr | fvd | clip-score | dance | lse"
+      " | mouth"
+    ),
   ),
   "eval-motion": (
     "eval_motion",

@@ -1,4 +1,4 @@
-"""`jaxgen eval`: FID, KID, IS, SSIM, PSNR, FVD, CLIP score or dance metrics between folders.
+"""`jaxgen eval`: FID, KID, IS, SSIM, PSNR, FVD, CLIP score, dance or talking-face metrics.
 
     jaxgen eval --metric fid --real data/real --fake samples/ \
         --weights pt_inception-2015-12-05-6726825d.pth --out fid.json
@@ -20,6 +20,12 @@ Dance (`jaxgen.cli.eval_dance`) compares folders of `.npy` joints, `--generated`
 against `--reference` (aliases of `--fake` / `--real`), with the music of
 `--music` and the frame rates `--fps` / `--reference-fps`: BAS, FID_k, FID_g,
 Div_k, Div_g and EDGE's PFC.
+Talking faces (`jaxgen.cli.eval_talking`): `lse` scores lip sync (LSE-D,
+LSE-C, AV offset) of `--fake` videos with their speech (`<name>.wav` or the
+MP4's audio) with syncnet_python's SyncNet (`--weights`) or the SyncNetColor
+expert of a `wav2lip_expert` run (`--syncnet-run`); `mouth` compares them with
+same-named `--real` videos through the procedural faces' mouth judge (opening
+correlation, opening/width error, jitter) and SSIM/PSNR per frame.
 All argument and folder checks run before the network is loaded or compiled.
 """
 
@@ -31,7 +37,7 @@ import json
 # The keys of `eval_folders.RUNNERS` and jaxgen.metrics.fvd's RESIZE_MODES and
 # FEATURE_DIMS, spelled out so that `--help` imports no JAX (tests/test_cli.py
 # checks they agree).
-METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score", "dance")
+METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score", "dance", "lse", "mouth")
 FVD_RESIZE_MODES = ("tf1", "center_crop")
 FVD_FEATURES = ("logits", "pool")
 
@@ -43,18 +49,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--real",
     "--reference",
     help="folder of real images (fid: or a .npz with mu/sigma; dance: ground-truth .npy "
-    "joints); a file that cannot be read is an error naming it, never skipped",
+    "joints; mouth: ground-truth videos); a file that cannot be read is an error naming it, "
+    "never skipped",
   )
   parser.add_argument(
     "--fake",
     "--generated",
     required=True,
-    help="folder of generated images (fid: or .npz; dance: .npy joints); as --real",
+    help="folder of generated images (fid: or .npz; dance: .npy joints; lse, mouth: videos, "
+    "lse with <name>.wav or an audio stream); as --real",
   )
   parser.add_argument(
     "--weights",
     help="local network weights (.safetensors, or .pth/.pt that torch.load(weights_only=True) "
-    "reads): pytorch-fid Inception for fid/kid/is, pytorch-i3d InceptionI3d (400 classes) for fvd",
+    "reads): pytorch-fid Inception for fid/kid/is, pytorch-i3d InceptionI3d (400 classes) for "
+    "fvd, syncnet_python's syncnet_v2.model for lse",
   )
   parser.add_argument("--batch-size", type=int, default=50, help="images per network call")
   parser.add_argument(
@@ -112,6 +121,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
   parser.add_argument(
     "--reference-fps", type=float, help="dance: frames per second of --reference (default: --fps)"
+  )
+  parser.add_argument(
+    "--syncnet-run",
+    help="lse: a wav2lip_expert run directory whose SyncNetColor scores lip sync instead of "
+    "syncnet_python (train it apart from the expert a generator's loss used)",
+  )
+  parser.add_argument(
+    "--vshift", type=int, default=15, help="lse: audio offsets searched, -vshift..vshift frames"
   )
   parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

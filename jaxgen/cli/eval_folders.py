@@ -1,4 +1,4 @@
-"""The work of `jaxgen eval`: metrics between folders of images, videos or dances.
+"""The work of `jaxgen eval`: metrics between folders of images, videos, dances or talking faces.
 
 `run_eval(args)` takes the namespace `jaxgen.cli.eval.add_arguments` parses;
 see that module for the metrics and their inputs. All argument and folder
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from jaxgen.cli.errors import UsageError
 from jaxgen.cli.eval_dance import run_dance
+from jaxgen.cli.eval_talking import run_lse, run_mouth
 from jaxgen.convert import metric_networks, torch_state_dict
 from jaxgen.metrics import (
   clip_score,
@@ -363,4 +364,6 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
   "fvd": _run_fvd,
   "clip-score": _run_clip_score,
   "dance": run_dance,
+  "lse": run_lse,
+  "mouth": run_mouth,
 }

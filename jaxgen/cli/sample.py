@@ -4,13 +4,17 @@
     jaxgen sample --checkpoint runs/t2m_mdm --prompt "a person waves" --seconds 6 --out wave.mp4
     jaxgen sample --checkpoint runs/pix2pix --input sketches/ --out translation.png
     jaxgen sample --checkpoint runs/edge --music song.wav --out dance.mp4
+    jaxgen sample --checkpoint runs/wav2lip --audio speech.wav --reference face.png --out talk.mp4
 
 The run's task (a `jaxgen.training.task.GenerativeTask`) declares in its
 `sample_spec` what it takes: the output kinds, the sampler options and
 whether samples need a duration, input images (`--input`: image files or
 folders, for the image-to-image tasks; prompts are then optional) or music
 (`--music`: WAV files or folders, for the dance tasks, which take no prompts;
-each file is danced in one scan, so the progress bar counts music files).
+each file is danced in one scan, so the progress bar counts music files) or
+speech and a face (`--audio`: WAV files or folders, `--reference`: one face
+image, for the talking-face tasks: one video per speech file with the speech
+muxed in; `--side-by-side` puts the reference beside the generated face).
 Every argument is checked against it (and the sampler options by the task's
 `check_options`) before the weights are read or anything compiles. `--out`
 may name a directory: the task's default file name (grid.png, motion.mp4,
@@ -67,6 +71,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--music",
     action="append",
     help="dance tasks: a WAV file or a folder of them (repeat for several); one dance each",
+  )
+  parser.add_argument(
+    "--audio",
+    action="append",
+    help="talking-face tasks: a speech WAV file or a folder of them (repeat for several); "
+    "one video each, with the speech muxed in",
+  )
+  parser.add_argument(
+    "--reference", help="talking-face tasks: the face image (PNG/JPEG, 96x96 RGB) that speaks"
+  )
+  parser.add_argument(
+    "--side-by-side",
+    action="store_true",
+    help="talking-face videos: the reference face beside the generated one",
   )
   add_sampler_arguments(parser)
   parser.add_argument("--num-per-prompt", type=int, default=1)
@@ -128,41 +146,49 @@ def read_input_images(inputs: list[str]) -> tuple[list, list[str]]:
   return images, names
 
 
-def music_paths(items: list[str]) -> list[str]:
-  """--music files, and the .wav files of --music folders (sorted), with named errors."""
+def music_paths(items: list[str], flag: str = "--music") -> list[str]:
+  """`flag` (--music, --audio) files, and the .wav files of its folders (sorted), with named errors."""
   paths = []
   for item in items:
     if os.path.isdir(item):
       found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(".wav"))
       if not found:
-        raise UsageError(f"--music: folder {item!r} holds no .wav files")
+        raise UsageError(f"{flag}: folder {item!r} holds no .wav files")
       paths += found
     elif not os.path.isfile(item):
-      raise UsageError(f"--music: no such file or folder {item!r}")
+      raise UsageError(f"{flag}: no such file or folder {item!r}")
     elif not item.lower().endswith(".wav"):
-      raise UsageError(f"--music: expected a .wav file, got {item!r}")
+      raise UsageError(f"{flag}: expected a .wav file, got {item!r}")
     else:
       paths.append(item)
   return paths
 
 
-def read_music(items: list[str]) -> tuple[list, list[int], list[str]]:
-  """(mono float32 waveforms, their sample rates, file names) of the --music WAV files."""
+def read_music(items: list[str], flag: str = "--music") -> tuple[list, list[int], list[str]]:
+  """(mono float32 waveforms, their sample rates, file names) of the `flag` WAV files."""
   import soundfile  # pylint: disable=g-import-not-at-top
 
   from jaxgen.data.music_features import load_audio  # pylint: disable=g-import-not-at-top
 
   audio, rates, names = [], [], []
-  for path in music_paths(items):
+  for path in music_paths(items, flag):
     try:
       soundfile.info(path)  # libsndfile reads every WAV; refuse the rest before librosa tries
     except (soundfile.SoundFileError, RuntimeError) as e:
-      raise UsageError(f"--music: cannot read {path!r} as WAV audio ({e})") from e
+      raise UsageError(f"{flag}: cannot read {path!r} as WAV audio ({e})") from e
     waveform, sr = load_audio(path)
     audio.append(waveform)
     rates.append(sr)
     names.append(os.path.basename(path))
   return audio, rates, names
+
+
+def read_reference(path: str):
+  """(the --reference image as stored, uint8, its file name), with named errors."""
+  if not os.path.isfile(path):
+    raise UsageError(f"--reference: no such file {path!r}")
+  images, names = read_input_images([path])
+  return images[0], names[0]
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -288,7 +314,18 @@ def _check_inputs(args: argparse.Namespace, spec, task_name: str) -> None:
     raise UsageError(f"--music: task {task_name!r} takes no music")
   if spec.takes_audio and (args.prompt or args.prompts_file):
     raise UsageError(f"--prompt: task {task_name!r} dances to --music and takes no prompts")
-  if spec.takes_audio and args.num_per_prompt != 1:
+  if spec.takes_speech and not (args.audio and args.reference):
+    raise UsageError(
+      f"--audio, --reference: task {task_name!r} makes a face speak; give a speech WAV file "
+      "(or a folder) and a reference face image"
+    )
+  if not spec.takes_speech and (args.audio or args.reference or args.side_by_side):
+    raise UsageError(
+      f"--audio, --reference, --side-by-side: task {task_name!r} makes no talking faces"
+    )
+  if spec.takes_speech and (args.prompt or args.prompts_file):
+    raise UsageError(f"--prompt: task {task_name!r} speaks --audio and takes no prompts")
+  if (spec.takes_audio or spec.takes_speech) and args.num_per_prompt != 1:
     raise UsageError(
       f"--num-per-prompt: task {task_name!r} makes one dance per music file, got "
       f"{args.num_per_prompt}"
@@ -296,10 +333,10 @@ def _check_inputs(args: argparse.Namespace, spec, task_name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  if not (args.prompt or args.prompts_file or args.input or args.music):  # before any run
-    raise UsageError(
+  if not (args.prompt or args.prompts_file or args.input or args.music or args.audio):
+    raise UsageError(  # before any run is read
       "--prompt: expected at least one prompt (or --input images for an image-to-image "
-      "run, --music for a dance run), got none"
+      "run, --music for a dance run, --audio for a talking-face run), got none"
     )
   check_sampler_values(args)
   check_display_values(args)
@@ -311,6 +348,9 @@ def run(args: argparse.Namespace) -> int:
     images, names = read_input_images(args.input)
   elif spec.takes_audio:
     audio, rates, names = read_music(args.music)
+  elif spec.takes_speech:
+    audio, rates, names = read_music(args.audio, "--audio")
+    reference, reference_name = read_reference(args.reference)
   else:
     prompts = read_prompts(args)
   _check_seconds(args.seconds, spec, config.task)
@@ -331,6 +371,9 @@ def run(args: argparse.Namespace) -> int:
   elif spec.takes_audio:
     conditions = task.audio_conditions(audio, rates, names)
     display = {}
+  elif spec.takes_speech:
+    conditions = task.speech_conditions(audio, rates, names, reference, reference_name)
+    display = dict(scale=args.scale, side_by_side=args.side_by_side)
   else:
     captions = [p for p in prompts for _ in range(args.num_per_prompt)]
     conditions = task.conditions(captions, seconds=args.seconds)

@@ -1,7 +1,7 @@
 """The GAN families' normalisations: batch statistics, instance norm, spectral norm.
 
-Each holds parameters only (no mutable collections), so a train state stays
-one params tree:
+Each but `BatchNorm2d` holds parameters only (no mutable collections), so a
+train state stays one params tree:
 
 - `BatchStatNorm` normalises with the statistics of the batch it sees, at
   training and at test time. That is what pix2pix and CycleGAN do: their test
@@ -20,6 +20,11 @@ one params tree:
   parameters are the same as PyTorch's (`weight_orig`, `bias`): u and v are
   buffers there, not parameters.
 
+- `BatchNorm2d` is `torch.nn.BatchNorm2d` with its running statistics in the
+  `batch_stats` collection (Wav2Lip's networks, whose released weights carry
+  them): a task that trains it returns the new statistics as non-gradient
+  state updates.
+
 Statistics use PyTorch's biased variance and eps 1e-5.
 """
 
@@ -31,10 +36,16 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgen.nn import partitioning as pt
 
 EPSILON = 1e-5
+BATCH_NORM_MOMENTUM = 0.1  # torch's convention: weight of the new batch
+
+
+class BatchStatisticsError(ValueError):
+  """Training-mode BatchNorm was given one value per channel (torch refuses this too)."""
 
 
 def _normalise(x: jax.Array, axes: tuple[int, ...], epsilon: float) -> jax.Array:
@@ -66,6 +77,44 @@ class BatchStatNorm(_AffineNorm):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     return self._finish(_normalise(x, tuple(range(x.ndim - 1)), self.epsilon))
+
+
+class BatchNorm2d(nn.Module):
+  """`torch.nn.BatchNorm2d` over the last axis; running statistics in `batch_stats`.
+
+  Training normalises with the batch's biased variance and moves the running
+  variance towards the unbiased one, as torch does (flax's BatchNorm keeps the
+  biased one).
+  """
+
+  dtype: Any | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param("scale", pt.annotated(nn.initializers.ones_init(), ("norm",)), (features,))
+    bias = self.param("bias", pt.annotated(nn.initializers.zeros_init(), ("norm",)), (features,))
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    if train:
+      count = int(np.prod(x.shape[:-1]))
+      if count < 2:
+        raise BatchStatisticsError(
+          f"{self.name}: training BatchNorm needs more than 1 value per channel, found input "
+          f"shape {x.shape}; use a larger batch or train=False"
+        )
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x32, axis=axes)
+      var = jnp.mean(jnp.square(x32 - mean), axis=axes)  # two-pass, as torch
+      if not self.is_initializing():
+        m = BATCH_NORM_MOMENTUM
+        running_mean.value = (1 - m) * running_mean.value + m * mean
+        running_var.value = (1 - m) * running_var.value + m * var * (count / (count - 1))
+    else:
+      mean, var = running_mean.value, running_var.value
+    y = (x32 - mean) * jax.lax.rsqrt(var + EPSILON) * scale + bias
+    return y.astype(self.dtype or x.dtype)
 
 
 class InstanceNorm(_AffineNorm):

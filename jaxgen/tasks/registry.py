@@ -34,6 +34,9 @@ TASKS = {
   "bbdm": "jaxgen.tasks.image_to_image.bbdm:BBDMTask",
   "controlnet": "jaxgen.tasks.image_to_image.controlnet:ControlNetTask",
   "palette": "jaxgen.tasks.image_to_image.palette:PaletteTask",
+  "wav2lip_expert": "jaxgen.tasks.talking_face.wav2lip_expert:Wav2LipExpertTask",
+  "wav2lip": "jaxgen.tasks.talking_face.wav2lip:Wav2LipTask",
+  "difftalk": "jaxgen.tasks.talking_face.difftalk:DiffTalkTask",
 }
 
 # Names that run directories written before the tasks were renamed still carry.

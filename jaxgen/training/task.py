@@ -137,6 +137,9 @@ class SampleSpec:
       through `image_conditions`; prompts are then optional).
     takes_audio: whether samples are made from music files (`--music`,
       through `audio_conditions`; the task then takes no prompts).
+    takes_speech: whether samples are made from speech files and one
+      reference face (`--audio`, `--reference`, through `speech_conditions`;
+      the task then takes no prompts): talking faces.
   """
 
   default_out: str
@@ -145,6 +148,7 @@ class SampleSpec:
   takes_seconds: bool = False
   takes_images: bool = False
   takes_audio: bool = False
+  takes_speech: bool = False
 
 
 class OutputPathError(ValueError):
@@ -210,6 +214,28 @@ class GenerativeTask(Task):
     raise NotImplementedError(
       f"audio_conditions: task {self.config.task!r} takes no music (its "
       "sample_spec.takes_audio is False)"
+    )
+
+  def speech_conditions(
+    self,
+    audio: Sequence[np.ndarray],
+    sr: Sequence[int],
+    names: Sequence[str],
+    reference: np.ndarray,
+    reference_name: str,
+  ) -> dict[str, Any]:
+    """Host conditions from speech and a face, for a task whose `sample_spec.takes_speech`.
+
+    `audio` are mono float waveforms as read from the files `names`, `sr` their
+    sample rates; `reference` is the face image as read from `reference_name`
+    (uint8, as stored). Named errors for speech or a face the task cannot use
+    (silent, too short, a face of the wrong size or channels), before anything
+    compiles.
+    """
+    del audio, sr, names, reference, reference_name
+    raise NotImplementedError(
+      f"speech_conditions: task {self.config.task!r} takes no speech (its "
+      "sample_spec.takes_speech is False)"
     )
 
   def check_options(self, options: Mapping[str, Any]) -> None:

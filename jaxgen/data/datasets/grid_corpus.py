@@ -44,6 +44,7 @@ import tensorflow_datasets as tfds
 
 from jaxgen.data import talking_face_datasets as talking
 from jaxgen.data.datasets import array_record_builder, image_text_examples
+from jaxgen.data.datasets.talking_face_info import talking_face_info
 
 UNSEEN_TEST_SPEAKERS = ("s1", "s2", "s20", "s22")
 UNITS_PER_FRAME = 25_000 // talking.FPS  # Alignment times are in 1/25000 s.
@@ -191,22 +192,13 @@ class GridCorpus(array_record_builder.ArrayRecordBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.size
-    return self.dataset_info_from_configs(
-      description=f"GRID sentences: {size}x{size} faces, 16 kHz audio, word alignments.",
-      features=tfds.features.FeaturesDict(
-        {
-          "frames": tfds.features.Tensor(shape=(None, size, size, 3), dtype=np.uint8),
-          "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-          "fps": tfds.features.Scalar(dtype=np.float32),
-          "id": tfds.features.Text(),
-          "speaker": tfds.features.Text(),
-          "transcript": tfds.features.Text(),
-          "words": tfds.features.Sequence(tfds.features.Text()),
-          "word_frames": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
-        }
-      ),
-      metadata=tfds.core.MetadataDict(fps=talking.FPS, sample_rate=talking.SAMPLE_RATE),
-      disable_shuffling=True,
+    return talking_face_info(
+      self,
+      f"GRID sentences: {size}x{size} faces, 16 kHz audio, word alignments.",
+      speaker=tfds.features.Text(),
+      transcript=tfds.features.Text(),
+      words=tfds.features.Sequence(tfds.features.Text()),
+      word_frames=tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

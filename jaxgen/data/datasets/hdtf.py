@@ -44,6 +44,7 @@ import tensorflow_datasets as tfds
 
 from jaxgen.data import talking_face_datasets as talking
 from jaxgen.data.datasets import array_record_builder, image_text_examples
+from jaxgen.data.datasets.talking_face_info import talking_face_info
 
 
 @dataclasses.dataclass
@@ -75,24 +76,15 @@ class Hdtf(array_record_builder.ArrayRecordBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.size
-    return self.dataset_info_from_configs(
-      description=f"HDTF talking-head clips: {size}x{size} faces, 16 kHz audio.",
-      features=tfds.features.FeaturesDict(
-        {
-          "frames": tfds.features.Tensor(shape=(None, size, size, 3), dtype=np.uint8),
-          "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-          "fps": tfds.features.Scalar(dtype=np.float32),
-          "id": tfds.features.Text(),
-          "source": tfds.features.Text(),
-          "video": tfds.features.Text(),
-          "clip": tfds.features.Scalar(dtype=np.int32),
-          "segment": tfds.features.Scalar(dtype=np.int32),
-          "start_seconds": tfds.features.Scalar(dtype=np.float32),
-          "box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
-        }
-      ),
-      metadata=tfds.core.MetadataDict(fps=talking.FPS, sample_rate=talking.SAMPLE_RATE),
-      disable_shuffling=True,
+    return talking_face_info(
+      self,
+      f"HDTF talking-head clips: {size}x{size} faces, 16 kHz audio.",
+      source=tfds.features.Text(),
+      video=tfds.features.Text(),
+      clip=tfds.features.Scalar(dtype=np.int32),
+      segment=tfds.features.Scalar(dtype=np.int32),
+      start_seconds=tfds.features.Scalar(dtype=np.float32),
+      box=tfds.features.Tensor(shape=(4,), dtype=np.int32),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

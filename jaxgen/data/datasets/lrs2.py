@@ -35,11 +35,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import ClassVar
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxgen.data import talking_face_datasets as talking
 from jaxgen.data.datasets import array_record_builder, image_text_examples
+from jaxgen.data.datasets.talking_face_info import talking_face_info
 
 
 @dataclasses.dataclass
@@ -78,19 +78,10 @@ class Lrs2(array_record_builder.ArrayRecordBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.size
-    return self.dataset_info_from_configs(
-      description=f"LRS2 {self.builder_config.layout} clips: {size}x{size} faces, 16 kHz audio.",
-      features=tfds.features.FeaturesDict(
-        {
-          "frames": tfds.features.Tensor(shape=(None, size, size, 3), dtype=np.uint8),
-          "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-          "fps": tfds.features.Scalar(dtype=np.float32),
-          "id": tfds.features.Text(),
-          "transcript": tfds.features.Text(),
-        }
-      ),
-      metadata=tfds.core.MetadataDict(fps=talking.FPS, sample_rate=talking.SAMPLE_RATE),
-      disable_shuffling=True,
+    return talking_face_info(
+      self,
+      f"LRS2 {self.builder_config.layout} clips: {size}x{size} faces, 16 kHz audio.",
+      transcript=tfds.features.Text(),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

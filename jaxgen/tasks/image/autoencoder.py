@@ -1,5 +1,12 @@
 """Training a KL autoencoder (the first stage of latent diffusion) on captioned shapes.
 
+`data.source` picks the images: "shapes" (the default, captioned shapes) or
+"talking_heads", the frames of procedural talking-head clips
+(`jaxgen.data.talking_heads`: `data.num_clips` clips of `data.seconds` at
+`data.resolution` pixels, every frame one image), the face autoencoder of
+the DiffTalk-style talking-face model; its held-out frames come from test
+identities and utterances.
+
 Objective (LDM's `LPIPSWithDiscriminator`, minus what is noted below):
 
   L = rec + kl_weight * KL                      per-example sums, batch mean
@@ -36,8 +43,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen.data import face_render, shapes, talking_heads
 from jaxgen.data import judge as shapes_judge
-from jaxgen.data import shapes
 from jaxgen.data.images import to_uint8
 from jaxgen.models import discriminator as disc_lib
 from jaxgen.models.autoencoder import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian, vae_loss
@@ -46,6 +53,35 @@ from jaxgen.render.grid import make_grid
 from jaxgen.training.task import Task
 
 IMAGE_CHANNELS = shapes.CHANNELS
+DATA_SOURCES = ("shapes", "talking_heads")
+
+
+def check_data_source(data) -> str:
+  """`data.source` (default "shapes"), or a named error for an unknown one."""
+  source = data.get("source", "shapes")
+  if source not in DATA_SOURCES:
+    raise ValueError(f"data.source: expected one of {DATA_SOURCES}, found {source!r}")
+  return source
+
+
+def talking_head_frames(data, split: str, num_frames: int | None = None) -> dict[str, np.ndarray]:
+  """Frames of talking-head clips as images: {"image", "caption", "mouth"}, clip after clip.
+
+  `num_frames` None: every frame of `data.num_clips` clips; else the first
+  `num_frames` frames of as many clips as they need.
+  """
+  frames_per_clip = round(data.seconds * talking_heads.FPS)
+  num_clips = data.num_clips if num_frames is None else -(-num_frames // frames_per_clip)
+  clips = talking_heads.make_talking_heads(
+    split, num_clips=num_clips, seconds=data.seconds, size=data.resolution, seed=data.seed
+  )
+  count = num_clips * frames_per_clip if num_frames is None else num_frames
+  captions = np.repeat([f"identity {i}" for i in clips["identity"]], frames_per_clip)
+  return dict(
+    image=clips["video"].reshape((-1,) + clips["video"].shape[2:])[:count],
+    caption=captions[:count],
+    mouth=clips["mouth"].reshape(-1, clips["mouth"].shape[-1])[:count],
+  )
 
 
 class AutoencoderTask(Task):
@@ -54,6 +90,7 @@ class AutoencoderTask(Task):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.resolution = config.data.resolution
+    self.source = check_data_source(config.data)
     self.vae_config = AutoencoderKLConfig(**config.vae.to_dict())
     self.model = AutoencoderKL(self.vae_config)
     loss = config.loss
@@ -97,6 +134,8 @@ class AutoencoderTask(Task):
   # -- data --------------------------------------------------------------
 
   def train_arrays(self) -> Mapping[str, np.ndarray]:
+    if self.source == "talking_heads":
+      return dict(image=talking_head_frames(self.config.data, "train")["image"])
     data = shapes.make_split(
       "train",
       self.config.data.num_train_examples,
@@ -110,7 +149,9 @@ class AutoencoderTask(Task):
     return dict(image=jax.ShapeDtypeStruct((batch_size, r, r, IMAGE_CHANNELS), jnp.uint8))
 
   def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
-    """Held-out images (caption combinations never seen in training)."""
+    """Held-out images (caption combinations, or identities and utterances, never seen)."""
+    if self.source == "talking_heads":
+      return talking_head_frames(self.config.data, "test", num_examples)
     return shapes.make_split(
       "test", num_examples, resolution=self.resolution, seed=self.config.data.seed + 1
     )
@@ -188,7 +229,9 @@ class AutoencoderTask(Task):
 
     Returns ({"mse", "psnr", and the judge's accuracies on the
     reconstructions — the ceiling for a latent model on this autoencoder},
-    originals uint8, reconstructions uint8).
+    originals uint8, reconstructions uint8). For talking heads the judge is
+    the mouth reader: the correlation of the mouth opening it measures on
+    reconstructions with the ground truth, beside the originals' own.
     """
     data = self.eval_split(num_examples or self.config.eval.num_examples)
     originals = data["image"]
@@ -202,6 +245,12 @@ class AutoencoderTask(Task):
     psnr = float(10 * np.log10(4.0 / max(mse, 1e-12)))  # peak-to-peak range 2
     rec_uint8 = to_uint8(recs)
     metrics = dict(mse=mse, psnr=psnr)
+    if self.source == "talking_heads":
+      truth = data["mouth"][:, 0]
+      for name, frames in (("reconstruction", rec_uint8), ("original", originals)):
+        opening = face_render.mouth_measurements(frames)["opening"]
+        metrics[f"mouth_corr_{name}"] = float(np.corrcoef(opening, truth)[0, 1])
+      return metrics, originals, rec_uint8
     judged = shapes_judge.judge_images(rec_uint8, data)["accuracy"]
     metrics.update({f"judge_{k}": v for k, v in judged.items()})
     return metrics, originals, rec_uint8
