@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -418,7 +419,14 @@ class Checkpointer:
     reason = None
     try:
       with _quiet_libraries():
-        restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+        try:
+          restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+        except Exception:
+          # The reads orbax abandoned are asyncio tasks whose exceptions nobody
+          # retrieves; asyncio logs each one when the task is collected, which
+          # may be much later. Collect them now, while their loggers are muted.
+          gc.collect()
+          raise
     except Exception as e:  # orbax raises many types for unreadable data
       reason = _unreadable(e)
     if not _all_processes_agree(reason is None):
