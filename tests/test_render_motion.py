@@ -1,14 +1,13 @@
 """Tests for stick-figure motion rendering."""
 
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from jaxgen.data import motion
-from jaxgen.data import motion_formats
-from jaxgen.data import synthetic_motion
+from jaxgen.data import motion, motion_formats, synthetic_motion
 from jaxgen.render import motion as render
 
 
@@ -69,7 +68,7 @@ def test_missing_ffmpeg_raises_named_error(monkeypatch, samples, tmp_path):
     return real_import(name, *args, **kwargs)
 
   monkeypatch.setattr(builtins, "__import__", no_imageio_ffmpeg)
-  monkeypatch.setattr(render.shutil, "which", lambda name: None)
+  monkeypatch.setattr(shutil, "which", lambda name: None)
   with pytest.raises(render.FfmpegNotFoundError, match="pip install imageio-ffmpeg"):
     render.render_motion(samples[0][0], None, str(tmp_path / "a.mp4"))
   assert not (tmp_path / "a.mp4").exists()

@@ -29,12 +29,13 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from jaxgen.data import ffmpeg
 
 _log = logging.getLogger(__name__)
 
@@ -70,18 +71,11 @@ class FaceBoxError(TalkingFaceDataError):
 
 
 def find_ffmpeg() -> str:
-  """Path of an ffmpeg binary: imageio-ffmpeg's (which falls back to PATH), else PATH's."""
+  """Path of an ffmpeg binary (`jaxgen.data.ffmpeg`), or a TalkingFaceDataError."""
   try:
-    import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-  except (ImportError, RuntimeError) as e:
-    if shutil.which("ffmpeg") is None:
-      raise TalkingFaceDataError(
-        f"decoding talking-face videos needs ffmpeg: `pip install imageio-ffmpeg` (ships a "
-        f"binary) or ffmpeg on PATH; found neither ({e})."
-      ) from e
-    return shutil.which("ffmpeg")
+    return ffmpeg.find_ffmpeg("decoding talking-face videos")
+  except ffmpeg.FfmpegNotFoundError as error:
+    raise TalkingFaceDataError(str(error)) from error
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,38 +10,25 @@ the `imageio-ffmpeg` package or on PATH.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import textwrap
 
 import numpy as np
 
-from jaxgen.data import motion_formats
+from jaxgen.data import ffmpeg, motion_formats
 
 # Chains in kinematic_chain order: right limbs warm (red leg, orange arm),
 # left limbs cool (blue leg, green arm), the spine dark.
 _CHAIN_COLOURS = ("#c0392b", "#2e6fba", "#333333", "#e67e22", "#16a085")
 
 
-class FfmpegNotFoundError(RuntimeError):
-  """Writing MP4 needs an ffmpeg binary that is not installed."""
+# Callers catch it from here (`jaxgen.render.motion.FfmpegNotFoundError`).
+FfmpegNotFoundError = ffmpeg.FfmpegNotFoundError
 
 
 def find_ffmpeg() -> str:
   """Path of an ffmpeg binary: imageio-ffmpeg's, else one on PATH."""
-  try:
-    import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-  except (ImportError, RuntimeError):
-    pass
-  path = shutil.which("ffmpeg")
-  if path is None:
-    raise FfmpegNotFoundError(
-      "writing .mp4 needs ffmpeg: `pip install imageio-ffmpeg` (ships a "
-      "binary) or install ffmpeg on PATH; or write a .gif instead."
-    )
-  return path
+  return ffmpeg.find_ffmpeg("writing .mp4 (or write a .gif instead)")
 
 
 def _check_samples(joints, captions, fmt) -> tuple[list[np.ndarray], list[str]]:
