@@ -2,6 +2,7 @@
 
 from jaxgen.data.datasets.aist_plusplus import AistPlusPlus
 from jaxgen.data.datasets.captioned_shapes import CaptionedShapes
+from jaxgen.data.datasets.captioned_videos import CaptionedVideos
 from jaxgen.data.datasets.coco_captions import CocoCaptions
 from jaxgen.data.datasets.cub_birds import CubBirds
 from jaxgen.data.datasets.cyclegan_folders import CycleganFolders
@@ -19,10 +20,12 @@ from jaxgen.data.datasets.pix2pix_folders import Pix2PixFolders
 from jaxgen.data.datasets.sketchy import Sketchy
 from jaxgen.data.datasets.synthetic_motion import SyntheticMotion
 from jaxgen.data.datasets.talking_heads import TalkingHeads
+from jaxgen.data.datasets.ucf101 import Ucf101
 
 __all__ = [
   "AistPlusPlus",
   "CaptionedShapes",
+  "CaptionedVideos",
   "CocoCaptions",
   "CubBirds",
   "CycleganFolders",
@@ -40,4 +43,5 @@ __all__ = [
   "Sketchy",
   "SyntheticMotion",
   "TalkingHeads",
+  "Ucf101",
 ]
