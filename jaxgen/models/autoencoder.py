@@ -40,8 +40,10 @@ from jaxgen.nn.attention import Attention
 from jaxgen.nn.resnet import ResnetBlock2D
 from jaxgen.nn.sampling import Downsample2D, Upsample2D
 
-DOWN_BLOCK_TYPES = ("DownEncoderBlock2D",)
-UP_BLOCK_TYPES = ("UpDecoderBlock2D",)
+# The Attn* variants add a self-attention after every resnet (taming's VQGAN
+# at its attention resolutions); diffusers names them `attentions_{i}`.
+DOWN_BLOCK_TYPES = ("DownEncoderBlock2D", "AttnDownEncoderBlock2D")
+UP_BLOCK_TYPES = ("UpDecoderBlock2D", "AttnUpDecoderBlock2D")
 ACTIVATIONS = ("silu", "swish")
 # diffusers hard-codes this epsilon for every GroupNorm of the VAE.
 NORM_EPS = 1e-6
@@ -208,14 +210,30 @@ def unscale_latents(latents: jax.Array, config: AutoencoderKLConfig) -> jax.Arra
 # Blocks.
 
 
+def vae_attention(channels: int, groups: int, dtype: Any, name: str) -> Attention:
+  """diffusers' VAE self-attention: one head as wide as the input over H*W, GroupNorm, residual."""
+  return Attention(
+    heads=1,
+    dim_head=channels,
+    qkv_bias=True,
+    norm_num_groups=groups,
+    norm_eps=NORM_EPS,
+    residual_connection=True,
+    dtype=dtype,
+    name=name,
+  )
+
+
 class DownEncoderBlock2D(nn.Module):
-  """`layers` resnets (no time embedding), then an optional stride-2 conv (bottom/right padded)."""
+  """`layers` resnets (no time embedding), each followed by a self-attention when
+  `add_attention` (`AttnDownEncoderBlock2D`), then an optional stride-2 conv (bottom/right padded)."""
 
   out_channels: int
   layers: int
   add_downsample: bool
   groups: int
   dtype: Any = jnp.float32
+  add_attention: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -223,19 +241,23 @@ class DownEncoderBlock2D(nn.Module):
       x = ResnetBlock2D(
         self.out_channels, groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name=f"resnets_{i}"
       )(x)
+      if self.add_attention:
+        x = vae_attention(self.out_channels, self.groups, self.dtype, f"attentions_{i}")(x)
     if self.add_downsample:
       x = Downsample2D(self.out_channels, padding=0, dtype=self.dtype, name="downsamplers_0")(x)
     return x
 
 
 class UpDecoderBlock2D(nn.Module):
-  """`layers` resnets (no skips, no time embedding), then an optional nearest-x2 + conv upsampler."""
+  """`layers` resnets (no skips, no time embedding), each followed by a self-attention when
+  `add_attention` (`AttnUpDecoderBlock2D`), then an optional nearest-x2 + conv upsampler."""
 
   out_channels: int
   layers: int
   add_upsample: bool
   groups: int
   dtype: Any = jnp.float32
+  add_attention: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -243,6 +265,8 @@ class UpDecoderBlock2D(nn.Module):
       x = ResnetBlock2D(
         self.out_channels, groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name=f"resnets_{i}"
       )(x)
+      if self.add_attention:
+        x = vae_attention(self.out_channels, self.groups, self.dtype, f"attentions_{i}")(x)
     if self.add_upsample:
       x = Upsample2D(self.out_channels, dtype=self.dtype, name="upsamplers_0")(x)
     return x
@@ -264,24 +288,19 @@ class MidBlock2D(nn.Module):
     channels = x.shape[-1]
     x = ResnetBlock2D(groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name="resnets_0")(x)
     if self.add_attention:
-      x = Attention(
-        heads=1,
-        dim_head=channels,
-        qkv_bias=True,
-        norm_num_groups=self.groups,
-        norm_eps=NORM_EPS,
-        residual_connection=True,
-        dtype=self.dtype,
-        name="attentions_0",
-      )(x)
+      x = vae_attention(channels, self.groups, self.dtype, "attentions_0")(x)
     return ResnetBlock2D(groups=self.groups, eps=NORM_EPS, dtype=self.dtype, name="resnets_1")(x)
 
 
 class Encoder(nn.Module):
-  """Images (B, H, W, in_channels) -> moments (B, H/f, W/f, 2 * latent_channels), f = 2**num_downsamples."""
+  """Images (B, H, W, in_channels) -> moments (B, H/f, W/f, 2 * latent_channels), f = 2**num_downsamples.
+
+  With `double_z=False` (a VQ model's encoder) the output has `latent_channels` channels.
+  """
 
   config: AutoencoderKLConfig
   dtype: Any = jnp.float32
+  double_z: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -295,6 +314,7 @@ class Encoder(nn.Module):
         add_downsample=i < cfg.num_downsamples,
         groups=cfg.norm_num_groups,
         dtype=self.dtype,
+        add_attention=cfg.down_block_types[i] == "AttnDownEncoderBlock2D",
         name=f"down_blocks_{i}",
       )(x)
     x = MidBlock2D(
@@ -303,7 +323,8 @@ class Encoder(nn.Module):
     x = nn.silu(
       pt.group_norm(cfg.norm_num_groups, NORM_EPS, dtype=self.dtype, name="conv_norm_out")(x)
     )
-    return pt.conv(2 * cfg.latent_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
+    features = (2 if self.double_z else 1) * cfg.latent_channels
+    return pt.conv(features, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
 
 
 class Decoder(nn.Module):
@@ -327,6 +348,7 @@ class Decoder(nn.Module):
         add_upsample=i < cfg.num_downsamples,
         groups=cfg.norm_num_groups,
         dtype=self.dtype,
+        add_attention=cfg.up_block_types[i] == "AttnUpDecoderBlock2D",
         name=f"up_blocks_{i}",
       )(x)
     x = nn.silu(
