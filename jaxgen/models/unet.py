@@ -5,7 +5,15 @@ The module tree mirrors diffusers so weights convert mechanically: e.g.
 `down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q.weight` (see
 `jaxgen.convert.diffusers_unet`). Images are NHWC. The architecture is a
 `UNetConfig` (diffusers' config keys; `jaxgen.models.unet_config`, re-exported
-here).
+here); the input checks live in `jaxgen.models.unet_checks` (re-exported too).
+
+With `config.temporal` set it is also diffusers' `UNet3DConditionModel`
+(`jaxgen.convert.diffusers_unet3d`): the same U-Net with temporal layers
+(`jaxgen.nn.temporal`: `transformer_in`, `temp_convs_<i>` after each resnet,
+`temp_attentions_<i>` after each spatial transformer). Videos are NTHWC; inside,
+frames are folded into the batch, (B*T, H, W, C), so every spatial layer is
+the image model's. An NHWC sample skips the temporal layers and is exactly
+the image model, for joint image-video training (Make-A-Video, Video LDM).
 """
 
 from __future__ import annotations
@@ -16,20 +24,41 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgen.errors import UnsupportedConfigError  # noqa: F401  (re-export)
+from jaxgen.models.unet_checks import (  # noqa: F401  (re-exports)
+  check_added_conditions,
+  check_additional_residuals,
+  check_class_labels,
+  check_fps,
+  check_inputs,
+)
 from jaxgen.models.unet_config import UNetConfig, pooled_text_dim
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.embeddings import TimestepEmbedding, timestep_embedding
 from jaxgen.nn.precision import remat_module
 from jaxgen.nn.resnet import ResnetBlock2D
 from jaxgen.nn.sampling import Downsample2D, Upsample2D
+from jaxgen.nn.temporal import (
+  FpsEmbedding,
+  TemporalConvLayer,
+  TransformerTemporalModel,
+  fold_frames,
+  unfold_frames,
+)
 from jaxgen.nn.transformer import Transformer2DModel
+
+# diffusers' `transformer_in` has 8 heads whatever the config.
+TRANSFORMER_IN_HEADS = 8
 
 
 class UNetDownBlock(nn.Module):
-  """`DownBlock2D` / `CrossAttnDownBlock2D`: (resnet [+ transformer]) x layers, then downsample."""
+  """`DownBlock2D` / `CrossAttnDownBlock2D`: (resnet [+ transformer]) x layers, then downsample.
+
+  With `num_frames` (a video, frames folded into the batch) it is diffusers'
+  `DownBlock3D` / `CrossAttnDownBlock3D`: temporal layers follow each resnet
+  and transformer.
+  """
 
   out_channels: int
   num_layers: int
@@ -39,27 +68,30 @@ class UNetDownBlock(nn.Module):
   heads: int
   transformer_layers: int
   dtype: Any = jnp.float32
+  num_frames: int | None = None
 
   @nn.compact
   def __call__(self, x, temb, context, context_mask, deterministic):
-    cfg, skips = self.config, []
+    skips = []
     for i in range(self.num_layers):
-      x = _resnet(cfg, self.out_channels, self.dtype, f"resnets_{i}")(x, temb, deterministic)
-      if self.attention:
-        x = _spatial_transformer(
-          cfg, self.out_channels, self.heads, self.transformer_layers, self.dtype, f"attentions_{i}"
-        )(x, context, context_mask, deterministic)
+      x = _layer(self, i, x, temb, context, context_mask, deterministic)
       skips.append(x)
     if self.add_downsample:
       x = Downsample2D(
-        self.out_channels, padding=cfg.downsample_padding, dtype=self.dtype, name="downsamplers_0"
+        self.out_channels,
+        padding=self.config.downsample_padding,
+        dtype=self.dtype,
+        name="downsamplers_0",
       )(x)
       skips.append(x)
     return x, skips
 
 
 class UNetUpBlock(nn.Module):
-  """`UpBlock2D` / `CrossAttnUpBlock2D`: (concat skip, resnet [+ transformer]) per skip, then upsample."""
+  """`UpBlock2D` / `CrossAttnUpBlock2D`: (concat skip, resnet [+ transformer]) per skip, then upsample.
+
+  With `num_frames`: diffusers' `UpBlock3D` / `CrossAttnUpBlock3D`.
+  """
 
   out_channels: int
   attention: bool
@@ -68,47 +100,73 @@ class UNetUpBlock(nn.Module):
   heads: int
   transformer_layers: int
   dtype: Any = jnp.float32
+  num_frames: int | None = None
 
   @nn.compact
   def __call__(self, x, skips, temb, context, context_mask, deterministic):
-    cfg = self.config
     for i, skip in enumerate(skips):
       x = jnp.concatenate([x, skip], axis=-1)
-      x = _resnet(cfg, self.out_channels, self.dtype, f"resnets_{i}")(x, temb, deterministic)
-      if self.attention:
-        x = _spatial_transformer(
-          cfg, self.out_channels, self.heads, self.transformer_layers, self.dtype, f"attentions_{i}"
-        )(x, context, context_mask, deterministic)
+      x = _layer(self, i, x, temb, context, context_mask, deterministic)
     if self.add_upsample:
       x = Upsample2D(self.out_channels, dtype=self.dtype, name="upsamplers_0")(x)
     return x
 
 
 class UNetMidBlock(nn.Module):
-  """`UNetMidBlock2DCrossAttn` (resnet, transformer, resnet) or `UNetMidBlock2D` (one resnet)."""
+  """`UNetMidBlock2DCrossAttn` (resnet, transformer, resnet) or `UNetMidBlock2D` (one resnet).
+
+  With `num_frames`: diffusers' `UNetMidBlock3DCrossAttn` (resnets_0,
+  temp_convs_0, attentions_0, temp_attentions_0, resnets_1, temp_convs_1).
+  """
 
   attention: bool
   config: UNetConfig
   heads: int
   transformer_layers: int
   dtype: Any = jnp.float32
+  num_frames: int | None = None
 
   @nn.compact
   def __call__(self, x, temb, context, context_mask, deterministic):
-    cfg = self.config
+    cfg, frames = self.config, self.num_frames
 
-    def resnet(i):
-      return _resnet(
+    def resnet(i, x):
+      x = _resnet(
         cfg, None, self.dtype, f"resnets_{i}", output_scale_factor=cfg.mid_block_scale_factor
-      )
+      )(x, temb, deterministic)
+      if frames:
+        x = _temporal_conv(cfg, frames, self.dtype, f"temp_convs_{i}")(x, deterministic)
+      return x
 
-    x = resnet(0)(x, temb, deterministic)
+    x = resnet(0, x)
     if self.attention:
+      channels = x.shape[-1]
       x = _spatial_transformer(
-        cfg, x.shape[-1], self.heads, self.transformer_layers, self.dtype, "attentions_0"
+        cfg, channels, self.heads, self.transformer_layers, self.dtype, "attentions_0"
       )(x, context, context_mask, deterministic)
-      x = resnet(1)(x, temb, deterministic)
+      if frames:
+        x = _temporal_attention(cfg, channels, self.heads, frames, self.dtype, "temp_attentions_0")(
+          x, deterministic
+        )
+      x = resnet(1, x)
     return x
+
+
+def _layer(block, i: int, x, temb, context, context_mask, deterministic):
+  """Layer i of a down/up block: resnet [+ temporal conv] [+ transformer [+ temporal attention]]."""
+  cfg, channels, frames, dtype = block.config, block.out_channels, block.num_frames, block.dtype
+  x = _resnet(cfg, channels, dtype, f"resnets_{i}")(x, temb, deterministic)
+  if frames:
+    x = _temporal_conv(cfg, frames, dtype, f"temp_convs_{i}")(x, deterministic)
+  if block.attention:
+    x = _spatial_transformer(
+      cfg, channels, block.heads, block.transformer_layers, dtype, f"attentions_{i}"
+    )(x, context, context_mask, deterministic)
+    if frames:
+      x = _temporal_attention(cfg, channels, block.heads, frames, dtype, f"temp_attentions_{i}")(
+        x, deterministic
+      )
+  return x
 
 
 def _resnet(cfg: UNetConfig, channels: int | None, dtype, name: str, **kwargs) -> ResnetBlock2D:
@@ -139,143 +197,31 @@ def _spatial_transformer(
   )
 
 
-def _missing_context_message(config: UNetConfig) -> str:
-  blocks = config.down_block_types + config.up_block_types
-  if not any(t.startswith("CrossAttn") for t in blocks):
-    return (
-      "encoder_hidden_states: required by the mid block: mid_block_type="
-      f"{config.mid_block_type!r} (the default) has cross-attention although every "
-      "down/up block is attention-free; for a U-Net without a context set "
-      "mid_block_type='UNetMidBlock2D' (or None)"
-    )
-  return "encoder_hidden_states: required, this U-Net has cross-attention blocks"
+def _temporal_conv(cfg: UNetConfig, num_frames: int, dtype, name: str) -> TemporalConvLayer:
+  return TemporalConvLayer(
+    num_frames,
+    groups=cfg.norm_num_groups,
+    dropout=cfg.temporal_dropout,
+    merge=cfg.temporal_merge,
+    dtype=dtype,
+    name=name,
+  )
 
 
-def check_class_labels(config: UNetConfig, class_labels: Any, name: str = "class_labels") -> None:
-  """Named error unless every label indexes the U-Net's label table (host or concrete arrays).
-
-  The model checks concrete labels itself; under `jax.jit` it cannot, and an
-  out-of-range label gives NaN outputs, so a task calls this from its
-  `check_batch` on host batches (`name` says which batch key is wrong).
-  """
-  if not config.has_label_table:
-    raise ValueError(
-      f"{name}: this U-Net has no label table (num_class_embeds unset or "
-      f"class_embed_type={config.class_embed_type!r})"
-    )
-  labels = np.asarray(class_labels)
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"{name}: expected integer labels, found dtype {labels.dtype}")
-  rows = config.num_label_rows
-  bad = labels[(labels < 0) | (labels >= rows)]
-  if bad.size:
-    null = (
-      f", {config.null_class_label} being the null class"
-      if config.class_embed_null
-      else f"; set class_embed_null=True for a null class at label {config.num_class_embeds}"
-    )
-    raise ValueError(
-      f"{name}: expected labels in [0, {rows}) (num_class_embeds="
-      f"{config.num_class_embeds}{null}), found {sorted(set(bad.tolist()))}"
-    )
-
-
-def check_inputs(
-  config: UNetConfig,
-  sample: jax.Array,
-  timesteps: Any,
-  encoder_hidden_states: jax.Array | None,
-  encoder_attention_mask: jax.Array | None,
-  class_labels: jax.Array | None,
-) -> None:
-  """Raises a ValueError naming the offending argument; runs on shapes only (before compiling)."""
-  if sample.ndim != 4:
-    raise ValueError(
-      f"sample: expected NHWC (batch, height, width, channels), found shape {sample.shape}"
-    )
-  batch, height, width, channels = sample.shape
-  if channels != config.in_channels:
-    raise ValueError(
-      f"sample: expected {config.in_channels} channels (config.in_channels, NHWC), found {channels} "
-      f"in shape {sample.shape}"
-    )
-  factor = 2**config.num_downsamples
-  if height % factor or width % factor:
-    raise ValueError(
-      f"sample: height and width must be multiples of {factor} ({config.num_downsamples} downsamplings), "
-      f"found {height}x{width}"
-    )
-  t_shape = jnp.shape(timesteps)
-  if t_shape not in ((), (batch,)):
-    raise ValueError(f"timesteps: expected a scalar or shape ({batch},), found shape {t_shape}")
-  if config.has_cross_attention:
-    if encoder_hidden_states is None:
-      raise ValueError(_missing_context_message(config))
-    expected = (batch, "length", config.cross_attention_dim)
-    shape = encoder_hidden_states.shape
-    if len(shape) != 3 or shape[0] != batch or shape[2] != config.cross_attention_dim:
-      raise ValueError(
-        f"encoder_hidden_states: expected shape {expected} (config.cross_attention_dim), found {shape}"
-      )
-  elif encoder_hidden_states is not None:
-    raise ValueError("encoder_hidden_states: this U-Net has no cross-attention blocks; pass None")
-  if encoder_attention_mask is not None:
-    if encoder_hidden_states is None:
-      raise ValueError("encoder_attention_mask: given without encoder_hidden_states")
-    expected = encoder_hidden_states.shape[:2]
-    if tuple(encoder_attention_mask.shape) != tuple(expected):
-      raise ValueError(
-        f"encoder_attention_mask: expected shape {tuple(expected)} (batch, context length), "
-        f"found {encoder_attention_mask.shape}"
-      )
-  if config.has_class_embedding:
-    expected = (batch, config.time_embed_dim) if config.class_embed_type == "identity" else (batch,)
-    if class_labels is None or tuple(class_labels.shape) != expected:
-      found = None if class_labels is None else class_labels.shape
-      raise ValueError(
-        f"class_labels: expected shape {expected} for this class-conditional U-Net, found {found}"
-      )
-    if config.class_embed_type is None and not jnp.issubdtype(class_labels.dtype, jnp.integer):
-      raise ValueError(f"class_labels: expected integer labels, found dtype {class_labels.dtype}")
-    if config.has_label_table and not isinstance(class_labels, jax.core.Tracer):
-      # Concrete labels are checked here; traced ones (under jit) cannot be,
-      # and an out-of-range lookup would silently give NaN: the task's
-      # `check_batch` calls `check_class_labels` on its host batches.
-      check_class_labels(config, class_labels)
-  elif class_labels is not None:
-    raise ValueError(
-      "class_labels: this U-Net has no class embedding (num_class_embeds/class_embed_type unset)"
-    )
-
-
-def check_added_conditions(config: UNetConfig, batch: int, text_embeds: Any, time_ids: Any) -> None:
-  """Named errors for SDXL's `text_embeds` (B, P) and `time_ids` (B, N) (shapes only).
-
-  P + N * addition_time_embed_dim must be `projection_class_embeddings_input_dim`.
-  """
-  if not config.has_text_time:
-    if text_embeds is not None or time_ids is not None:
-      raise ValueError(
-        "text_embeds, time_ids: this U-Net has no text_time embedding "
-        f"(addition_embed_type={config.addition_embed_type!r}); pass None"
-      )
-    return
-  if text_embeds is None or time_ids is None:
-    raise ValueError(
-      "text_embeds, time_ids: required by addition_embed_type='text_time' (SDXL): the pooled "
-      f"text embedding (B, P) and the size/crop ids (B, N); found {text_embeds is not None} "
-      f"and {time_ids is not None} given"
-    )
-  text_shape, ids_shape = tuple(jnp.shape(text_embeds)), tuple(jnp.shape(time_ids))
-  if len(ids_shape) != 2 or ids_shape[0] != batch:
-    raise ValueError(f"time_ids: expected shape ({batch}, num_ids), found {ids_shape}")
-  expected = (batch, pooled_text_dim(config, ids_shape[1]))
-  if text_shape != expected:
-    raise ValueError(
-      f"text_embeds: expected shape {expected} (projection_class_embeddings_input_dim="
-      f"{config.projection_class_embeddings_input_dim} minus {ids_shape[1]} time ids x "
-      f"addition_time_embed_dim={config.addition_time_embed_dim}), found {text_shape}"
-    )
+def _temporal_attention(
+  cfg: UNetConfig, channels: int, heads: int, num_frames: int, dtype, name: str
+) -> TransformerTemporalModel:
+  """A temporal transformer: `heads` of width channels // heads (the spatial ones', as diffusers)."""
+  return TransformerTemporalModel(
+    heads,
+    channels // heads,
+    num_frames,
+    norm_num_groups=cfg.norm_num_groups,
+    frame_embedding=cfg.temporal_frame_embedding,
+    merge=cfg.temporal_merge,
+    dtype=dtype,
+    name=name,
+  )
 
 
 def _text_time_embedding(
@@ -343,12 +289,14 @@ def encoder_blocks(
   deterministic: bool,
   dtype: Any,
   remat: str,
+  num_frames: int | None = None,
 ) -> tuple[jax.Array, list[jax.Array]]:
   """`conv_in`'s output -> (the mid block's output, the skips: conv_in's and each down layer's).
 
   The encoder half shared by the U-Net and a ControlNet's trainable copy;
   like `conditioning_embedding`, its blocks (`down_blocks_<i>`, `mid_block`)
-  are the caller's submodules.
+  are the caller's submodules. `num_frames`: a video with frames folded into
+  the batch (temporal layers on); None: images.
   """
   # `deterministic` (a Python bool, the last positional argument) stays static under remat.
   down_block = remat_module(UNetDownBlock, remat, static_argnums=(5,))
@@ -365,6 +313,7 @@ def encoder_blocks(
       heads=heads[i],
       transformer_layers=tlayers[i],
       dtype=dtype,
+      num_frames=num_frames,
       name=f"down_blocks_{i}",
     )(x, emb, context, mask, deterministic)
     skips.extend(block_skips)
@@ -375,44 +324,15 @@ def encoder_blocks(
       heads=heads[-1],
       transformer_layers=tlayers[-1],
       dtype=dtype,
+      num_frames=num_frames,
       name="mid_block",
     )(x, emb, context, mask, deterministic)
   return x, skips
 
 
-def check_additional_residuals(
-  cfg: UNetConfig, sample_shape: tuple[int, ...], down: Any, mid: Any
-) -> None:
-  """Named errors unless a ControlNet's residuals match this U-Net's skips (shapes only)."""
-  if (down is None) != (mid is None):
-    raise ValueError(
-      "down_block_additional_residuals, mid_block_additional_residual: give both (a "
-      f"ControlNet's outputs) or neither, found {down is not None} and {mid is not None}"
-    )
-  if down is None:
-    return
-  batch, height, width = sample_shape[:3]
-  expected, size = [(batch, height, width, cfg.block_out_channels[0])], (height, width)
-  for i, channels in enumerate(cfg.block_out_channels):
-    expected += [(batch, *size, channels)] * cfg.layers[i]
-    if i < cfg.num_downsamples:
-      size = ((size[0] + 1) // 2, (size[1] + 1) // 2)
-      expected.append((batch, *size, channels))
-  found = [tuple(jnp.shape(r)) for r in down]
-  if found != expected:
-    raise ValueError(
-      f"down_block_additional_residuals: expected {len(expected)} arrays of shapes {expected} "
-      f"(one per skip connection), found {found}"
-    )
-  mid_expected = (batch, *size, cfg.block_out_channels[-1])
-  if tuple(jnp.shape(mid)) != mid_expected:
-    raise ValueError(
-      f"mid_block_additional_residual: expected shape {mid_expected}, found {jnp.shape(mid)}"
-    )
-
-
 class UNet2DConditionModel(nn.Module):
-  """Conditional U-Net (diffusers `UNet2DConditionModel`) on NHWC inputs.
+  """Conditional U-Net (diffusers `UNet2DConditionModel`) on NHWC inputs; NTHWC videos too
+  with `config.temporal` (diffusers `UNet3DConditionModel`).
 
   Attributes:
     config: the architecture.
@@ -441,11 +361,15 @@ class UNet2DConditionModel(nn.Module):
     time_ids: jax.Array | None = None,
     down_block_additional_residuals: Sequence[jax.Array] | None = None,
     mid_block_additional_residual: jax.Array | None = None,
+    fps: jax.Array | float | None = None,
   ) -> jax.Array:
     """Predicts the model output (e.g. noise) for `sample`.
 
     Args:
       sample: (B, H, W, in_channels); H, W multiples of 2**num_downsamples.
+        With `config.temporal`, also videos (B, T, H, W, in_channels): every
+        other input then holds one entry per video (B), repeated over its
+        frames inside; images (4-D) skip the temporal layers.
       timesteps: scalar or (B,), int or float. Keep it a traced array
         under jit (a Python int recompiles per value).
       encoder_hidden_states: (B, L, cross_attention_dim) context; None
@@ -462,18 +386,23 @@ class UNet2DConditionModel(nn.Module):
       down_block_additional_residuals, mid_block_additional_residual:
         a ControlNet's residuals (`jaxgen.models.controlnet`), added to the
         skip connections and to the mid block's output as diffusers does;
-        both or neither.
+        both or neither. For videos in the folded layout (B*T, h, w, c).
+      fps: with `fps_conditioning`, for videos only: frames per second,
+        scalar or (B,).
 
     Returns:
-      (B, H, W, out_channels) in `dtype`.
+      (B, H, W, out_channels) in `dtype`; (B, T, H, W, out_channels) for videos.
     """
     cfg = self.config
     check_inputs(
       cfg, sample, timesteps, encoder_hidden_states, encoder_attention_mask, class_labels
     )
     check_added_conditions(cfg, sample.shape[0], text_embeds, time_ids)
+    check_fps(cfg, sample.shape, fps)
+    frames = sample.shape[1] if sample.ndim == 5 else None  # None: images, no temporal layers
+    x = sample if frames is None else fold_frames(sample)
     check_additional_residuals(
-      cfg, sample.shape, down_block_additional_residuals, mid_block_additional_residual
+      cfg, x.shape, down_block_additional_residuals, mid_block_additional_residual
     )
     deterministic = not train
     # `deterministic` (a Python bool, the last positional argument) stays static under remat.
@@ -481,15 +410,29 @@ class UNet2DConditionModel(nn.Module):
     emb = conditioning_embedding(
       cfg, sample.shape[0], timesteps, class_labels, text_embeds, time_ids, self.dtype
     )
-    x = sample.astype(self.dtype)
+    context, mask = encoder_hidden_states, encoder_attention_mask
+    if context is not None:
+      context = context.astype(self.dtype)
+    if frames is not None:
+      emb, context, mask = _video_conditions(cfg, frames, emb, context, mask, fps, self.dtype)
+    x = x.astype(self.dtype)
     if cfg.center_input_sample:
       x = 2 * x - 1.0
     x = pt.conv(cfg.block_out_channels[0], 3, padding=1, dtype=self.dtype, name="conv_in")(x)
-    context = encoder_hidden_states
-    if context is not None:
-      context = context.astype(self.dtype)
-    mask = encoder_attention_mask
-    x, skips = encoder_blocks(cfg, x, emb, context, mask, deterministic, self.dtype, self.remat)
+    if frames is not None:
+      x = TransformerTemporalModel(
+        TRANSFORMER_IN_HEADS,
+        cfg.temporal_in_head_dim,
+        frames,
+        norm_num_groups=cfg.norm_num_groups,
+        frame_embedding=cfg.temporal_frame_embedding,
+        merge=cfg.temporal_merge,
+        dtype=self.dtype,
+        name="transformer_in",
+      )(x, deterministic)
+    x, skips = encoder_blocks(
+      cfg, x, emb, context, mask, deterministic, self.dtype, self.remat, frames
+    )
     if down_block_additional_residuals is not None:
       skips = [s + r.astype(s.dtype) for s, r in zip(skips, down_block_additional_residuals)]
       x = x + mid_block_additional_residual.astype(x.dtype)
@@ -507,13 +450,30 @@ class UNet2DConditionModel(nn.Module):
         heads=heads[j],
         transformer_layers=tlayers[j],
         dtype=self.dtype,
+        num_frames=frames,
         name=f"up_blocks_{i}",
       )(x, block_skips, emb, context, mask, deterministic)
 
     x = nn.silu(
       pt.group_norm(cfg.norm_num_groups, cfg.norm_eps, dtype=self.dtype, name="conv_norm_out")(x)
     )
-    return pt.conv(cfg.out_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
+    x = pt.conv(cfg.out_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
+    return x if frames is None else unfold_frames(x, frames)
+
+
+def _video_conditions(
+  cfg: UNetConfig, frames: int, emb: jax.Array, context: Any, mask: Any, fps: Any, dtype: Any
+) -> tuple[jax.Array, Any, Any]:
+  """Per-video conditions -> one copy per frame (frames folded into the batch), as diffusers.
+
+  With `fps_conditioning` the `fps_embedding` (the caller's submodule, zero at
+  initialisation) is added to the time embedding first.
+  """
+  if cfg.fps_conditioning:
+    fps = jnp.broadcast_to(jnp.asarray(fps, jnp.float32), (emb.shape[0],))
+    c0 = cfg.block_out_channels[0]
+    emb = emb + FpsEmbedding(cfg.time_embed_dim, c0, dtype=dtype, name="fps_embedding")(fps)
+  return tuple(None if a is None else jnp.repeat(a, frames, axis=0) for a in (emb, context, mask))
 
 
 def example_inputs(
@@ -534,6 +494,10 @@ def example_inputs(
   if config.has_text_time:  # One time id: the add_embedding input width is the same for any count.
     inputs["time_ids"] = jnp.zeros((batch, 1))
     inputs["text_embeds"] = jnp.zeros((batch, pooled_text_dim(config, 1)))
+  if config.temporal is not None:  # a one-frame video: creates the temporal layers too
+    inputs["sample"] = inputs["sample"][:, None]
+    if config.fps_conditioning:
+      inputs["fps"] = jnp.zeros((batch,))
   return inputs
 
 

@@ -84,6 +84,8 @@ class BasicTransformerBlock(nn.Module):
   x + attn1(norm1(x), mask) -> + attn2(norm2(x), context, context_mask)
   (only when `cross_attention_dim` is set) -> + ff(norm3(x)).
   With `cross_attention_dim=None` it is a plain encoder block for sequences.
+  With `double_self_attention` (diffusers' option, used by its temporal
+  transformers) attn2 is a second self-attention: + attn2(norm2(x), mask).
   """
 
   heads: int
@@ -93,6 +95,7 @@ class BasicTransformerBlock(nn.Module):
   dropout: float = 0.0
   norm_eps: float = 1e-5
   attention_bias: bool = False
+  double_self_attention: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -105,6 +108,11 @@ class BasicTransformerBlock(nn.Module):
     deterministic: bool = True,
   ) -> jax.Array:
     """x: (B, L, C); context: (B, Lc, cross_attention_dim); masks: 1 = attend."""
+    if self.double_self_attention and self.cross_attention_dim is not None:
+      raise ValueError(
+        "double_self_attention: attn2 is a self-attention, so cross_attention_dim must be None, "
+        f"found {self.cross_attention_dim}"
+      )
     if self.cross_attention_dim is None:
       if context is not None or context_mask is not None:
         raise ValueError(
@@ -131,7 +139,9 @@ class BasicTransformerBlock(nn.Module):
       return pt.layer_norm(self.norm_eps, dtype=self.dtype, name=name)
 
     x = x + attention("attn1")(norm("norm1")(x), mask=mask, deterministic=deterministic)
-    if self.cross_attention_dim is not None:
+    if self.double_self_attention:
+      x = x + attention("attn2")(norm("norm2")(x), mask=mask, deterministic=deterministic)
+    elif self.cross_attention_dim is not None:
       x = x + attention("attn2")(
         norm("norm2")(x), context, mask=context_mask, deterministic=deterministic
       )
