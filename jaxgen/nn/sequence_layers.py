@@ -23,7 +23,12 @@ import jax.numpy as jnp
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.attention import Attention
 
-ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "relu": nn.relu}
+ACTIVATIONS = {
+  "gelu": lambda x: nn.gelu(x, approximate=False),
+  # jax.nn.gelu's default, as BERT / MaskGIT in JAX use it.
+  "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+  "relu": nn.relu,
+}
 
 
 def check_activation(activation: str) -> None:
@@ -40,12 +45,13 @@ class TransformerSublayers(nn.Module):
   dropout: float = 0.1
   activation: str = "gelu"
   norm_first: bool = False
+  norm_eps: float = 1e-5  # PyTorch's; BERT-style models use 1e-12
   dtype: Any = jnp.float32
 
   def residual(
     self, x: jax.Array, name: str, sublayer: Callable[[jax.Array], jax.Array], deterministic: bool
   ) -> jax.Array:
-    norm = pt.layer_norm(1e-5, dtype=self.dtype, name=name)
+    norm = pt.layer_norm(self.norm_eps, dtype=self.dtype, name=name)
     drop = nn.Dropout(self.dropout)
     if self.norm_first:
       return x + drop(sublayer(norm(x)), deterministic=deterministic)
