@@ -301,6 +301,14 @@ class FIDInceptionV3(nn.Module):
     return x
 
   def __call__(self, images: jax.Array) -> InceptionOutputs:
+    pool = self.mixed_6e_and_pool(images)[1]
+    logits = self.fc(pool)
+    kernel = self.fc.variables["params"]["kernel"]
+    logits_unbiased = jnp.matmul(pool, kernel.astype(pool.dtype), precision=self.precision)
+    return InceptionOutputs(pool=pool, logits=logits, logits_unbiased=logits_unbiased)
+
+  def mixed_6e_and_pool(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(Mixed_6e map (N, 17, 17, 768) at 299 input, pooled Mixed_7c (N, 2048)): AttnGAN's DAMSM inputs."""
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must be NHWC with 3 channels, got shape {images.shape}")
     if not self.resize_input and min(images.shape[1:3]) < MIN_INPUT_SIZE:
@@ -326,12 +334,9 @@ class FIDInceptionV3(nn.Module):
     ):
       x = block(x)
     self.sow("intermediates", "features_768", x)
+    mixed_6e = x
     x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
-    pool = jnp.mean(x, axis=(1, 2))
-    logits = self.fc(pool)
-    kernel = self.fc.variables["params"]["kernel"]
-    logits_unbiased = jnp.matmul(pool, kernel.astype(pool.dtype), precision=self.precision)
-    return InceptionOutputs(pool=pool, logits=logits, logits_unbiased=logits_unbiased)
+    return mixed_6e, jnp.mean(x, axis=(1, 2))
 
 
 # XLA:CPU (jaxlib 0.10) hands all but tiny convolutions to YNNPACK, whose
