@@ -34,6 +34,7 @@ NEEDS_RUN = {
   "bailando_gpt_music_dance.py": ("vq.workdir", "bailando_vq_music_dance.py"),
   "wav2lip_talking_heads.py": ("expert.workdir", "wav2lip_expert_talking_heads.py"),
   "difftalk_talking_heads.py": ("autoencoder.workdir", "autoencoder_talking_heads.py"),
+  "text_to_video_shapes.py": ("image.workdir", "text_to_image_shapes.py"),
 }
 
 

@@ -81,6 +81,25 @@ TINY = {
     "train.sample_every=0",
     "eval.num_examples=8",
   ],
+  # 8×8 images -> 4×4 codes of 16; the GAN switches on at the second step.
+  "vqgan_shapes.py": _RUN
+  + [
+    "data.resolution=8",
+    "vq.sample_size=8",
+    "data.num_train_examples=16",
+    "vq.block_out_channels=(8, 8)",
+    "vq.down_block_types=('DownEncoderBlock2D', 'AttnDownEncoderBlock2D')",
+    "vq.up_block_types=('AttnUpDecoderBlock2D', 'UpDecoderBlock2D')",
+    "vq.latent_channels=4",
+    "vq.vq_embed_dim=4",
+    "vq.num_vq_embeddings=16",
+    "vq.norm_num_groups=4",
+    "disc.channels=8",
+    "disc.num_layers=1",
+    "loss.disc_start=1",
+    "train.sample_every=0",
+    "eval.num_examples=8",
+  ],
   # autoencoder.workdir=<a run of the tiny autoencoder_shapes.py> comes with it.
   "latent_diffusion_shapes.py": _RUN
   + _TEXT
@@ -252,6 +271,17 @@ TINY = {
     "train.sample_every=0",
     "sample.num_steps=3",
     "eval.num_examples=8",
+  ],
+  # image.workdir=<a run of the tiny text_to_image_shapes.py> comes with it: 4 frames at 16×16.
+  "text_to_video_shapes.py": _RUN
+  + [
+    "data.frames=4",
+    "data.num_train_videos=16",
+    "modes.keyframe_spacings=(2, 3)",
+    "sample.keyframe_every=2",
+    "sample.num_steps=2",
+    "train.sample_every=0",
+    "eval.num_examples=4",
   ],
   # base.workdir=<a run of the tiny text_to_image_scenes.py> comes with it.
   "controlnet_scenes.py": _RUN

@@ -5,6 +5,8 @@
     jaxgen sample --checkpoint runs/pix2pix --input sketches/ --out translation.png
     jaxgen sample --checkpoint runs/edge --music song.wav --out dance.mp4
     jaxgen sample --checkpoint runs/wav2lip --audio speech.wav --reference face.png --out talk.mp4
+    jaxgen sample --checkpoint runs/video --prompt "a red circle moving left quickly" --out v.gif
+    jaxgen sample --checkpoint runs/video --prompt "..." --first-frame start.png --out v.mp4
 
 The run's task (a `jaxgen.training.task.GenerativeTask`) declares in its
 `sample_spec` what it takes: the output kinds, the sampler options and
@@ -14,7 +16,10 @@ folders, for the image-to-image tasks; prompts are then optional) or music
 each file is danced in one scan, so the progress bar counts music files) or
 speech and a face (`--audio`: WAV files or folders, `--reference`: one face
 image, for the talking-face tasks: one video per speech file with the speech
-muxed in; `--side-by-side` puts the reference beside the generated face).
+muxed in; `--side-by-side` puts the reference beside the generated face) or
+a first frame (`--first-frame`: one image every prompt's clip starts from,
+for the video tasks, which write a captioned GIF/MP4 grid and each clip as
+`.npy` beside it).
 Every argument is checked against it (and the sampler options by the task's
 `check_options`) before the weights are read or anything compiles. `--out`
 may name a directory: the task's default file name (grid.png, motion.mp4,
@@ -85,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--side-by-side",
     action="store_true",
     help="talking-face videos: the reference face beside the generated one",
+  )
+  parser.add_argument(
+    "--first-frame",
+    help="video tasks: an image (PNG/JPEG, the run's size, RGB) every prompt's clip starts from",
   )
   add_sampler_arguments(parser)
   parser.add_argument("--num-per-prompt", type=int, default=1)
@@ -183,10 +192,10 @@ def read_music(items: list[str], flag: str = "--music") -> tuple[list, list[int]
   return audio, rates, names
 
 
-def read_reference(path: str):
-  """(the --reference image as stored, uint8, its file name), with named errors."""
+def read_reference(path: str, flag: str = "--reference"):
+  """(the `flag` image as stored, uint8, its file name), with named errors."""
   if not os.path.isfile(path):
-    raise UsageError(f"--reference: no such file {path!r}")
+    raise UsageError(f"{flag}: no such file {path!r}")
   images, names = read_input_images([path])
   return images[0], names[0]
 
@@ -325,6 +334,8 @@ def _check_inputs(args: argparse.Namespace, spec, task_name: str) -> None:
     )
   if spec.takes_speech and (args.prompt or args.prompts_file):
     raise UsageError(f"--prompt: task {task_name!r} speaks --audio and takes no prompts")
+  if args.first_frame and not spec.takes_first_frame:
+    raise UsageError(f"--first-frame: task {task_name!r} makes no videos from a first frame")
   if (spec.takes_audio or spec.takes_speech) and args.num_per_prompt != 1:
     raise UsageError(
       f"--num-per-prompt: task {task_name!r} makes one dance per music file, got "
@@ -353,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
     reference, reference_name = read_reference(args.reference)
   else:
     prompts = read_prompts(args)
+  if args.first_frame:
+    first_frame, first_frame_name = read_reference(args.first_frame, "--first-frame")
   _check_seconds(args.seconds, spec, config.task)
   options = sampler_options(args, spec, config.task)
 
@@ -376,7 +389,10 @@ def run(args: argparse.Namespace) -> int:
     display = dict(scale=args.scale, side_by_side=args.side_by_side)
   else:
     captions = [p for p in prompts for _ in range(args.num_per_prompt)]
-    conditions = task.conditions(captions, seconds=args.seconds)
+    if args.first_frame:
+      conditions = task.first_frame_conditions(first_frame, first_frame_name, captions)
+    else:
+      conditions = task.conditions(captions, seconds=args.seconds)
     display = dict(scale=args.scale, ncols=args.num_per_prompt if len(prompts) > 1 else None)
   params = restore_ema_params(task, args.checkpoint)
   with option_flags():

@@ -19,6 +19,7 @@ from jaxgen.models.unet import UNet2DConditionModel
 from jaxgen.models.unet_config import UNetConfig
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.pooling import masked_mean
+from jaxgen.nn.temporal import fold_frames, unfold_frames
 
 
 def coordinate_channels(batch: int, height: int, width: int) -> jax.Array:
@@ -83,8 +84,18 @@ class TextConditionedUNet(nn.Module):
 
   def denoise(self, x, t, context, context_mask, pooled, train: bool = False, control=None):
     """The prediction for noisy `x`; `control(unet_input, class_labels) -> (down residuals, mid
-    residual)` is a ControlNet's (`jaxgen.models.controlnet`) on the U-Net's own inputs, or None."""
-    x = space_to_depth(x, self.patch_size)
+    residual)` is a ControlNet's (`jaxgen.models.controlnet`) on the U-Net's own inputs, or None.
+
+    `x` is images (B, H, W, C) or, for a U-Net with temporal layers, videos
+    (B, T, H, W, C): patching and coordinate maps work per frame (frames
+    folded into the batch), the U-Net sees the video whole.
+    """
+    frames = x.shape[1] if x.ndim == 5 else None
+    if frames is not None and control is not None:
+      raise ValueError(
+        f"control: ControlNet residuals take images (B, H, W, C), found a video of shape {x.shape}"
+      )
+    x = space_to_depth(x if frames is None else fold_frames(x), self.patch_size)
     if self.coord_channels:
       x = jnp.concatenate([x, coordinate_channels(*x.shape[:3]).astype(x.dtype)], axis=-1)
     class_labels = None
@@ -92,7 +103,7 @@ class TextConditionedUNet(nn.Module):
       class_labels = self.pooled_text_proj(pooled)
     down, mid = (None, None) if control is None else control(x, class_labels)
     out = self.denoiser(
-      x,
+      x if frames is None else unfold_frames(x, frames),
       t,
       context,
       encoder_attention_mask=context_mask,
@@ -101,7 +112,8 @@ class TextConditionedUNet(nn.Module):
       down_block_additional_residuals=down,
       mid_block_additional_residual=mid,
     )
-    return depth_to_space(out, self.patch_size).astype(jnp.float32)
+    out = depth_to_space(out if frames is None else fold_frames(out), self.patch_size)
+    return (out if frames is None else unfold_frames(out, frames)).astype(jnp.float32)
 
   def __call__(self, x, t, tokens, mask, train: bool = False):
     states, pooled = self.encode_text(tokens, mask)

@@ -61,7 +61,10 @@ def _initialisers(config: UNetConfig, dtype: Any):
   spatial initialiser too.
   """
   model = UNet2DConditionModel(config, dtype=dtype)
-  inputs = example_inputs(config)
+  # Concrete even when first called inside a trace (the trainer's eval_shape / jit): the cache
+  # would otherwise keep tracers that a later call cannot use.
+  with jax.ensure_compile_time_eval():
+    inputs = example_inputs(config)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), **inputs))
 
   def fill(spatial, rng):

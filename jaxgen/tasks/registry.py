@@ -20,6 +20,7 @@ TASKS = {
   "latent_diffusion": "jaxgen.tasks.image.latent_diffusion:LatentDiffusionTask",
   "sd_finetune": "jaxgen.tasks.image.sd_finetune:SDFinetuneTask",
   "autoencoder": "jaxgen.tasks.image.autoencoder:AutoencoderTask",
+  "vqgan": "jaxgen.tasks.image.vqgan:VQGANTask",
   "t2m_mdm": "jaxgen.tasks.motion.t2m_mdm:MotionDiffusionTask",
   "t2m_vq": "jaxgen.tasks.motion.t2m_vq:MotionVQTask",
   "t2m_gpt": "jaxgen.tasks.motion.t2m_gpt:MotionGPTTask",
@@ -37,6 +38,7 @@ TASKS = {
   "wav2lip_expert": "jaxgen.tasks.talking_face.wav2lip_expert:Wav2LipExpertTask",
   "wav2lip": "jaxgen.tasks.talking_face.wav2lip:Wav2LipTask",
   "difftalk": "jaxgen.tasks.talking_face.difftalk:DiffTalkTask",
+  "text_to_video": "jaxgen.tasks.video.text_to_video:TextToVideoTask",
 }
 
 # Names that run directories written before the tasks were renamed still carry.

@@ -140,6 +140,9 @@ class SampleSpec:
     takes_speech: whether samples are made from speech files and one
       reference face (`--audio`, `--reference`, through `speech_conditions`;
       the task then takes no prompts): talking faces.
+    takes_first_frame: whether a sample may start from a given first frame
+      (`--first-frame`, through `first_frame_conditions`; prompts are still
+      required): image-to-video.
   """
 
   default_out: str
@@ -149,6 +152,7 @@ class SampleSpec:
   takes_images: bool = False
   takes_audio: bool = False
   takes_speech: bool = False
+  takes_first_frame: bool = False
 
 
 class OutputPathError(ValueError):
@@ -236,6 +240,19 @@ class GenerativeTask(Task):
     raise NotImplementedError(
       f"speech_conditions: task {self.config.task!r} takes no speech (its "
       "sample_spec.takes_speech is False)"
+    )
+
+  def first_frame_conditions(
+    self, image: np.ndarray, name: str, prompts: Sequence[str]
+  ) -> dict[str, Any]:
+    """Host conditions for clips that start from `image`, for a `sample_spec.takes_first_frame`
+    task: each prompt's clip starts from it. `image` is uint8 as read from the file `name`.
+    Named errors for an image the task cannot use (size, channels), before anything compiles.
+    """
+    del image, name, prompts
+    raise NotImplementedError(
+      f"first_frame_conditions: task {self.config.task!r} takes no first frame (its "
+      "sample_spec.takes_first_frame is False)"
     )
 
   def check_options(self, options: Mapping[str, Any]) -> None:

@@ -139,20 +139,23 @@ def text_diffusion_loss(
   schedule: schedules.NoiseSchedule,
   diffusion: ml_collections.ConfigDict,
   extra: jax.Array | None = None,
+  dropout_rng: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Diffusion loss of `model` on clean samples `x0` given (tokens, mask) `text`.
 
   Each example's text is replaced by `null_text` with probability
   `diffusion.cond_drop_prob` (for classifier-free guidance). `rngs` is
-  (dropout rng, diffusion rng). `extra` channels are concatenated to the
-  noisy input. Returns (loss, {"mse", "snr_weight"}).
+  (condition-dropout rng, diffusion rng). `extra` channels are concatenated
+  to the noisy input. `dropout_rng` feeds the model's dropout layers (a video
+  U-Net's temporal dropout). Returns (loss, {"mse", "snr_weight"}).
   """
   drop_rng, diffusion_rng = rngs
   tokens, mask = guidance.drop_condition(drop_rng, text, null_text, diffusion.cond_drop_prob)
 
   def model_fn(x_t, t):
     x = x_t if extra is None else jnp.concatenate([x_t, extra], axis=-1)
-    return model.apply({"params": params}, x, t, tokens, mask, train=True)
+    rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+    return model.apply({"params": params}, x, t, tokens, mask, train=True, rngs=rngs)
 
   loss, aux = gaussian.diffusion_loss(
     model_fn,
