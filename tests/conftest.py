@@ -51,6 +51,8 @@ SLOWEST_MODULES = (
   "test_edge_task.py",
   "test_wav2lip_task.py",
   "test_difftalk.py",
+  "test_text_to_video.py",
+  "test_vqgan_task.py",
   "test_video_unet.py",
   "test_vq_diffusion.py",
   "test_text_gans.py",
