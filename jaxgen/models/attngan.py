@@ -42,7 +42,7 @@ from jaxgen.models.stackgan import (
   ImageHead,
   InitStage,
   ResBlock,
-  TextGANConfigError,
+  StackGANConfig,
   UpBlock,
   bce,
   init_upsamples,
@@ -52,8 +52,8 @@ from jaxgen.nn import partitioning as pt
 
 
 @dataclasses.dataclass(frozen=True)
-class AttnGANConfig:
-  """AttnGAN's `cfg.GAN` / `cfg.TEXT` options (CUB birds defaults).
+class AttnGANConfig(StackGANConfig):
+  """AttnGAN's `cfg.GAN` / `cfg.TEXT` options (CUB birds defaults); StackGAN++'s fields.
 
   text_dim: DAMSM feature width (TEXT.EMBEDDING_DIM) of words and sentence.
   condition_dim: CA output (GAN.CONDITION_DIM); z_dim; gf_dim, df_dim; num_residual (R_NUM).
@@ -62,21 +62,7 @@ class AttnGANConfig:
 
   text_dim: int = 256
   condition_dim: int = 100
-  z_dim: int = 100
   gf_dim: int = 32
-  df_dim: int = 64
-  num_residual: int = 2
-  num_stages: int = 3
-  base_size: int = 64
-
-  def __post_init__(self):
-    init_upsamples(self.base_size)
-    if not 1 <= self.num_stages <= 3:
-      raise TextGANConfigError(f"num_stages: expected 1..3 branches, found {self.num_stages}")
-
-  @property
-  def image_sizes(self) -> tuple[int, ...]:
-    return tuple(self.base_size * 2**s for s in range(self.num_stages))
 
 
 class WordAttention(nn.Module):
