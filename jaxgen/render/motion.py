@@ -258,8 +258,10 @@ def render_motion(
     find_ffmpeg()  # Fail before drawing anything.
   frames = render_frames(joints, captions, fmt, **kwargs)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  if extension == ".gif":
-    _write_gif(path, frames, fps)
-  else:
-    _write_mp4(path, frames, fps)
+  return write_video(path, frames, fps)
+
+
+def write_video(path: str, frames: np.ndarray, fps: float) -> str:
+  """uint8 frames (T, H, W, 3) as a looping `.gif` (Pillow) or an H.264 `.mp4` (even H, W)."""
+  (_write_gif if path.lower().endswith(".gif") else _write_mp4)(path, frames, fps)
   return path

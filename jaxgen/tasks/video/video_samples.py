@@ -21,7 +21,7 @@ import tqdm
 from jaxgen.data.chunks import map_padded_chunks
 from jaxgen.data.images import to_uint8
 from jaxgen.render.grid import make_grid
-from jaxgen.render.motion import _write_gif, _write_mp4, find_ffmpeg
+from jaxgen.render.motion import find_ffmpeg, write_video
 from jaxgen.tasks.video.video_conditioning import VideoModeError
 
 OUT_EXTENSIONS = (".gif", ".mp4")
@@ -141,7 +141,7 @@ def save_video_grid(
   videos = np.asarray(videos)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   frames = grid_frames(videos, captions, scale=scale, ncols=ncols)
-  (_write_gif if extension == ".gif" else _write_mp4)(path, frames, fps)
+  write_video(path, frames, fps)
   folder = clips_dir(path)
   os.makedirs(folder, exist_ok=True)
   names = {}
