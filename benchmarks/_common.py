@@ -126,6 +126,19 @@ def check_positive(name: str, value: int) -> int:
   return value
 
 
+def parse_run(item: str, error: type[ValueError], example: str) -> tuple[str, str]:
+  """`--run NAME=RUN_DIR` -> (name, run directory), or `error` naming the flag (`example`: a sample
+  NAME=RUN_DIR for the message)."""
+  name, sep, workdir = item.partition("=")
+  if not (sep and name and workdir):
+    raise error(f"--run: expected NAME=RUN_DIR (e.g. {example}), found {item!r}")
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise error(
+      f"--run {name}: {workdir!r} holds no config.json: expected a run directory of `jaxgen train`"
+    )
+  return name, workdir
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
   """A GitHub markdown table of dict rows (floats with 4 significant digits)."""
   columns = list(columns or rows[0].keys())

@@ -94,14 +94,7 @@ class DanceRunError(ValueError):
 
 def parse_run(item: str) -> tuple[str, str]:
   """`NAME=RUN_DIR` -> (name, run directory), or a DanceRunError naming the flag."""
-  name, sep, workdir = item.partition("=")
-  if not (sep and name and workdir):
-    raise DanceRunError(f"--run: expected NAME=RUN_DIR (e.g. EDGE=runs/edge), found {item!r}")
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
-    raise DanceRunError(
-      f"--run {name}: {workdir!r} holds no config.json: expected a run directory of `jaxgen train`"
-    )
-  return name, workdir
+  return _common.parse_run(item, DanceRunError, "EDGE=runs/edge")
 
 
 def load_dance_run(name: str, workdir: str):

@@ -49,16 +49,7 @@ class TalkingRunError(ValueError):
 
 def parse_run(item: str) -> tuple[str, str]:
   """`NAME=RUN_DIR` -> (name, run directory), or a TalkingRunError naming the flag."""
-  name, sep, workdir = item.partition("=")
-  if not (sep and name and workdir):
-    raise TalkingRunError(
-      f"--run: expected NAME=RUN_DIR (e.g. Wav2Lip=runs/wav2lip), found {item!r}"
-    )
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
-    raise TalkingRunError(
-      f"--run {name}: {workdir!r} holds no config.json: expected a run directory of `jaxgen train`"
-    )
-  return name, workdir
+  return _common.parse_run(item, TalkingRunError, "Wav2Lip=runs/wav2lip")
 
 
 def load_talking_run(name: str, workdir: str):

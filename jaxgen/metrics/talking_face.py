@@ -361,8 +361,9 @@ def lip_sync_scores(
 # Mouth.
 
 
-def _pairwise_quality(fake: np.ndarray, real: np.ndarray, batch_size: int) -> tuple[float, float]:
-  """Mean SSIM and PSNR over frames, in fixed-size batches (one compilation per frame size)."""
+def pairwise_quality(fake: np.ndarray, real: np.ndarray, batch_size: int) -> tuple[float, float]:
+  """Mean SSIM and PSNR of uint8 frames (N, H, W, 3) against theirs, in fixed-size batches (one
+  compilation per frame size)."""
   ssim, psnr = [], []
   for start in range(0, len(fake), batch_size):
     f, r = fake[start : start + batch_size], real[start : start + batch_size]
@@ -386,7 +387,7 @@ def mouth_scores(
   if fake.ndim != 4 or len(fake) < 2:
     raise TooFewSamplesError(f"{name}: expected a clip of at least 2 frames, found {fake.shape}")
   measured, truth = face_render.mouth_measurements(fake), face_render.mouth_measurements(real)
-  ssim, psnr = _pairwise_quality(fake, real, batch_size)
+  ssim, psnr = pairwise_quality(fake, real, batch_size)
   # The judge's reading of the ground truth as mouth parameters (only the opening is used),
   # so that `mouth_correlation` does not measure the ground truth again.
   truth_track = np.stack([truth["opening"], truth["width"], np.zeros_like(truth["width"])], -1)

@@ -41,17 +41,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.data import face_render
-from jaxgen.tasks.talking_face.talking_data import FPS
-from jaxgen.metrics import image_quality, talking_face
+from jaxgen.metrics import talking_face
 from jaxgen.tasks.talking_face import talking_samples
-from jaxgen.tasks.talking_face.talking_data import TalkingClips
+from jaxgen.tasks.talking_face.talking_data import FPS, TalkingClips
 
 COLUMNS = ("method", "LSE-D", "LSE-C", "mouth corr", "SSIM", "PSNR", "s per s")
-PIXEL_DATA_RANGE = 255.0
 
 
 class TalkingTableError(ValueError):
@@ -111,17 +108,9 @@ def check_videos(videos: Any, clips: TalkingClips, name: str) -> np.ndarray:
 
 
 def quality(videos: np.ndarray, truth: np.ndarray, batch_size: int = 64) -> tuple[float, float]:
-  """Mean SSIM and PSNR over all frames after the first, in fixed-size batches."""
-  fake = videos[:, 1:].reshape((-1,) + videos.shape[2:])
-  real = truth[:, 1:].reshape((-1,) + truth.shape[2:])
-  ssim, psnr = [], []
-  for start in range(0, len(fake), batch_size):
-    f, r = fake[start : start + batch_size], real[start : start + batch_size]
-    valid, pad = len(f), ((0, batch_size - len(f)),) + ((0, 0),) * 3
-    f, r = jnp.asarray(np.pad(f, pad)), jnp.asarray(np.pad(r, pad))
-    ssim.append(np.asarray(image_quality.ssim(f, r, data_range=PIXEL_DATA_RANGE))[:valid])
-    psnr.append(np.asarray(image_quality.psnr(f, r, data_range=PIXEL_DATA_RANGE))[:valid])
-  return float(np.concatenate(ssim).mean()), float(np.concatenate(psnr).mean())
+  """Mean SSIM and PSNR over all frames after the first (the reference every method is given)."""
+  flat = lambda v: v[:, 1:].reshape((-1,) + v.shape[2:])
+  return talking_face.pairwise_quality(flat(videos), flat(truth), batch_size)
 
 
 def lip_sync(embed: talking_face.Embedder, videos: np.ndarray, clips: TalkingClips):
