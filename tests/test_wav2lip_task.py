@@ -209,6 +209,7 @@ def test_generate_frames_in_one_program_deterministically(generator_task, clips)
     [_speech(0.6), _speech(3.0)], [16000, 16000], ["a.wav", "b.wav"], face, "face.png"
   )
   assert [m.shape for m in conditions["mel"]] == [(15, 16, 80), (75, 16, 80)]
+  compiled_before = task._frames._cache_size()  # the jit cache is shared by every task instance
   first = task.generate(params, conditions, jax.random.key(0))["video"]
   again = task.generate(params, conditions, jax.random.key(5))["video"]
   assert [v.shape for v in first] == [(15, 96, 96, 3), (75, 96, 96, 3)]
@@ -216,7 +217,7 @@ def test_generate_frames_in_one_program_deterministically(generator_task, clips)
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a, b)
   # Both utterances (15 and 75 frames, chunks of chunk_frames) ran one compiled program.
-  assert task._frames._cache_size() == 1
+  assert task._frames._cache_size() - compiled_before <= 1
   # The generator is per frame: a frame does not depend on its chunk's other frames.
   single = task.talking_frames(
     params, conditions["mel"][1][:1], conditions["target"][1][:1], conditions["reference"][1][:1]
