@@ -1,5 +1,7 @@
 """Runs the slowest test modules first, so the two xdist workers finish together.
 
+Also the session fixtures that several modules share (`tiny_vqgan_workdir`).
+
 With `--dist loadscope` each module goes whole to one worker, in collection
 order (`--no-loadscope-reorder` keeps that order instead of xdist's "most
 tests first"). A long module handed out last leaves the other worker idle
@@ -11,6 +13,8 @@ classic fix for packing jobs onto machines.
 import os
 import shutil
 import tempfile
+
+import pytest
 
 # One persistent XLA compilation cache for the whole session, in a fresh
 # folder: tests (and the `jaxgen` processes they start) that compile the same
@@ -79,6 +83,14 @@ def _module_rank(item) -> int:
 
 def pytest_collection_modifyitems(items):
   items.sort(key=_module_rank)  # stable: tests keep their order within a module
+
+
+@pytest.fixture(scope="session")
+def tiny_vqgan_workdir(tmp_path_factory) -> str:
+  """A two-step tiny `vqgan` run (8×8 shapes -> 4×4 codes of 16), once per worker."""
+  from tiny_vqgan import train_tiny_vqgan  # pylint: disable=g-import-not-at-top
+
+  return train_tiny_vqgan(str(tmp_path_factory.mktemp("tiny_vqgan")))
 
 
 def pytest_unconfigure(config):
