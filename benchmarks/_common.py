@@ -7,14 +7,17 @@ params with `jaxgen.convert.diffusers_unet.unet_from_diffusers`.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import struct
 import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxgen.models.unet import UNetConfig
@@ -157,8 +160,6 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
 
 def machine_line() -> str:
   """One line that says what the numbers were measured on."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   parts = [
     f"{usable_cores()} of {os.cpu_count()} CPU cores",
     f"load average {os.getloadavg()[0]:.1f}",
@@ -188,3 +189,40 @@ def random_batch(
     timesteps=rng.integers(0, 1000, (batch,)).astype(np.int32),
     context=rng.standard_normal((batch, context_length, config.cross_attention_dim), np.float32),
   )
+
+
+def logged_scalars(run_dir: str, tag: str) -> list[float]:
+  """Values of one scalar in a run's TensorBoard event files (TFRecord framing, read directly)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+  values = []
+  for path in sorted(
+    glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True)
+  ):
+    with open(path, "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[offset : offset + 8])
+      record = data[offset + 12 : offset + 12 + length]
+      offset += 12 + length + 4  # length, its crc, the record, its crc
+      event = event_pb2.Event.FromString(record)
+      values += [v.simple_value for v in event.summary.value if v.tag == tag]
+  return values
+
+
+def train_rate(run_dir: str) -> float | None:
+  """Median training steps/s the trainer logged, if any."""
+  rates = logged_scalars(run_dir, "steps_per_sec")
+  return float(np.median(rates)) if rates else None
+
+
+def checkpoint_step(run_dir: str) -> int:
+  """The newest checkpoint's step (the one `load_run` restores)."""
+  steps = [int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")) if s.isdigit()]
+  return max(steps)
+
+
+def parameter_count(params) -> int:
+  """Number of scalars in a params tree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

@@ -16,57 +16,20 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
-import glob
 import os
-import struct
 import sys
 
-import jax
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common
 
 from jaxgen.tasks.image_to_image import evaluation
 from jaxgen.tasks.registry import load_run
 
 
-def _parameters(params) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-
-
 def _generator_parameters(task, params) -> int:
   """Parameters used at translation time (discriminators left out, a locked base counted)."""
-  return _parameters(task.translation_params(params))
-
-
-def _logged_scalars(run_dir: str, tag: str) -> list[float]:
-  """Values of one scalar in a run's TensorBoard event files (TFRecord framing, read directly)."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-
-  values = []
-  for path in sorted(
-    glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True)
-  ):
-    with open(path, "rb") as f:
-      data = f.read()
-    offset = 0
-    while offset + 12 <= len(data):
-      (length,) = struct.unpack("<Q", data[offset : offset + 8])
-      record = data[offset + 12 : offset + 12 + length]
-      offset += 12 + length + 4  # length, its crc, the record, its crc
-      event = event_pb2.Event.FromString(record)
-      values += [v.simple_value for v in event.summary.value if v.tag == tag]
-  return values
-
-
-def _train_rate(run_dir: str) -> float | None:
-  """Median training steps/s the trainer logged, if any."""
-  rates = _logged_scalars(run_dir, "steps_per_sec")
-  return float(np.median(rates)) if rates else None
-
-
-def task_step(run_dir: str) -> int:
-  """The newest checkpoint's step (the one `load_run` restores)."""
-  steps = [int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")) if s.isdigit()]
-  return max(steps)
+  return _common.parameter_count(task.translation_params(params))
 
 
 def _format(value) -> str:
@@ -103,9 +66,9 @@ def main(argv=None) -> str:
     options = run_options.get(name, {})
     scores = evaluation.score_translation(task, params, args.num_examples, **options)
     scores["parameters"] = _generator_parameters(task, params)
-    scores["train_steps_per_sec"] = _train_rate(run_dir)
-    scores["train_steps"] = int(task_step(run_dir))
-    cpu = _logged_scalars(run_dir, "cpu_minutes")
+    scores["train_steps_per_sec"] = _common.train_rate(run_dir)
+    scores["train_steps"] = _common.checkpoint_step(run_dir)
+    cpu = _common.logged_scalars(run_dir, "cpu_minutes")
     scores["train_cpu_minutes"] = cpu[-1] if cpu else None
     key = (task.source, task.target)
     if not groups[key]:
