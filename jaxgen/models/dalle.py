@@ -360,15 +360,19 @@ def sample_image_tokens(
   options = sampling_options(temperature, top_k, top_p) + (
     jnp.float32(1.0 if guidance_scale is None else guidance_scale),
   )
-  return _sample_scan(
+  return sample_scan(
     model, variables, jnp.asarray(text_tokens, jnp.int32), rng, options, guidance_scale is not None
   )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _sample_scan(model, variables, text, rng, options, guided):
-  """`sample_image_tokens` after its checks; the options are data, so one compiled
-  program serves every temperature, top_k, top_p and guidance scale."""
+def sample_scan(model, variables, text, rng, options, guided):
+  """`sample_image_tokens` without its host-side checks, for callers inside a trace.
+
+  `options` = (temperature, top_k, top_p, guidance scale) as arrays
+  (`token_sampling.sampling_options` + the scale): data, so one compiled
+  program serves every value.
+  """
   temperature, top_k, top_p, scale = options
   c = model.config
   batch = text.shape[0]

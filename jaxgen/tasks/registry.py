@@ -21,6 +21,7 @@ TASKS = {
   "sd_finetune": "jaxgen.tasks.image.sd_finetune:SDFinetuneTask",
   "autoencoder": "jaxgen.tasks.image.autoencoder:AutoencoderTask",
   "vqgan": "jaxgen.tasks.image.vqgan:VQGANTask",
+  "dalle": "jaxgen.tasks.image.dalle:DalleTask",
   "t2m_mdm": "jaxgen.tasks.motion.t2m_mdm:MotionDiffusionTask",
   "t2m_vq": "jaxgen.tasks.motion.t2m_vq:MotionVQTask",
   "t2m_gpt": "jaxgen.tasks.motion.t2m_gpt:MotionGPTTask",
