@@ -35,6 +35,8 @@ NEEDS_RUN = {
   "wav2lip_talking_heads.py": ("expert.workdir", "wav2lip_expert_talking_heads.py"),
   "difftalk_talking_heads.py": ("autoencoder.workdir", "autoencoder_talking_heads.py"),
   "text_to_video_shapes.py": ("image.workdir", "text_to_image_shapes.py"),
+  "dalle_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
+  "vq_diffusion_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
 }
 
 

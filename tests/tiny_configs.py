@@ -100,6 +100,46 @@ TINY = {
     "train.sample_every=0",
     "eval.num_examples=8",
   ],
+  # CLIP at 8×8 (2×2 patches of 4), width 16, one layer per tower.
+  "clip_shapes.py": _RUN
+  + [
+    "data.resolution=8",
+    "data.num_train_examples=16",
+    "clip.vision.hidden_size=16",
+    "clip.vision.intermediate_size=32",
+    "clip.vision.num_hidden_layers=1",
+    "clip.vision.num_attention_heads=2",
+    "clip.text.hidden_size=16",
+    "clip.text.intermediate_size=32",
+    "clip.text.num_hidden_layers=1",
+    "clip.text.num_attention_heads=2",
+    "clip.projection_dim=16",
+    "train.sample_every=0",
+    "eval.num_examples=32",
+  ],
+  # vq.workdir=<a run of the tiny vqgan_shapes.py> comes with the token priors: 4×4 codes of 16.
+  "dalle_shapes.py": _RUN
+  + [
+    "data.resolution=8",
+    "data.num_train_examples=16",
+    "dalle.embed_dim=16",
+    "dalle.num_layers=1",
+    "dalle.num_heads=2",
+    "eval.num_examples=8",
+  ],
+  "vq_diffusion_shapes.py": _RUN
+  + _TEXT
+  + [
+    "data.resolution=8",
+    "data.num_train_examples=16",
+    "model.embed_dim=16",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "diffusion.num_timesteps=4",
+    "sample.num_steps=4",
+    "train.sample_every=0",
+    "eval.num_examples=8",
+  ],
   # autoencoder.workdir=<a run of the tiny autoencoder_shapes.py> comes with it.
   "latent_diffusion_shapes.py": _RUN
   + _TEXT

@@ -344,12 +344,14 @@ def x0_logits_fn(
   params: Any,
   text: jax.Array,
   text_mask: jax.Array | None = None,
-  guidance_scale: float = 1.0,
+  guidance_scale: float | jax.Array | None = None,
 ):
   """`fn(x_t, t) -> logits` for `jaxgen.diffusion.discrete.sample`: text encoded once.
 
-  guidance_scale ≠ 1 extrapolates from the learned null text (classifier-free
-  guidance, both branches in one batched call).
+  guidance_scale None: the conditional model alone. A scale extrapolates from
+  the learned null text (classifier-free guidance, both branches in one
+  batched call); a Python 1.0 skips the null branch, a traced scale (one
+  program for every scale) always runs both.
   """
   variables = {"params": params}
   states = model.apply(variables, text, text_mask, method=VQDiffusion.encode_text)
@@ -358,7 +360,7 @@ def x0_logits_fn(
   def denoise(x_t, t, cond):
     return model.apply(variables, x_t, t, *cond, method=VQDiffusion.denoise)
 
-  if guidance_scale == 1.0:
+  if guidance_scale is None:
     return lambda x_t, t: denoise(x_t, t, (states, mask))
   null = model.apply(variables, *states.shape[:2], method=VQDiffusion.null_condition)
   return classifier_free_guidance(denoise, (states, mask), null, guidance_scale)
