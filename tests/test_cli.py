@@ -37,6 +37,7 @@ NEEDS_RUN = {
   "text_to_video_shapes.py": ("image.workdir", "text_to_image_shapes.py"),
   "dalle_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
   "vq_diffusion_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
+  "maskgit_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
 }
 
 

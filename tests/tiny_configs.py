@@ -127,6 +127,18 @@ TINY = {
     "dalle.num_heads=2",
     "eval.num_examples=8",
   ],
+  "maskgit_shapes.py": _RUN
+  + [
+    "data.resolution=8",
+    "data.num_train_examples=16",
+    "maskgit.width=16",
+    "maskgit.num_layers=1",
+    "maskgit.num_heads=2",
+    "maskgit.mlp_dim=32",
+    "sample.num_steps=4",
+    "train.sample_every=0",
+    "eval.num_examples=8",
+  ],
   "vq_diffusion_shapes.py": _RUN
   + _TEXT
   + [

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.diffusion import masked_decoding
+from jaxgen.diffusion.guidance import classifier_free_guidance
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn.sequence_layers import ACTIVATIONS, TransformerEncoderLayer
 
@@ -262,44 +263,35 @@ def code_logits_fn(
   labels: jax.Array | None = None,
   caption: jax.Array | None = None,
   caption_mask: jax.Array | None = None,
-  guidance_scale: float = 1.0,
+  guidance_scale: float | jax.Array | None = None,
 ) -> masked_decoding.LogitsFn:
   """`tokens -> logits over the codes` for `parallel_decode` (class / mask rows cut off).
 
-  guidance_scale != 1 (captions only) extrapolates from the null caption:
-  uncond + s·(cond − uncond) on the logits, both halves in one batched
-  forward so the decoding scan holds a single model call.
+  guidance_scale None: the conditional model. A scale (captions only)
+  extrapolates from the null caption, uncond + s·(cond − uncond) on the
+  logits, both halves in one batched forward so the decoding scan holds a
+  single model call; a Python 1.0 skips the null half, a traced scale (one
+  program for every scale) always runs both.
   """
   c = model.config
-  if guidance_scale != 1.0 and c.conditioning != "caption":
+  if guidance_scale is not None and c.conditioning != "caption":
     raise MaskGITInputError(
       f"guidance_scale: only a 'caption'-conditioned MaskGIT is guided, found {guidance_scale} "
       f"for a {c.conditioning!r}-conditioned one"
     )
 
-  def logits_fn(tokens: jax.Array) -> jax.Array:
-    if guidance_scale == 1.0:
-      logits = model.apply(
-        variables, tokens, labels=labels, caption=caption, caption_mask=caption_mask
-      )
-      return logits[..., : c.codebook_size]
-    batch = tokens.shape[0]
+  def model_fn(tokens: jax.Array, _, condition) -> jax.Array:
+    logits = model.apply(variables, tokens, labels=labels, **condition)
+    return logits[..., : c.codebook_size]
 
-    def twice(a: jax.Array | None) -> jax.Array | None:
-      return None if a is None else jnp.concatenate([a, a], axis=0)
-
-    drop = jnp.concatenate([jnp.zeros(batch, bool), jnp.ones(batch, bool)])
-    logits = model.apply(
-      variables,
-      twice(tokens),
-      caption=twice(caption),
-      caption_mask=twice(caption_mask),
-      drop_caption=drop,
-    )[..., : c.codebook_size]
-    cond, uncond = logits[:batch], logits[batch:]
-    return uncond + guidance_scale * (cond - uncond)
-
-  return logits_fn
+  condition = dict(caption=caption, caption_mask=caption_mask)
+  if guidance_scale is None:
+    return lambda tokens: model_fn(tokens, None, condition)
+  batch = caption.shape[0]
+  cond = dict(condition, drop_caption=jnp.zeros(batch, bool))
+  null = dict(condition, drop_caption=jnp.ones(batch, bool))
+  guided = classifier_free_guidance(model_fn, cond, null, guidance_scale)
+  return lambda tokens: guided(tokens, jnp.zeros((), jnp.int32))
 
 
 def sample_codes(
@@ -312,7 +304,7 @@ def sample_codes(
   labels: jax.Array | None = None,
   caption: jax.Array | None = None,
   caption_mask: jax.Array | None = None,
-  guidance_scale: float = 1.0,
+  guidance_scale: float | jax.Array | None = None,
   choice_temperature: float = 4.5,
   temperature: float = 1.0,
   schedule: str = "cosine",

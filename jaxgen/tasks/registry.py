@@ -23,6 +23,7 @@ TASKS = {
   "vqgan": "jaxgen.tasks.image.vqgan:VQGANTask",
   "clip": "jaxgen.tasks.image.clip:ClipTask",
   "dalle": "jaxgen.tasks.image.dalle:DalleTask",
+  "maskgit": "jaxgen.tasks.image.maskgit:MaskGITTask",
   "vq_diffusion": "jaxgen.tasks.image.vq_diffusion:VQDiffusionTask",
   "t2m_mdm": "jaxgen.tasks.motion.t2m_mdm:MotionDiffusionTask",
   "t2m_vq": "jaxgen.tasks.motion.t2m_vq:MotionVQTask",
