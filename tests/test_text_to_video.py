@@ -1,4 +1,4 @@
-"""The text_to_video task: inflation from an image run, training, the three modes, the CLI.
+"""The text_to_video task: inflation, training, the three modes, `jaxgen sample` and CLIPSIM.
 
 One tiny image run (8×8, one U-Net level with cross-attention) and one tiny
 video run on it (4 frames) are shared by every test through module fixtures.
@@ -10,25 +10,30 @@ import json
 import logging
 import os
 import re
+import shutil
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from clip_tokenizer_files import write_clip_tokenizer
 from PIL import Image
 from tiny_configs import CONFIGS, ONE_LEVEL_TEXT_TO_IMAGE, tiny_config
 
 from jaxgen.cli import main as cli_main
 from jaxgen.configuration import apply_overrides, load_config_file
 from jaxgen.data import video_shapes
-from jaxgen.metrics import video_folder
+from jaxgen.metrics import clipsim, video_folder
 from jaxgen.nn.temporal import fold_frames
 from jaxgen.tasks.image.text_to_image import TextToImageTask
 from jaxgen.tasks.registry import load_run
 from jaxgen.tasks.video import text_to_video, video_conditioning, video_samples
 from jaxgen.training.inference import restore_ema_params
 from jaxgen.training.trainer import train
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 
 FRAMES = 4
 VIDEO_STEPS = 30
@@ -290,3 +295,239 @@ def test_sample_cli_writes_captioned_gif_mp4_and_npy_clips(video_run, tmp_path):
   assert cli_main(argv) == 0
   assert mp4.stat().st_size > 0
   np.testing.assert_array_equal(np.load(tmp_path / "first_clips" / "0000.npy")[0], start)
+
+
+# -- jaxgen sample --mode/--keyframe-every/--frames and jaxgen eval --metric clipsim --------
+# With random CLIP weights the CLIPSIM numbers mean nothing: the test checks the pipeline
+# (the folder `jaxgen sample` writes, every frame scored with its own video's caption,
+# averaged per video, then over videos) against PyTorch transformers on the same files.
+
+RESOLUTION = 8
+CLIP_SIZE = 32
+CLI = ["--compilation-cache", ""]
+
+
+@pytest.fixture(scope="module")
+def runs(image_run, video_run):
+  """(image run, video run) directories: the module's trained runs."""
+  return image_run, video_run[0]
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+  """A tiny random transformers `CLIPModel` with its tokenizer and a 32-pixel image processor."""
+  folder = tmp_path_factory.mktemp("clip")
+  tokenizer = write_clip_tokenizer(str(folder), ("c i", "ci r"), max_length=64)
+  text = dict(
+    vocab_size=len(tokenizer),
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    bos_token_id=tokenizer.bos_token_id,
+    eos_token_id=tokenizer.eos_token_id,
+    pad_token_id=tokenizer.pad_token_id,
+  )
+  vision = dict(
+    image_size=CLIP_SIZE,
+    patch_size=8,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+  )
+  config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+  torch.manual_seed(0)
+  model = transformers.CLIPModel(config).eval()
+  with torch.no_grad():  # Larger than the 0.02 init, so frames and captions disagree visibly.
+    for p in model.parameters():
+      if p.ndim >= 2:
+        p.mul_(4.0)
+  model.save_pretrained(folder)
+  processor = transformers.CLIPImageProcessor(
+    size={"shortest_edge": CLIP_SIZE}, crop_size={"height": CLIP_SIZE, "width": CLIP_SIZE}
+  )
+  transformers.CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
+  return folder
+
+
+def sample(video_run: str, out, *extra: str, prompts=CAPTIONS) -> int:
+  argv = CLI + ["sample", "--checkpoint", video_run, "--steps", "2", "--out", str(out)]
+  for prompt in prompts:
+    argv += ["--prompt", prompt]
+  return cli_main(argv + list(extra))
+
+
+def clips(out) -> np.ndarray:
+  """The (N, T, H, W, 3) clips `jaxgen sample` wrote beside the grid at `out`."""
+  folder = str(out).rsplit(".", 1)[0] + "_clips"
+  names = sorted(n for n in os.listdir(folder) if n.endswith(".npy"))
+  return np.stack([np.load(os.path.join(folder, n)) for n in names])
+
+
+def torch_clipsim(folder, videos: list[np.ndarray], captions: list[str]) -> list[float]:
+  """Each video's mean of 100 * cos(frame, caption) by transformers' CLIPModel and processor."""
+  model = transformers.CLIPModel.from_pretrained(folder).eval()
+  processor = transformers.CLIPProcessor.from_pretrained(folder)
+  means = []
+  with torch.no_grad():
+    for video, caption in zip(videos, captions):
+      inputs = processor(
+        text=[caption] * len(video), images=list(video), return_tensors="pt", padding=True
+      )
+      image = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+      text = model.get_text_features(
+        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+      ).pooler_output
+      cos = torch.nn.functional.cosine_similarity(image, text, dim=-1)
+      means.append(float(100 * cos.mean()))
+  return means
+
+
+def truth_clip(seed: int = 2) -> np.ndarray:
+  return video_shapes.make_video_split("test", 1, RESOLUTION, FRAMES, seed=seed)["video"][0]
+
+
+def test_clipsim_of_the_folder_jaxgen_sample_writes(runs, clip_folder, tmp_path):
+  """Random weights: a pipeline check. CLIPSIM of the sampled clips (captions.json read as
+  `jaxgen sample` wrote it) equals transformers' per-frame scores averaged per video, then over
+  videos; a shorter third video shows the mean is over videos, not over all frames."""
+  _, video_run = runs
+  assert sample(video_run, tmp_path / "grid.gif") == 0
+  folder = tmp_path / "grid_clips"
+  videos = list(clips(tmp_path / "grid.gif"))
+  out = tmp_path / "clipsim.json"
+  argv = CLI + ["eval", "--metric", "clipsim", "--fake", str(folder)]
+  argv += ["--clip-model", str(clip_folder), "--out", str(out), "--no-progress"]
+  assert cli_main(argv) == 0
+  result = json.loads(out.read_text())
+  expected = torch_clipsim(clip_folder, videos, CAPTIONS)
+  assert result["num_videos"] == 2 and result["num_frames"] == 2 * FRAMES
+  assert result["value"] == pytest.approx(max(np.mean(expected), 0.0), abs=1e-3)
+  assert result["cosine"] == pytest.approx(result["value"] / 100)
+  assert result["std"] == pytest.approx(np.std(expected), abs=1e-3)
+
+  mixed = tmp_path / "mixed"
+  shutil.copytree(folder, mixed)
+  short = truth_clip()[:2]
+  np.save(mixed / "0002.npy", short)
+  captions = json.loads((folder / "captions.json").read_text())
+  captions["0002.npy"] = "a small green triangle moving down quickly"
+  (mixed / "captions.json").write_text(json.dumps(captions))
+  videos.append(short)
+  expected = torch_clipsim(clip_folder, videos, list(captions.values()))
+  scorer = clipsim.transformers_frame_scorer(
+    clipsim.clip_score.load_clip_scorer(clip_folder, batch_size=4)
+  )
+  # Two videos per call: a group boundary inside the folder, batches padded.
+  found = clipsim.folder_clipsim(
+    clipsim.captioned_videos(mixed), scorer, frames_per_call=FRAMES + 2
+  )
+  np.testing.assert_allclose(found.per_video, expected, atol=1e-3)
+  assert found.value == pytest.approx(max(np.mean(expected), 0.0), abs=1e-3)
+  frame_mean = (FRAMES * (expected[0] + expected[1]) + 2 * expected[2]) / (2 * FRAMES + 2)
+  assert abs(np.mean(expected) - frame_mean) > 1e-3  # the two means differ on this folder
+  assert found.names == ["0000.npy", "0001.npy", "0002.npy"]
+
+
+def test_keyframes_and_first_frame_modes_keep_the_given_frames(runs, tmp_path):
+  _, video_run = runs
+  truth = np.stack([truth_clip(2), truth_clip(3)])
+  np.save(tmp_path / "truth.npy", truth[0])
+  np.save(tmp_path / "other.npy", truth[1])
+  keys = tmp_path / "keys"  # only the keyframes 0 and 2 of truth[0], as a folder of PNG frames
+  keys.mkdir()
+  for i, frame in enumerate(truth[0, ::2]):
+    Image.fromarray(frame).save(keys / f"frame{i}.png")
+
+  # One whole clip per prompt, the mode and the spacing given.
+  whole = tmp_path / "whole.gif"
+  argv = ["--mode", "keyframes", "--keyframe-every", "2"]
+  argv += ["--frames", str(tmp_path / "truth.npy"), "--frames", str(tmp_path / "other.npy")]
+  assert sample(video_run, whole, *argv) == 0
+  made = clips(whole)
+  np.testing.assert_array_equal(made[:, [0, 2]], truth[:, [0, 2]])
+  assert np.abs(made[:, [1, 3]].astype(int) - truth[:, [1, 3]]).max() > 0  # generated between
+  # Only the keyframes, for every prompt; the mode implied by --frames, the run's spacing (2):
+  # prompt 0 (same seed, same noise, same keyframes) gets the same video.
+  only_keys = tmp_path / "keys.gif"
+  assert sample(video_run, only_keys, "--frames", str(keys)) == 0
+  np.testing.assert_array_equal(clips(only_keys)[0], made[0])
+  np.testing.assert_array_equal(clips(only_keys)[1, [0, 2]], truth[0, [0, 2]])
+
+  first = tmp_path / "first.gif"
+  argv = ["--mode", "first_frame", "--frames", str(tmp_path / "truth.npy")]
+  assert sample(video_run, first, *argv) == 0
+  made = clips(first)
+  np.testing.assert_array_equal(made[:, 0], truth[[0, 0], 0])
+  assert np.abs(made[:, 1:].astype(int) - truth[[0, 0], 1:]).max() > 0
+
+
+def test_named_errors(runs, clip_folder, tmp_path, capsys):
+  image_run, video_run = runs
+  clip = tmp_path / "clip.npy"
+  np.save(clip, truth_clip())
+  np.save(tmp_path / "three.npy", truth_clip()[:3])
+  np.save(tmp_path / "big.npy", np.zeros((FRAMES, 16, 16, 3), np.uint8))
+  (tmp_path / "notes.txt").write_text("x")
+  Image.fromarray(truth_clip()[0]).save(tmp_path / "start.png")
+
+  def error(run_dir, *argv) -> str:
+    assert sample(run_dir, tmp_path / "out.gif", *argv) == 2
+    return capsys.readouterr().err.strip().removeprefix("jaxgen sample: error: ")
+
+  assert error(image_run, "--mode", "text").startswith("--mode: task 'text_to_image' takes no mode")
+  assert "takes no keyframe_every" in error(image_run, "--keyframe-every", "2")
+  assert error(image_run, "--frames", str(clip)) == (
+    "--frames: task 'text_to_image' makes no videos from given frames"
+  )
+  assert error(video_run, "--mode", "backwards").startswith("--mode: expected one of ('text'")
+  assert "needs the keyframes" in error(video_run, "--mode", "keyframes")
+  assert "needs the first frame" in error(video_run, "--mode", "first_frame")
+  assert error(video_run, "--mode", "text", "--frames", str(clip)).startswith(
+    "--frames: --mode text generates every frame"
+  )
+  assert error(video_run, "--first-frame", str(tmp_path / "start.png"), "--frames", str(clip))
+  assert error(video_run, "--mode", "keyframes", "--first-frame", str(tmp_path / "start.png"))
+  assert error(video_run, "--keyframe-every", "2").startswith("--keyframe-every: spaces")
+  message = error(
+    video_run, "--mode", "first_frame", "--keyframe-every", "2", "--frames", str(clip)
+  )
+  assert message.endswith("found --mode first_frame")
+  assert error(video_run, "--keyframe-every", "9", "--frames", str(clip)).startswith(
+    "--keyframe-every: expected a spacing in [2, 3] for clips of 4 frames"
+  )
+  assert error(video_run, "--frames", str(tmp_path / "three.npy")) == (
+    "--frames 'three.npy': expected a whole clip (at least 4 frames) or only the 2 given frames "
+    "(frames [0, 2]), found 3 frames"
+  )
+  assert "expected 8x8 pixels" in error(video_run, "--frames", str(tmp_path / "big.npy"))
+  assert "no such file or folder" in error(video_run, "--frames", str(tmp_path / "none.npy"))
+  assert "expected a video (.npy" in error(video_run, "--frames", str(tmp_path / "notes.txt"))
+  three = ["--frames", str(clip)] * 3
+  assert "one per prompt (2), found 3" in error(video_run, *three)
+  assert not os.path.exists(tmp_path / "out.gif")
+
+  # The task's own errors are SamplingOptionErrors that name the option (the CLI names the flag).
+  with pytest.raises(video_conditioning.VideoModeError, match="mode: expected one of") as e:
+    video_conditioning.check_mode("backwards")
+  assert e.value.option == "mode"
+
+  empty = tmp_path / "empty_captions"
+  empty.mkdir()
+  np.save(empty / "0000.npy", truth_clip())
+
+  def eval_error(*argv) -> str:
+    assert cli_main(CLI + ["eval", "--metric", "clipsim", "--no-progress", *argv]) == 2
+    return capsys.readouterr().err.strip().removeprefix("jaxgen eval: error: ")
+
+  assert "holds no captions.json or captions.txt" in eval_error("--fake", str(empty))
+  (empty / "captions.json").write_text(json.dumps({"0001.npy": "a red circle"}))
+  assert "no caption for ['0000.npy']" in eval_error("--fake", str(empty))
+  (empty / "captions.json").write_text(json.dumps({"0000.npy": "a red circle"}))
+  assert eval_error("--fake", str(empty)).startswith(
+    "--clip-model is required for --metric clipsim"
+  )
+  (tmp_path / "nothing").mkdir()
+  assert "holds no videos" in eval_error("--fake", str(tmp_path / "nothing"))

@@ -30,8 +30,8 @@ COMMANDS = {
   "eval": (
     "eval",
     (
-      "metrics between folders: fid | kid | is | ssim | psnr | fvd | clip-score | dance | lse"
-      " | mouth"
+      "metrics between folders: fid | kid | is | ssim | psnr | fvd | clip-score | clipsim | dance"
+      " | lse | mouth"
     ),
   ),
   "eval-motion": (

@@ -1,4 +1,4 @@
-"""`jaxgen eval`: FID, KID, IS, SSIM, PSNR, FVD, CLIP score, dance or talking-face metrics.
+"""`jaxgen eval`: FID, KID, IS, SSIM, PSNR, FVD, CLIP score, CLIPSIM, dance or talking-face metrics.
 
     jaxgen eval --metric fid --real data/real --fake samples/ \
         --weights pt_inception-2015-12-05-6726825d.pth --out fid.json
@@ -16,6 +16,13 @@ clips, frame folders, .gif/.mp4) with pytorch-i3d's InceptionI3d from the
 local `--weights` file, on the first `--clip-length` frames of each video.
 CLIP score rates `--fake` images against their `--captions` with a local
 transformers CLIPModel folder (`--clip-model`), as torchmetrics `CLIPScore`.
+CLIPSIM (`jaxgen.metrics.clipsim`) is that score of every frame of a `--fake`
+video folder with its video's caption, averaged per video, then over videos
+(`value`, 100 * cos; `cosine`, the scale video papers print). A folder that
+`jaxgen sample` wrote for a video run (`<out>_clips/`: `.npy` clips and
+captions.json) is read as it is:
+
+    jaxgen eval --metric clipsim --fake video_clips --clip-model clip-vit-base-patch32/
 Dance (`jaxgen.cli.eval_dance`) compares folders of `.npy` joints, `--generated`
 against `--reference` (aliases of `--fake` / `--real`), with the music of
 `--music` and the frame rates `--fps` / `--reference-fps`: BAS, FID_k, FID_g,
@@ -37,7 +44,19 @@ import json
 # The keys of `eval_folders.RUNNERS` and jaxgen.metrics.fvd's RESIZE_MODES and
 # FEATURE_DIMS, spelled out so that `--help` imports no JAX (tests/test_cli.py
 # checks they agree).
-METRICS = ("fid", "kid", "is", "ssim", "psnr", "fvd", "clip-score", "dance", "lse", "mouth")
+METRICS = (
+  "fid",
+  "kid",
+  "is",
+  "ssim",
+  "psnr",
+  "fvd",
+  "clip-score",
+  "clipsim",
+  "dance",
+  "lse",
+  "mouth",
+)
 FVD_RESIZE_MODES = ("tf1", "center_crop")
 FVD_FEATURES = ("logits", "pool")
 
@@ -56,8 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--fake",
     "--generated",
     required=True,
-    help="folder of generated images (fid: or .npz; dance: .npy joints; lse, mouth: videos, "
-    "lse with <name>.wav or an audio stream); as --real",
+    help="folder of generated images (fid: or .npz; dance: .npy joints; fvd, clipsim, lse, "
+    "mouth: videos, lse with <name>.wav or an audio stream); as --real",
   )
   parser.add_argument(
     "--weights",
@@ -105,11 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
   parser.add_argument(
     "--captions",
-    help="clip-score: a .txt with one caption per image (sorted file names) or a .json "
-    "mapping file name -> caption (default: captions.json/.txt inside --fake)",
+    help="clip-score, clipsim: a .txt with one caption per image or video (sorted file names) "
+    "or a .json mapping file name -> caption (default: captions.json/.txt inside --fake, as "
+    "jaxgen sample writes beside video clips)",
   )
   parser.add_argument(
-    "--clip-model", help="clip-score: local transformers CLIPModel folder with its tokenizer"
+    "--clip-model",
+    help="clip-score, clipsim: local transformers CLIPModel folder with its tokenizer",
   )
   parser.add_argument(
     "--music",

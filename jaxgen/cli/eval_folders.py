@@ -26,6 +26,7 @@ from jaxgen.cli.eval_talking import run_lse, run_mouth
 from jaxgen.convert import metric_networks, torch_state_dict
 from jaxgen.metrics import (
   clip_score,
+  clipsim,
   frechet,
   fvd,
   image_folder,
@@ -326,17 +327,21 @@ def _captions_path(args: argparse.Namespace) -> str:
   )
 
 
+def _clip_model(args: argparse.Namespace, metric: str) -> str:
+  if not args.clip_model:
+    raise ValueError(
+      f"--clip-model is required for --metric {metric}: a local transformers CLIPModel folder "
+      "(config.json, model.safetensors, vocab.json, merges.txt; jaxgen never downloads weights)"
+    )
+  return args.clip_model
+
+
 def _run_clip_score(args: argparse.Namespace) -> dict[str, Any]:
   paths = image_folder.list_images(args.fake, name="--fake")
   captions = clip_score.read_captions(
     _captions_path(args), [p.name for p in paths], name="--captions", images_name="--fake"
   )
-  folder = args.clip_model
-  if not folder:
-    raise ValueError(
-      "--clip-model is required for --metric clip-score: a local transformers CLIPModel folder "
-      "(config.json, model.safetensors, vocab.json, merges.txt; jaxgen never downloads weights)"
-    )
+  folder = _clip_model(args, "clip-score")
   scorer = clip_score.load_clip_scorer(folder, batch_size=args.batch_size)
   scores = []
   with tqdm(total=len(paths), unit="img", desc="clip-score", disable=args.no_progress) as bar:
@@ -354,6 +359,20 @@ def _run_clip_score(args: argparse.Namespace) -> dict[str, Any]:
   }
 
 
+def _run_clipsim(args: argparse.Namespace) -> dict[str, Any]:
+  videos = clipsim.captioned_videos(args.fake, args.captions, name="--fake")
+  folder = _clip_model(args, "clipsim")
+  scorer = clip_score.load_clip_scorer(folder, batch_size=args.batch_size)
+  with tqdm(total=len(videos.paths), unit="video", desc="clipsim", disable=args.no_progress) as bar:
+    result = clipsim.folder_clipsim(
+      videos,
+      clipsim.transformers_frame_scorer(scorer),
+      frames_per_call=max(args.batch_size, max(videos.num_frames)),
+      progress=bar.update,
+    )
+  return {**result.summary(), "num_frames": int(sum(videos.num_frames)), "clip_model": str(folder)}
+
+
 # --metric -> its runner (`jaxgen.cli.eval.METRICS` lists the same names for --help).
 RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
   "fid": _run_fid,
@@ -363,6 +382,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
   "psnr": lambda args: _run_pairwise(args, "psnr", image_quality.psnr),
   "fvd": _run_fvd,
   "clip-score": _run_clip_score,
+  "clipsim": _run_clipsim,
   "dance": run_dance,
   "lse": run_lse,
   "mouth": run_mouth,

@@ -7,6 +7,8 @@
     jaxgen sample --checkpoint runs/wav2lip --audio speech.wav --reference face.png --out talk.mp4
     jaxgen sample --checkpoint runs/video --prompt "a red circle moving left quickly" --out v.gif
     jaxgen sample --checkpoint runs/video --prompt "..." --first-frame start.png --out v.mp4
+    jaxgen sample --checkpoint runs/video --prompt "..." --mode keyframes --keyframe-every 5 \
+        --frames clip.npy --out between.gif
 
 The run's task (a `jaxgen.training.task.GenerativeTask`) declares in its
 `sample_spec` what it takes: the output kinds, the sampler options and
@@ -19,7 +21,11 @@ image, for the talking-face tasks: one video per speech file with the speech
 muxed in; `--side-by-side` puts the reference beside the generated face) or
 a first frame (`--first-frame`: one image every prompt's clip starts from,
 for the video tasks, which write a captioned GIF/MP4 grid and each clip as
-`.npy` beside it).
+`.npy` beside it). Video runs also take a conditioning mode (`--mode`: text,
+first_frame or keyframes) and given frames (`--frames`: a clip, e.g. a `.npy`
+that `jaxgen sample` wrote, or only the frames the mode keeps; keyframes
+mode keeps frames 0, k, 2k, ... with k = `--keyframe-every` and generates
+the rest).
 Every argument is checked against it (and the sampler options by the task's
 `check_options`) before the weights are read or anything compiles. `--out`
 may name a directory: the task's default file name (grid.png, motion.mp4,
@@ -39,6 +45,9 @@ from jaxgen.cli.errors import UsageError
 
 # flag -> the keyword option of `GenerativeTask.generate` it sets.
 SAMPLER_OPTIONS = {"--sampler": "sampler", "--steps": "num_steps", "--guidance": "guidance_scale"}
+# The video tasks' options (their `sample_spec.options` list them; other tasks refuse the flags).
+VIDEO_OPTIONS = {"--mode": "mode", "--keyframe-every": "keyframe_every"}
+GENERATE_OPTIONS = {**SAMPLER_OPTIONS, **VIDEO_OPTIONS}
 SEED_RANGE = 2**32  # jax.random.PRNGKey takes a uint32 seed
 
 
@@ -94,6 +103,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--first-frame",
     help="video tasks: an image (PNG/JPEG, the run's size, RGB) every prompt's clip starts from",
+  )
+  parser.add_argument(
+    "--mode",
+    default=None,
+    help="video tasks: text (every frame generated) | first_frame (image-to-video: frame 0 "
+    "from --first-frame or --frames) | keyframes (interpolation: frames 0, k, 2k, ... from "
+    "--frames, k = --keyframe-every; the frames between are generated). Default: first_frame "
+    "with --first-frame, keyframes with --frames, else the run's sample.mode",
+  )
+  parser.add_argument(
+    "--keyframe-every",
+    type=int,
+    default=None,
+    help="video tasks, --mode keyframes: the spacing k of the keyframes 0, k, 2k, ... "
+    "(2 .. frames - 1; default: the run's sample.keyframe_every)",
+  )
+  parser.add_argument(
+    "--frames",
+    action="append",
+    help="video tasks: where --mode first_frame / keyframes takes its given frames: a .npy "
+    "(T, H, W, 3) uint8 clip (as jaxgen sample writes in <out>_clips/), a .gif/.mp4, a folder "
+    "of frame images or one image; either a whole clip (its first T frames, of which only the "
+    "given ones are read) or just the given frames in order (frame 0; or frames 0, k, 2k, "
+    "...). Once for every prompt's clip, or repeated once per --prompt in order",
   )
   add_sampler_arguments(parser)
   parser.add_argument("--num-per-prompt", type=int, default=1)
@@ -240,8 +273,8 @@ def sampler_options(args: argparse.Namespace, spec, task_name: str) -> dict:
   from jaxgen.diffusion.samplers import SAMPLERS  # pylint: disable=g-import-not-at-top
 
   options = {}
-  for flag, name in SAMPLER_OPTIONS.items():
-    value = getattr(args, flag[2:])
+  for flag, name in GENERATE_OPTIONS.items():
+    value = getattr(args, flag[2:].replace("-", "_"))
     if value is None:
       continue
     if name not in spec.options:
@@ -260,7 +293,7 @@ def option_flags():
   """Re-raises a task's SamplingOptionError under the flag that set the option."""
   from jaxgen.diffusion.samplers import SamplingOptionError  # pylint: disable=g-import-not-at-top
 
-  flags = {name: flag for flag, name in SAMPLER_OPTIONS.items()}
+  flags = {name: flag for flag, name in GENERATE_OPTIONS.items()}
   try:
     yield
   except SamplingOptionError as e:
@@ -268,6 +301,86 @@ def option_flags():
       raise
     message = str(e).removeprefix(f"{e.option}: ")
     raise UsageError(f"{flags[e.option]}: {message}") from e
+
+
+VIDEO_SUFFIXES = (".npy", ".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def read_given_clips(items: list[str]) -> tuple[list, list[str]]:
+  """(uint8 (L, H, W, 3) clips, their names) of the --frames videos, frame folders or images."""
+  from jaxgen.metrics import image_folder, video_folder  # pylint: disable=g-import-not-at-top
+
+  clips, names = [], []
+  for item in items:
+    name = os.path.basename(os.path.normpath(item))
+    suffix = os.path.splitext(item)[1].lower()
+    if not os.path.exists(item):
+      raise UsageError(f"--frames: no such file or folder {item!r}")
+    if os.path.isfile(item) and suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+      raise UsageError(
+        f"--frames: expected a video ({', '.join(VIDEO_SUFFIXES)}), a folder of frame images or "
+        f"an image ({', '.join(IMAGE_SUFFIXES)}), found {item!r}"
+      )
+    try:
+      if suffix in IMAGE_SUFFIXES and os.path.isfile(item):
+        clip = image_folder.load_image(item)[None]  # one given frame
+      else:
+        clip = video_folder.load_clip(item, video_folder.probe_video(item).num_frames)
+    except (video_folder.VideoFolderError, OSError, ValueError) as e:
+      raise UsageError(f"--frames: cannot read {item!r} as frames ({e})") from e
+    clips.append(clip)
+    names.append(name)
+  return clips, names
+
+
+def video_mode(args: argparse.Namespace, task_name: str) -> str | None:
+  """The conditioning mode of a video run: --mode, else the one --first-frame or --frames
+  implies, else None (the run's sample.mode); named errors for flags the mode does not use."""
+  if args.first_frame and args.frames:
+    raise UsageError(
+      "--first-frame, --frames: expected one of them: --first-frame IMAGE (a first frame) or "
+      "--frames (a first frame or keyframes), found both"
+    )
+  mode = args.mode or ("first_frame" if args.first_frame else "keyframes" if args.frames else None)
+  given = "--first-frame" if args.first_frame else "--frames" if args.frames else None
+  if mode == "text" and given:
+    raise UsageError(
+      f"{given}: --mode text generates every frame and takes no given frames (use --mode "
+      "first_frame or keyframes)"
+    )
+  if mode == "first_frame" and not given:
+    raise UsageError(
+      f"--mode first_frame: task {task_name!r} needs the first frame: --first-frame IMAGE or "
+      "--frames (a clip or one image)"
+    )
+  if mode == "keyframes" and args.first_frame:
+    raise UsageError(
+      "--first-frame: --mode keyframes takes its keyframes from --frames (a clip, or only its "
+      "keyframes), not from one image"
+    )
+  if mode == "keyframes" and not given:
+    raise UsageError(
+      f"--mode keyframes: task {task_name!r} needs the keyframes: --frames (a clip, or only "
+      "its frames 0, k, 2k, ...)"
+    )
+  if args.keyframe_every is not None and mode != "keyframes":
+    raise UsageError(
+      f"--keyframe-every: spaces the keyframes of --mode keyframes, found "
+      f"{'--mode ' + mode if mode else 'no --mode and no --frames'}"
+    )
+  return mode
+
+
+def clips_per_caption(clips: list, names: list[str], prompts: list[str], num_per_prompt: int):
+  """(clip, name) lists with one entry per sampled caption: one --frames for every prompt, or
+  one per prompt in order, repeated --num-per-prompt times."""
+  if len(clips) not in (1, len(prompts)):
+    raise UsageError(
+      f"--frames: expected one clip for every prompt or one per prompt ({len(prompts)}), "
+      f"found {len(clips)}"
+    )
+  picks = [i if len(clips) > 1 else 0 for i in range(len(prompts)) for _ in range(num_per_prompt)]
+  return [clips[i] for i in picks], [names[i] for i in picks]
 
 
 def output_path(out: str | None, spec) -> str:
@@ -336,6 +449,8 @@ def _check_inputs(args: argparse.Namespace, spec, task_name: str) -> None:
     raise UsageError(f"--prompt: task {task_name!r} speaks --audio and takes no prompts")
   if args.first_frame and not spec.takes_first_frame:
     raise UsageError(f"--first-frame: task {task_name!r} makes no videos from a first frame")
+  if args.frames and not spec.takes_first_frame:
+    raise UsageError(f"--frames: task {task_name!r} makes no videos from given frames")
   if (spec.takes_audio or spec.takes_speech) and args.num_per_prompt != 1:
     raise UsageError(
       f"--num-per-prompt: task {task_name!r} makes one dance per music file, got "
@@ -364,10 +479,18 @@ def run(args: argparse.Namespace) -> int:
     reference, reference_name = read_reference(args.reference)
   else:
     prompts = read_prompts(args)
-  if args.first_frame:
-    first_frame, first_frame_name = read_reference(args.first_frame, "--first-frame")
   _check_seconds(args.seconds, spec, config.task)
   options = sampler_options(args, spec, config.task)
+  if spec.takes_first_frame:
+    mode = video_mode(args, config.task)
+    if mode is not None:
+      options["mode"] = mode
+  if args.first_frame:
+    first_frame, first_frame_name = read_reference(args.first_frame, "--first-frame")
+  if args.frames:
+    clips, clip_names = clips_per_caption(
+      *read_given_clips(args.frames), prompts, args.num_per_prompt
+    )
 
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -391,6 +514,11 @@ def run(args: argparse.Namespace) -> int:
     captions = [p for p in prompts for _ in range(args.num_per_prompt)]
     if args.first_frame:
       conditions = task.first_frame_conditions(first_frame, first_frame_name, captions)
+    elif args.frames:
+      with option_flags():
+        conditions = task.given_frames_conditions(
+          clips, clip_names, captions, mode=mode, keyframe_every=args.keyframe_every
+        )
     else:
       conditions = task.conditions(captions, seconds=args.seconds)
     display = dict(scale=args.scale, ncols=args.num_per_prompt if len(prompts) > 1 else None)

@@ -22,7 +22,8 @@ temporal layers, `conv_in` (its new mask channels) and the token table (the
 motion words, which the image tokenizer maps to [UNK]).
 
 Generation: `conditions(prompts)` -> {"caption"}; `first_frame_conditions`
-adds "frames" (N, T, H, W, 3) uint8 with frame 0 given; `generate(params,
+adds "frames" (N, T, H, W, 3) uint8 with frame 0 given, `given_frames_conditions`
+the frames a mode keeps from given clips (`jaxgen sample --frames`); `generate(params,
 conditions, rng, mode=, keyframe_every=, sampler=, num_steps=,
 guidance_scale=)` -> {"video": uint8 (N, T, H, W, 3)}, one scan per chunk of
 prompts for every mode; `save_samples` writes a captioned GIF/MP4 grid and
@@ -261,6 +262,11 @@ class TextToVideoTask(GenerativeTask):
     frames[:, 0] = image
     return dict(conditions, frames=frames)
 
+  def given_frames_conditions(self, clips, names, prompts, *, mode, keyframe_every=None):
+    """{"caption", "frames"}: `given_frames` of each prompt's clip (`jaxgen sample --frames`)."""
+    frames = given_frames(self, clips, names, len(prompts), mode, keyframe_every)
+    return dict(self.conditions(prompts), frames=frames)
+
   def check_options(self, options: Mapping[str, Any]) -> None:
     self.sampling_options(
       options.get("sampler"), options.get("num_steps"), options.get("guidance_scale")
@@ -428,6 +434,39 @@ def generation_inputs(
   known_mask = vc.frame_mask(mode, task.frames, keyframe_every if mode == "keyframes" else None)
   known = video_samples.known_frames(frames, mode, len(captions), task.frames, task.resolution)
   return captions, known, np.broadcast_to(known_mask, (len(captions), task.frames))
+
+
+def given_frames(
+  task: TextToVideoTask,
+  clips: Sequence[np.ndarray],
+  names: Sequence[str],
+  count: int,
+  mode: str,
+  keyframe_every: int | None = None,
+) -> np.ndarray:
+  """uint8 (count, T, H, W, 3): of clip i (uint8 (L, H, W, 3), `names[i]` in errors) the frames
+  `mode` gives, zeros elsewhere: frame 0 for "first_frame", frames 0, k, 2k, ... for
+  "keyframes" (k: `keyframe_every`, None: `sample.keyframe_every`, as `generate` reads it).
+
+  A clip is a whole clip or only its given frames (`video_samples.place_given_frames`).
+  """
+  if vc.check_mode(mode) == "text":
+    raise vc.VideoModeError(
+      "mode", "'text' generates every frame; expected 'first_frame' or 'keyframes' to give frames"
+    )
+  if len(clips) != count or len(names) != count:
+    raise video_samples.GivenFramesError(
+      f"clips, names: expected one clip and name per prompt ({count}), found {len(clips)} "
+      f"clips and {len(names)} names"
+    )
+  spacing = (keyframe_every or task.config.sample.keyframe_every) if mode == "keyframes" else None
+  known = vc.frame_mask(mode, task.frames, spacing)
+  return np.stack(
+    [
+      video_samples.place_given_frames(clip, known, task.resolution, name)
+      for clip, name in zip(clips, names)
+    ]
+  )
 
 
 def evaluate(

@@ -24,24 +24,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.diffusion.samplers import SamplingOptionError
+
 MODES = ("text", "first_frame", "keyframes")
 MASKED_FRAME_CHANNELS = 3  # the known frames' RGB
 MASK_CHANNELS = 1
 EXTRA_CHANNELS = MASKED_FRAME_CHANNELS + MASK_CHANNELS
 
 
-class VideoModeError(ValueError):
-  """An unknown conditioning mode, or a mode without the frames it needs."""
+class VideoModeError(SamplingOptionError):
+  """An unknown conditioning mode, or a mode without the frames it needs.
+
+  A `SamplingOptionError` whose `option` is "mode" (or the config key), so
+  `jaxgen sample` names the flag that set it.
+  """
 
 
-class KeyframeSpecError(ValueError):
-  """A keyframe spacing no clip of this length can use."""
+class KeyframeSpecError(SamplingOptionError):
+  """A keyframe spacing no clip of this length can use (`option`: "keyframe_every" or the key)."""
 
 
 def check_mode(mode) -> str:
   """`mode` if it is one of MODES, else a VideoModeError."""
   if mode not in MODES:
-    raise VideoModeError(f"mode: expected one of {MODES}, found {mode!r}")
+    raise VideoModeError("mode", f"expected one of {MODES}, found {mode!r}")
   return mode
 
 
@@ -49,12 +55,13 @@ def check_keyframe_every(keyframe_every, frames: int, name: str = "keyframe_ever
   """A spacing k in [2, frames - 1]: keyframes 0, k, 2k, ... leave frames between them."""
   if isinstance(keyframe_every, bool) or not isinstance(keyframe_every, (int, np.integer)):
     raise KeyframeSpecError(
-      f"{name}: expected an integer spacing of keyframes, found {keyframe_every!r}"
+      name, f"expected an integer spacing of keyframes, found {keyframe_every!r}"
     )
   if not 2 <= keyframe_every <= frames - 1:
     raise KeyframeSpecError(
-      f"{name}: expected a spacing in [2, {frames - 1}] for clips of {frames} frames (keyframes "
-      f"0, k, 2k, ... with frames to generate between them), found {keyframe_every}"
+      name,
+      f"expected a spacing in [2, {frames - 1}] for clips of {frames} frames (keyframes "
+      f"0, k, 2k, ... with frames to generate between them), found {keyframe_every}",
     )
   return int(keyframe_every)
 
@@ -86,11 +93,11 @@ def check_mode_probabilities(probabilities: Sequence[float]) -> np.ndarray:
   p = np.asarray(probabilities, np.float64)
   if p.shape != (len(MODES),) or not np.all(np.isfinite(p)) or np.any(p < 0):
     raise VideoModeError(
-      f"modes.probabilities: expected {len(MODES)} non-negative numbers for {MODES}, "
-      f"found {tuple(probabilities)!r}"
+      "modes.probabilities",
+      f"expected {len(MODES)} non-negative numbers for {MODES}, found {tuple(probabilities)!r}",
     )
   if not np.isclose(p.sum(), 1.0):
-    raise VideoModeError(f"modes.probabilities: expected a sum of 1, found {p.sum():.4f}")
+    raise VideoModeError("modes.probabilities", f"expected a sum of 1, found {p.sum():.4f}")
   return p.astype(np.float32)
 
 

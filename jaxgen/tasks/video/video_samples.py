@@ -36,6 +36,10 @@ class VideoArrayError(ValueError):
   """Video arrays (a batch, given frames) of the wrong shape or dtype."""
 
 
+class GivenFramesError(ValueError):
+  """A --frames clip the video model cannot take its given frames from (count, size, dtype)."""
+
+
 def check_videos(videos, frames: int, resolution: int, name: str) -> None:
   """Named error unless `videos` is uint8 (N, frames, resolution, resolution, 3)."""
   videos = np.asarray(videos)
@@ -66,6 +70,39 @@ def check_first_frame(image, resolution: int, name: str) -> np.ndarray:
   return image
 
 
+def place_given_frames(clip, known: np.ndarray, resolution: int, name: str) -> np.ndarray:
+  """uint8 (T, r, r, 3): `clip`'s frames where the (T,) mask `known` is 1, zeros elsewhere.
+
+  `clip` (uint8 (L, r, r, 3)) is either a whole clip, L >= T (its first T
+  frames; only the known ones are read), or just the known frames in order
+  (frame 0 for a first frame; frames 0, k, 2k, ... for keyframes).
+  """
+  clip = np.asarray(clip)
+  length, positions = len(known), np.flatnonzero(known)
+  if clip.dtype != np.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
+    raise GivenFramesError(
+      f"--frames {name!r}: expected 8-bit RGB frames (L, {resolution}, {resolution}, 3), found "
+      f"{clip.dtype} {clip.shape}"
+    )
+  if clip.shape[1:3] != (resolution, resolution):
+    raise GivenFramesError(
+      f"--frames {name!r}: expected {resolution}x{resolution} pixels (the run's resolution), "
+      f"found {clip.shape[2]}x{clip.shape[1]}"
+    )
+  if len(clip) >= length:
+    given = clip[:length][positions]
+  elif len(clip) == len(positions):
+    given = clip
+  else:
+    raise GivenFramesError(
+      f"--frames {name!r}: expected a whole clip (at least {length} frames) or only the "
+      f"{len(positions)} given frames (frames {positions.tolist()}), found {len(clip)} frames"
+    )
+  frames = np.zeros((length, resolution, resolution, 3), np.uint8)
+  frames[positions] = given
+  return frames
+
+
 def known_frames(frames, mode: str, count: int, length: int, resolution: int) -> np.ndarray:
   """float32 (count, length, H, W, 3) in [-1, 1]: the given frames (zeros for mode "text")."""
   if mode == "text":
@@ -77,8 +114,9 @@ def known_frames(frames, mode: str, count: int, length: int, resolution: int) ->
     return np.zeros((count, length, resolution, resolution, 3), np.float32)
   if frames is None:
     raise VideoModeError(
-      f"mode: {mode!r} starts from given frames; expected conditions['frames'] (N, {length}, "
-      f"{resolution}, {resolution}, 3) uint8, found none"
+      "mode",
+      f"{mode!r} starts from given frames; expected conditions['frames'] (N, {length}, "
+      f"{resolution}, {resolution}, 3) uint8, found none",
     )
   check_videos(frames, length, resolution, "conditions['frames']")
   if len(frames) != count:
