@@ -14,7 +14,7 @@ num_steps, guidance_scale, sampler; `rerank=N` draws N candidates per caption
 and keeps the one the `--clip-run` contrastive model scores highest). The
 extra columns come from the run directory: parameters of the generator (the
 prior, or the GAN's generator; `with tokenizer` adds the VQGAN / autoencoder
-and text encoders it samples through), training steps, and the median
+and the DAMSM encoders it samples through), training steps, and the median
 training steps/s the trainer logged. `--grid` writes a PNG of the first 8
 captions: one row per method.
 """
@@ -69,12 +69,11 @@ def generation_params(task, params):
 
 
 def frozen_parts(task) -> list:
-  """The trained models a run samples through besides its own params (tokenizer, encoders)."""
-  return [
-    getattr(task, name)
-    for name in ("vq_params", "autoencoder_params", "encoder_params")
-    if getattr(task, name, None) is not None
-  ]
+  """The trained models a run samples through besides its own params: the VQGAN of a token
+  prior, the autoencoder of latent diffusion, the DAMSM text encoder of a text GAN."""
+  autoencoder = getattr(task, "autoencoder", None)
+  parts = [getattr(task, "vq_params", None), getattr(task, "damsm_params", None)]
+  return [p for p in parts + [getattr(autoencoder, "params", None)] if p is not None]
 
 
 def method(task, params, options: dict, clip, batch_size: int) -> caption_table.Generator:

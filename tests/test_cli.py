@@ -38,6 +38,8 @@ NEEDS_RUN = {
   "dalle_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
   "vq_diffusion_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
   "maskgit_shapes.py": ("vq.workdir", "vqgan_shapes.py"),
+  "stackgan_shapes.py": ("damsm.workdir", "damsm_shapes.py"),
+  "attngan_shapes.py": ("damsm.workdir", "damsm_shapes.py"),
 }
 
 

@@ -32,6 +32,18 @@ _TINY_TALKING_HEADS = [
 ]
 _TINY_DANCE_DATA = ["data.num_examples=2", "data.seconds=3.0", "data.sample_rate=10240"]
 
+_TINY_TEXT_GAN = [
+  "data.resolution=16",
+  "data.num_train_examples=16",
+  "model.condition_dim=4",
+  "model.z_dim=4",
+  "model.gf_dim=8",
+  "model.df_dim=4",
+  "model.base_size=8",
+  "train.sample_every=0",
+  "eval.num_examples=8",
+]
+
 TINY_TEXT_TO_IMAGE = [
   "data.resolution=16",
   "data.num_train_examples=64",
@@ -117,6 +129,20 @@ TINY = {
     "train.sample_every=0",
     "eval.num_examples=32",
   ],
+  "damsm_shapes.py": _RUN
+  + [
+    "data.resolution=16",
+    "data.num_train_examples=16",
+    "damsm.word_dim=8",
+    "damsm.embed_dim=8",
+    "damsm.cnn_channels=(8, 8)",
+    "train.sample_every=0",
+    "eval.num_examples=8",
+    "eval.group_size=8",
+  ],
+  # damsm.workdir=<a run of the tiny damsm_shapes.py> comes with them: two stages, 8×8 then 16×16.
+  "stackgan_shapes.py": _RUN + _TINY_TEXT_GAN,
+  "attngan_shapes.py": _RUN + _TINY_TEXT_GAN,
   # vq.workdir=<a run of the tiny vqgan_shapes.py> comes with the token priors: 4×4 codes of 16.
   "dalle_shapes.py": _RUN
   + [
