@@ -191,11 +191,12 @@ def random_batch(
   )
 
 
-def logged_scalars(run_dir: str, tag: str) -> list[float]:
-  """Values of one scalar in a run's TensorBoard event files (TFRecord framing, read directly)."""
+def logged_series(run_dir: str, tag: str) -> list[tuple[int, float]]:
+  """(step, value) of one scalar in a run's TensorBoard event files (TFRecord framing, read
+  directly), in file order."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
 
-  values = []
+  series = []
   for path in sorted(
     glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True)
   ):
@@ -207,8 +208,19 @@ def logged_scalars(run_dir: str, tag: str) -> list[float]:
       record = data[offset + 12 : offset + 12 + length]
       offset += 12 + length + 4  # length, its crc, the record, its crc
       event = event_pb2.Event.FromString(record)
-      values += [v.simple_value for v in event.summary.value if v.tag == tag]
-  return values
+      series += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+  return series
+
+
+def logged_scalars(run_dir: str, tag: str) -> list[float]:
+  """Values of one scalar in a run's TensorBoard event files."""
+  return [value for _, value in logged_series(run_dir, tag)]
+
+
+def logged_at(run_dir: str, tag: str, step: int) -> float | None:
+  """The last value of a scalar logged at or before `step` (e.g. cpu_minutes at a checkpoint)."""
+  values = [value for at, value in logged_series(run_dir, tag) if at <= step]
+  return values[-1] if values else None
 
 
 def train_rate(run_dir: str) -> float | None:

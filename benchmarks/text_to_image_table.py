@@ -14,8 +14,9 @@ num_steps, guidance_scale, sampler; `rerank=N` draws N candidates per caption
 and keeps the one the `--clip-run` contrastive model scores highest). The
 extra columns come from the run directory: parameters of the generator (the
 prior, or the GAN's generator; `with tokenizer` adds the VQGAN / autoencoder
-and the DAMSM encoders it samples through), training steps, and the median
-training steps/s the trainer logged. `--grid` writes a PNG of the first 8
+and the DAMSM encoders it samples through), training steps of the checkpoint,
+the process CPU minutes the trainer logged by then, and the median training
+steps/s it logged. `--grid` writes a PNG of the first 8
 captions: one row per method.
 """
 
@@ -142,7 +143,9 @@ def main(argv=None) -> list[dict]:
       rng,
       diversity_captions=args.diversity_captions,
       samples_per_caption=args.samples_per_caption,
+      warmup=args.batch_size,
     )
+    step = _common.checkpoint_step(run_dir)
     own = _common.parameter_count(generation_params(task, params))
     extra = sum(_common.parameter_count(p) for p in frozen_parts(task))
     rows.append(
@@ -150,7 +153,8 @@ def main(argv=None) -> list[dict]:
         row.as_dict(),
         parameters=own,
         with_tokenizer=own + extra,
-        train_steps=_common.checkpoint_step(run_dir),
+        train_steps=step,
+        train_cpu_minutes=_common.logged_at(run_dir, "cpu_minutes", step),
         train_steps_per_sec=_common.train_rate(run_dir),
       )
     )

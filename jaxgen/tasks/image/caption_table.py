@@ -26,7 +26,7 @@ Columns:
 - `pairwise L1`: the mean absolute pixel difference (in [0, 1]) between those
   k samples, averaged over pairs and captions;
 - `s per image`: wall time of generating the N held-out images after a
-  warm-up call of the same batch size (compilation), divided by N.
+  warm-up call on one chunk (compilation), divided by N.
 """
 
 from __future__ import annotations
@@ -117,10 +117,14 @@ def diversity(samples: np.ndarray) -> tuple[float, float]:
 
 
 def timed_samples(
-  generate: Generator, captions: Sequence[str], rng: jax.Array
+  generate: Generator, captions: Sequence[str], rng: jax.Array, warmup: int | None = None
 ) -> tuple[np.ndarray, float]:
-  """(images, seconds per image) of `generate` after one warm-up call on the same captions."""
-  generate(captions, rng)  # compiles every program the timed call will use
+  """(images, seconds per image) of `generate` after one warm-up call.
+
+  The warm-up call gets the first `warmup` captions (None: all of them); a
+  generator that runs fixed-size chunks compiles its one program on a chunk.
+  """
+  generate(list(captions[:warmup]), rng)  # compiles the programs the timed call will use
   start = time.perf_counter()
   images = np.asarray(generate(captions, rng))
   return images, (time.perf_counter() - start) / len(captions)
@@ -134,9 +138,10 @@ def score_method(
   *,
   diversity_captions: int = 16,
   samples_per_caption: int = 4,
+  warmup: int | None = None,
 ) -> tuple[TableRow, np.ndarray]:
-  """(its table row, its images for `captions`) of one method."""
-  images, seconds = timed_samples(generate, captions, rng)
+  """(its table row, its images for `captions`) of one method (`warmup`: see `timed_samples`)."""
+  images, seconds = timed_samples(generate, captions, rng, warmup)
   check_images(name, images, len(captions))
   few = list(captions[:diversity_captions])
   repeated = [c for c in few for _ in range(samples_per_caption)]
