@@ -127,7 +127,7 @@ def main(argv=None) -> list[dict]:
   clip = load_run(args.clip_run) if args.clip_run else None
 
   rng = jax.random.PRNGKey(args.seed)
-  loaded, rows, pictures, held_out = {}, [], [], None
+  loaded, rows, pictures, held_out, first = {}, [], [], None, None
   for label, run_dir in runs:
     if run_dir not in loaded:
       loaded[run_dir] = load_run(run_dir)
@@ -159,8 +159,9 @@ def main(argv=None) -> list[dict]:
       )
     )
     pictures.append((label, images[:8]))
+    first = first or (label, images)  # the shuffled-caption row re-judges its samples
     print(_common.markdown_table(rows[-1:]), flush=True)
-  references = caption_table.reference_rows(held_out["image"], captions, pictures[0])
+  references = caption_table.reference_rows(held_out["image"], captions, first)
   rows = [r.as_dict() for r in references[:1]] + rows + [r.as_dict() for r in references[1:]]
   table = _common.markdown_table(rows)
   print(f"\n{len(captions)} held-out captions; {_common.machine_line()}\n\n{table}")

@@ -81,7 +81,7 @@ def tiny_run(tmp_path_factory):
 def test_benchmark_scores_one_run_under_two_labels_and_writes_table_and_grid(tiny_run, tmp_path):
   out = str(tmp_path / "table.json")
   argv = ["--run", f"two-steps={tiny_run}", "--run", f"one-step={tiny_run}"]
-  argv += ["--option", "one-step:num_steps=1", "--num-examples", "8", "--batch-size", "8"]
+  argv += ["--option", "one-step:num_steps=1", "--num-examples", "12", "--batch-size", "8"]
   argv += ["--diversity-captions", "2", "--samples-per-caption", "2"]
   rows = text_to_image_table.main(argv + ["--out", out, "--grid", str(tmp_path / "grid.png")])
   names = [r["method"] for r in rows]
