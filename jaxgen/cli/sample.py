@@ -274,7 +274,8 @@ def sampler_options(args: argparse.Namespace, spec, task_name: str) -> dict:
 
   options = {}
   for flag, name in GENERATE_OPTIONS.items():
-    value = getattr(args, flag[2:].replace("-", "_"))
+    # Commands that share this (eval-motion) do not define every flag.
+    value = getattr(args, flag[2:].replace("-", "_"), None)
     if value is None:
       continue
     if name not in spec.options:
