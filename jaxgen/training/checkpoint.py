@@ -233,11 +233,30 @@ class _AbandonedReadsFilter:
     self.wrapped(unraisable)
 
 
+class _AbandonedReadsLogFilter(logging.Filter):
+  """Drops asyncio's "exception was never retrieved" for the reads a failed restore abandons.
+
+  asyncio logs it when the abandoned future is collected, which can happen on
+  orbax's loop thread after the restore has returned and the loggers are live again.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (
+      "never retrieved" in str(record.msg)
+      and "Encountered error while reading array index" in str(error)
+    )
+
+
+_ABANDONED_READS_LOG_FILTER = _AbandonedReadsLogFilter()
+
+
 @contextlib.contextmanager
 def _quiet_libraries():
   """Mutes the libraries' loggers and stray thread tracebacks while a step is read."""
   if not isinstance(sys.unraisablehook, _AbandonedReadsFilter):
     sys.unraisablehook = _AbandonedReadsFilter(sys.unraisablehook)  # stays: errors come later
+  logging.getLogger("asyncio").addFilter(_ABANDONED_READS_LOG_FILTER)  # stays, likewise
   loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
   disabled = [logger.disabled for logger in loggers]
   thread_hook = threading.excepthook
