@@ -37,6 +37,8 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
+from jaxgen.metrics import baselines
+
 
 class DanceTableError(ValueError):
   """Arrays the comparison table cannot score (shapes, genres or lengths that do not fit)."""
@@ -47,12 +49,9 @@ class DanceTableError(ValueError):
 
 def mismatched_pairing(num_tracks: int) -> np.ndarray:
   """(n,) index of the track whose beats dance i is scored against: (i + 1) mod n."""
-  if not isinstance(num_tracks, (int, np.integer)) or num_tracks < 2:
-    raise DanceTableError(
-      f"num_tracks: mismatched music needs at least 2 tracks (each dance scored against "
-      f"another's beats), found {num_tracks!r}"
-    )
-  return (np.arange(num_tracks) + 1) % num_tracks
+  return baselines.mismatched_pairing(
+    num_tracks, argument="num_tracks", unit="tracks", error=DanceTableError
+  )
 
 
 def retrieval_indices(test_genres: np.ndarray, pool_genres: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ import jax
 import numpy as np
 
 from jaxgen.data import judge
+from jaxgen.metrics import baselines
 
 ACCURACY_COLUMNS = ("colour", "position", "size", "shape", "all")
 # Two samples "differ" when their mean absolute pixel difference exceeds 2% of the range:
@@ -87,11 +88,9 @@ def judged_accuracy(images: np.ndarray, captions: Sequence[str]) -> dict[str, fl
 
 def shuffled_pairing(num_captions: int) -> np.ndarray:
   """(n,) index of the caption whose samples caption i is judged with: (i + 1) mod n."""
-  if not isinstance(num_captions, (int, np.integer)) or num_captions < 2:
-    raise CaptionTableError(
-      f"num_captions: the shuffled-caption row needs at least 2 captions, found {num_captions!r}"
-    )
-  return (np.arange(num_captions) + 1) % num_captions
+  return baselines.mismatched_pairing(
+    num_captions, argument="num_captions", unit="captions", error=CaptionTableError
+  )
 
 
 def diversity(samples: np.ndarray) -> tuple[float, float]:

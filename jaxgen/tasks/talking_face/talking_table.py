@@ -44,7 +44,7 @@ import jax
 import numpy as np
 
 from jaxgen.data import face_render
-from jaxgen.metrics import talking_face
+from jaxgen.metrics import baselines, talking_face
 from jaxgen.tasks.talking_face import talking_samples
 from jaxgen.tasks.talking_face.talking_data import FPS, TalkingClips
 
@@ -83,12 +83,9 @@ class TableRow:
 
 def shuffled_pairing(num_clips: int) -> np.ndarray:
   """(n,) index of the clip whose speech clip i is given: (i + 1) mod n, never its own."""
-  if not isinstance(num_clips, (int, np.integer)) or num_clips < 2:
-    raise TalkingTableError(
-      f"num_clips: the shuffled-audio baseline needs at least 2 clips (each dubbed with "
-      f"another clip's speech), found {num_clips!r}"
-    )
-  return (np.arange(num_clips) + 1) % num_clips
+  return baselines.mismatched_pairing(
+    num_clips, argument="num_clips", unit="clips", error=TalkingTableError
+  )
 
 
 def static_videos(clips: TalkingClips) -> np.ndarray:
