@@ -208,6 +208,7 @@ class DalleTask(TokenPriorTask):
 
   dependent_runs = ("vq.workdir", "rerank.workdir")
   samplers = (SAMPLER,)
+  guidance_setting = "dalle.caption_dropout"
   # One sampler and a fixed step count: only the guidance scale is a command-line choice.
   sample_spec = SampleSpec("grid.png", (".png",), ("guidance_scale",))
   rerank_scorer = staticmethod(rerank_scorer)
@@ -225,14 +226,17 @@ class DalleTask(TokenPriorTask):
     self.model = dalle_model.DalleTransformer(self.model_config)
     # Read once: the compiled sampler bakes them in, so later config edits must not apply.
     self.token_options = token_options(config.sample)
-    # With caption dropout the empty caption is learned and every sample is guided.
-    self.guided = self.model_config.caption_dropout > 0
     check_num_candidates(config.rerank.num_candidates, "rerank.num_candidates")
     try:  # the config's defaults, named before anything compiles
       self.sampling_options(None, None, None)
     except SamplingOptionError as e:
       key = SAMPLE_KEYS[e.option]
       raise DalleTaskConfigError(f"sample.{key}: {str(e).removeprefix(e.option + ': ')}") from e
+
+  @property
+  def guided(self) -> bool:
+    """With caption dropout the empty caption is learned and every sample is guided."""
+    return self.model_config.caption_dropout > 0
 
   # -- model ---------------------------------------------------------------
 
@@ -277,12 +281,6 @@ class DalleTask(TokenPriorTask):
         "num_steps",
         f"the autoregressive sampler draws one code per step: expected {steps} "
         f"(the {rows}x{cols} token grid) or None, found {num_steps}",
-      )
-    if not self.guided and guidance_scale != 1.0:
-      raise SamplingOptionError(
-        "guidance_scale",
-        "expected 1.0: this run trained with dalle.caption_dropout=0, so it has no empty "
-        f"caption to guide against; found {guidance_scale}",
       )
     return sampler, num_steps, guidance_scale
 

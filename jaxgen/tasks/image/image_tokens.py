@@ -116,13 +116,15 @@ def check_code_batch(
 class TokenPriorTask(CaptionedImageTask):
   """A caption-conditioned prior over the codes of a `vqgan` run (see module docstring).
 
-  Subclasses set `samplers` (the names `sample.sampler` may take) and write
-  `init`, `loss` and `sample_codes`. A relative `vq.workdir` is made
-  absolute in `config` when the task is built.
+  Subclasses set `samplers` (the names `sample.sampler` may take) and
+  `guidance_setting` (the config key that trains the unconditional model
+  guidance needs), and write `guided`, `init`, `loss` and `sample_codes`. A
+  relative `vq.workdir` is made absolute in `config` when the task is built.
   """
 
   dependent_runs = ("vq.workdir",)
   samplers: ClassVar[tuple[str, ...]] = ()
+  guidance_setting: ClassVar[str] = ""
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -142,6 +144,12 @@ class TokenPriorTask(CaptionedImageTask):
   @property
   def num_codes(self) -> int:
     return self.vq_task.num_codes
+
+  @property
+  def guided(self) -> bool:
+    """Whether training learned the unconditional model (a dropped or null caption) that
+    classifier-free guidance pushes away from."""
+    raise NotImplementedError
 
   # -- data --------------------------------------------------------------
 
@@ -226,6 +234,12 @@ class TokenPriorTask(CaptionedImageTask):
     if not np.isfinite(guidance_scale) or guidance_scale < 0:
       raise SamplingOptionError(
         "guidance_scale", f"expected a finite number >= 0, found {guidance_scale!r}"
+      )
+    if not self.guided and guidance_scale != 1.0:
+      raise SamplingOptionError(
+        "guidance_scale",
+        f"expected 1: this run trained with {self.guidance_setting} off, so it has no "
+        f"unconditional model to guide against; found {guidance_scale!r}",
       )
     return sampler, num_steps, float(guidance_scale)
 

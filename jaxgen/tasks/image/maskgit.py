@@ -36,7 +36,6 @@ import jax
 import ml_collections
 
 from jaxgen.diffusion import masked_decoding
-from jaxgen.diffusion.samplers import SamplingOptionError
 from jaxgen.models import maskgit as maskgit_model
 from jaxgen.models.maskgit import (
   MaskGITConfig,
@@ -117,6 +116,7 @@ class MaskGITTask(TokenPriorTask):
   """The `maskgit` task: a caption-conditioned MaskGIT over a `vqgan` run's codes."""
 
   samplers = (SAMPLER,)
+  guidance_setting = "loss.caption_dropout"
 
   def __init__(self, config: ml_collections.ConfigDict):
     check_config(config)
@@ -160,21 +160,6 @@ class MaskGITTask(TokenPriorTask):
     }
 
   # -- sampling ------------------------------------------------------------
-
-  def sampling_options(
-    self, sampler: str | None, num_steps: int | None, guidance_scale: float | None
-  ) -> tuple[str, int, float]:
-    """The base's checks, and guidance only for a run trained with caption dropout."""
-    sampler, num_steps, guidance_scale = super().sampling_options(
-      sampler, num_steps, guidance_scale
-    )
-    if not self.guided and guidance_scale != 1.0:
-      raise SamplingOptionError(
-        "guidance_scale",
-        "expected 1: this run was trained without caption dropout (loss.caption_dropout=0), "
-        f"so it has no null caption to guide against; found {guidance_scale!r}",
-      )
-    return sampler, num_steps, guidance_scale
 
   def code_logits_fn(self, params, tokens: jax.Array, mask: jax.Array, guidance_scale):
     """`codes (B, N) -> logits (B, N, K)` over the K codes, guided when the run allows it

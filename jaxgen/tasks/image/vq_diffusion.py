@@ -142,6 +142,7 @@ class VQDiffusionTask(TokenPriorTask):
   """
 
   samplers = (SAMPLER,)
+  guidance_setting = "model.learned_null_text"
 
   def __init__(self, config: ml_collections.ConfigDict):
     check_config(config)
@@ -166,6 +167,11 @@ class VQDiffusionTask(TokenPriorTask):
   @property
   def num_tokens(self) -> int:
     return self.model_config.num_tokens
+
+  @property
+  def guided(self) -> bool:
+    """A learned null text is the unconditional model guidance pushes away from."""
+    return self.model_config.learned_null_text
 
   # -- model -------------------------------------------------------------
 
@@ -232,16 +238,11 @@ class VQDiffusionTask(TokenPriorTask):
   def sampling_options(
     self, sampler: str | None, num_steps: int | None, guidance_scale: float | None
   ) -> tuple[str, int, float]:
-    """The base checks, then: num_steps reachable by skipping; guidance only with a null text."""
+    """The base checks, then: num_steps reachable by skipping."""
     sampler, num_steps, guidance_scale = super().sampling_options(
       sampler, num_steps, guidance_scale
     )
     skip_step_for(self.config.diffusion.num_timesteps, num_steps)
-    if guidance_scale != 1.0 and not self.config.model.learned_null_text:
-      raise SamplingOptionError(
-        "guidance_scale",
-        f"expected 1 (no guidance): model.learned_null_text is False, found {guidance_scale}",
-      )
     return sampler, num_steps, guidance_scale
 
   def sample_codes(
@@ -258,13 +259,12 @@ class VQDiffusionTask(TokenPriorTask):
     """Codes (B, h, w) int32: `num_steps` reverse steps from the all-mask grid, one scan."""
     del sampler  # the only one: checked by `sampling_options`
     s = self.config.sample
-    guided = self.model_config.learned_null_text
     fn = x0_logits_fn(
       self.model,
       params["model"],
       tokens,
       jnp.asarray(mask, bool),
-      guidance_scale if guided else None,
+      guidance_scale if self.guided else None,
     )
     codes = discrete.sample(
       self.schedule,
