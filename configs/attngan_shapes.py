@@ -1,6 +1,6 @@
 """AttnGAN on the built-in captioned shapes: two branches, 16×16 then 32×32 with word attention.
 
-StackGAN++'s tree (`stackgan_shapes.py`) with AttnGAN's changes: the second
+StackGAN++'s tree and settings (`stackgan_shapes.py`, built on here) with AttnGAN's changes: the second
 branch attends from every pixel over the caption's word features of a frozen
 DAMSM (`damsm.workdir`, a run of `configs/damsm_shapes.py`), the
 discriminators are conditioned on its sentence feature, and the generator
@@ -19,40 +19,11 @@ Launch:
 
 import ml_collections
 
+from jaxgen.configs import stackgan_shapes
+
 
 def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = stackgan_shapes.get_config()
   c.task = "attngan"
-  c.seed = 0
-  c.mesh_shape = None
-
-  c.data = dict(kind="shapes", resolution=32, num_train_examples=20_000, seed=0)
-  c.damsm = dict(workdir="runs/damsm_shapes")  # a run of configs/damsm_shapes.py
-  # text_dim is the DAMSM's embed_dim. The last stage draws base_size · 2^(num_stages − 1) pixels.
-  c.model = dict(
-    condition_dim=32, z_dim=32, gf_dim=32, df_dim=16, num_residual=1, num_stages=2, base_size=16
-  )
   c.loss = dict(damsm_weight=5.0, kl_weight=1.0)
-  c.optim = dict(
-    learning_rate=5e-4,
-    warmup_steps=0,
-    weight_decay=0.0,
-    b1=0.5,
-    b2=0.999,
-    eps=1e-8,
-    grad_clip_norm=0.0,
-    decay="constant",
-  )
-  c.train = dict(
-    batch_size=24,
-    num_steps=3000,
-    max_minutes=15.0,
-    log_every=50,
-    sample_every=500,
-    ema_decay=0.999,  # AttnGAN's avg_param_G
-    ema_warmup=10,
-    max_consecutive_skips=10,
-  )
-  c.checkpoint = dict(save_every=500, keep=2)
-  c.eval = dict(num_examples=256)
   return c
