@@ -1,9 +1,12 @@
 """Prompt handling and output for the caption-conditioned image tasks.
 
 `CaptionedImageTask` is the `GenerativeTask` side of `TextToImageTask` (and
-so `LatentDiffusionTask`) and `SDFinetuneTask`: conditions, option checks,
-chunked generation and the captioned PNG grid, over the functions below
-(prompt checks, chunked sampling into uint8 images, the grid).
+so `LatentDiffusionTask`), the token priors, the text GANs and
+`SDFinetuneTask`: conditions, option checks, chunked generation and the
+captioned PNG grid, over the functions below (prompt checks, chunked
+sampling into uint8 images, the grid). `CaptionedDataTask` adds what every
+task on the built-in captioned data shares: held-out captions, the judge,
+the preview.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from jaxgen.data import judge as shapes_judge
 from jaxgen.data.chunks import map_padded_chunks
 from jaxgen.data.images import to_uint8
 from jaxgen.render.grid import make_grid, save_png
+from jaxgen.tasks.image import captioned_data
 from jaxgen.training.task import GenerativeTask, PromptError, SampleSpec, check_prompts
 
 # (tokens, mask, rng) -> [-1, 1] images: one compiled program per chunk of prompts.
@@ -154,3 +159,34 @@ class CaptionedImageTask(GenerativeTask):
     return save_captioned_grid(
       path, samples["image"], conditions["caption"], scale=scale, ncols=ncols
     )
+
+
+class CaptionedDataTask(CaptionedImageTask):
+  """A `CaptionedImageTask` trained on jaxgen's built-in captioned data (`captioned_data`):
+  held-out captions, the shapes judge's evaluation and a preview grid of held-out captions."""
+
+  def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
+    """Held-out captioned images (combinations never seen in training)."""
+    return captioned_data.held_out_split(self.config.data, num_examples)
+
+  def evaluate(
+    self, params, rng: jax.Array, *, num_examples: int | None = None, **options
+  ) -> tuple[dict[str, float], np.ndarray, list[str]]:
+    """The shapes judge's accuracies (colour, position, shape, size, all) on samples for
+    held-out captions, drawn with `generate`'s `options`.
+
+    Returns (accuracies, the uint8 samples judged, their captions).
+    """
+    if captioned_data.data_kind(self.config.data) != "shapes":
+      raise captioned_data.CaptionedDataError(
+        f"data.kind: the judge reads captioned shapes, found {self.config.data.kind!r}"
+      )
+    data = self.eval_split(num_examples or self.config.eval.num_examples)
+    captions = list(data["caption"])
+    images = self.generate(params, self.conditions(captions), rng, **options)["image"]
+    return shapes_judge.judge_images(images, data)["accuracy"], images, captions
+
+  def preview(self, params, rng: jax.Array, num: int = 16) -> np.ndarray:
+    captions = list(self.eval_split(num)["caption"])
+    images = self.generate(params, self.conditions(captions), rng, batch_size=num)["image"]
+    return make_grid(images, captions, scale=3, ncols=8)

@@ -46,12 +46,12 @@ from jaxgen.data import shapes
 from jaxgen.data.chunks import map_padded_chunks
 from jaxgen.models.clip import CLIPConfig, CLIPModel, CLIPVisionConfig, l2_normalize
 from jaxgen.models.clip_text import CLIPTextConfig
-from jaxgen.tasks.image.image_tokens import caption_tokenizer, tokenize_captions
-from jaxgen.tasks.image.text_to_image import (
+from jaxgen.tasks.image.captioned_data import (
   abstract_captioned_batch,
   data_kind,
   make_captioned_split,
 )
+from jaxgen.tasks.image.image_tokens import caption_tokenizer, tokenize_captions
 from jaxgen.training.task import Task, check_prompts
 
 PREVIEW_PAIRS = 8  # images × captions of the preview's similarity matrix

@@ -43,7 +43,7 @@ from jaxgen.data import shapes
 from jaxgen.data.tokenizer import build_caption_tokenizer
 from jaxgen.models import damsm
 from jaxgen.render.grid import make_grid
-from jaxgen.tasks.image.text_to_image import (
+from jaxgen.tasks.image.captioned_data import (
   abstract_captioned_batch,
   captioned_shapes_arrays,
   data_kind,

@@ -11,7 +11,7 @@ trained `vqgan` run (`jaxgen.tasks.image.vqgan`, named by `vq.workdir`):
 the training images of `config.data` (which must be the images the VQGAN
 was trained on: same `kind` and `resolution`) into `train_arrays` {"codes",
 "text_tokens", "text_mask"}, and turns a subclass's code sampler into
-captioned image grids (`CaptionedImageTask`: conditions, chunked generation,
+captioned image grids (`CaptionedDataTask`: conditions, chunked generation,
 `save_samples`). A family subclasses it with `init`, `loss` and
 `sample_codes`, its config holding `text.max_length`, `vq.workdir` and
 `sample.{sampler, num_steps, guidance}`.
@@ -28,14 +28,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgen.data import judge as shapes_judge
 from jaxgen.data.chunks import map_padded_chunks
 from jaxgen.data.images import to_uint8
 from jaxgen.data.tokenizer import CaptionTokenizer, build_caption_tokenizer
 from jaxgen.diffusion.samplers import SamplingOptionError
-from jaxgen.render.grid import make_grid
-from jaxgen.tasks.image.captioned_images import CaptionedImageTask
-from jaxgen.tasks.image.text_to_image import data_kind, make_captioned_split, scene_caption_words
+from jaxgen.tasks.image.captioned_data import data_kind, make_captioned_split, scene_caption_words
+from jaxgen.tasks.image.captioned_images import CaptionedDataTask
 from jaxgen.tasks.image.vqgan import VQGANTask
 from jaxgen.tasks.registry import absolute_dependent_runs, load_run_of
 
@@ -113,7 +111,7 @@ def check_code_batch(
     )
 
 
-class TokenPriorTask(CaptionedImageTask):
+class TokenPriorTask(CaptionedDataTask):
   """A caption-conditioned prior over the codes of a `vqgan` run (see module docstring).
 
   Subclasses set `samplers` (the names `sample.sampler` may take) and
@@ -148,8 +146,8 @@ class TokenPriorTask(CaptionedImageTask):
   @property
   def guided(self) -> bool:
     """Whether training learned the unconditional model (a dropped or null caption) that
-    classifier-free guidance pushes away from."""
-    raise NotImplementedError
+    classifier-free guidance pushes away from; a family that learns one says so."""
+    return False
 
   # -- data --------------------------------------------------------------
 
@@ -174,10 +172,6 @@ class TokenPriorTask(CaptionedImageTask):
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     expected = self.abstract_batch(len(batch.get("codes", ())))
     check_code_batch(batch, expected, self.num_codes)
-
-  def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
-    """Held-out captioned images (combinations never seen in training)."""
-    return make_captioned_split(self.config.data, "test", num_examples, self.config.data.seed + 1)
 
   # -- sampling ----------------------------------------------------------
 
@@ -242,31 +236,3 @@ class TokenPriorTask(CaptionedImageTask):
         f"unconditional model to guide against; found {guidance_scale!r}",
       )
     return sampler, num_steps, float(guidance_scale)
-
-  # -- judging and pictures ------------------------------------------------
-
-  def evaluate(
-    self,
-    params,
-    rng: jax.Array,
-    *,
-    guidance_scale: float | None = None,
-    num_examples: int | None = None,
-  ) -> tuple[dict[str, float], np.ndarray, list[str]]:
-    """The shapes judge's accuracies on samples for held-out captions.
-
-    Returns (accuracies, the uint8 samples judged, their captions).
-    """
-    if data_kind(self.config.data) != "shapes":
-      raise ImageTokenDataError(
-        f"data.kind: the judge reads captioned shapes, found {self.config.data.kind!r}"
-      )
-    data = self.eval_split(num_examples or self.config.eval.num_examples)
-    captions = list(data["caption"])
-    images = self.generate(params, self.conditions(captions), rng, guidance_scale=guidance_scale)
-    return shapes_judge.judge_images(images["image"], data)["accuracy"], images["image"], captions
-
-  def preview(self, params, rng: jax.Array, num: int = 16) -> np.ndarray:
-    captions = list(self.eval_split(num)["caption"])
-    images = self.generate(params, self.conditions(captions), rng, batch_size=num)["image"]
-    return make_grid(images, captions, scale=3, ncols=8)

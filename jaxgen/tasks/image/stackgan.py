@@ -53,24 +53,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgen.data import judge as shapes_judge
 from jaxgen.data import shapes
 from jaxgen.diffusion.samplers import SamplingOptionError
 from jaxgen.models import stackgan
-from jaxgen.render.grid import make_grid
-from jaxgen.tasks.image.captioned_images import CaptionedImageTask
+from jaxgen.tasks.image.captioned_data import abstract_captioned_batch, captioned_shapes_arrays
+from jaxgen.tasks.image.captioned_images import CaptionedDataTask
 from jaxgen.tasks.image.damsm import (
   CaptionFeatures,
   check_min_batch,
   check_same_images,
   load_damsm_run,
   to_model_range,
-)
-from jaxgen.tasks.image.text_to_image import (
-  abstract_captioned_batch,
-  captioned_shapes_arrays,
-  data_kind,
-  make_captioned_split,
 )
 from jaxgen.tasks.registry import absolute_dependent_runs
 from jaxgen.training.task import STATE_UPDATES_KEY, SampleSpec
@@ -134,7 +127,7 @@ def check_arch(arch_class: type, model: ml_collections.ConfigDict, resolution: i
   return arch
 
 
-class DAMSMCaptionedTask(CaptionedImageTask):
+class DAMSMCaptionedTask(CaptionedDataTask):
   """What a text GAN task on a `damsm` run shares: that run, its captions and images, judging.
 
   Generation is one generator pass: `generate` takes no sampler options.
@@ -164,10 +157,6 @@ class DAMSMCaptionedTask(CaptionedImageTask):
     shapes.check_image_batch(batch["image"], self.resolution)
     check_min_batch(batch)
 
-  def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
-    """Held-out captioned images (combinations never seen in training)."""
-    return make_captioned_split(self.config.data, "test", num_examples, self.config.data.seed + 1)
-
   def encode_text(self, tokens: jax.Array, mask: jax.Array) -> CaptionFeatures:
     """The frozen DAMSM text encoder's features (evaluation mode, no gradient to it)."""
     return jax.lax.stop_gradient(self.damsm_task.encode_text(self.damsm_params, tokens, mask))
@@ -188,29 +177,6 @@ class DAMSMCaptionedTask(CaptionedImageTask):
           f"{option}; expected None, found {value!r}",
         )
     return ONE_PASS, 1, 0.0
-
-  # -- judging and pictures ----------------------------------------------------
-
-  def evaluate(
-    self, params, rng: jax.Array, *, num_examples: int | None = None
-  ) -> tuple[dict[str, float], np.ndarray, list[str]]:
-    """The shapes judge's accuracies on samples for held-out captions.
-
-    Returns (accuracies, the uint8 samples judged, their captions).
-    """
-    if data_kind(self.config.data) != "shapes":
-      raise TextGANTaskConfigError(
-        f"data.kind: the judge reads captioned shapes, found {self.config.data.kind!r}"
-      )
-    data = self.eval_split(num_examples or self.config.eval.num_examples)
-    captions = list(data["caption"])
-    images = self.generate(params, self.conditions(captions), rng)["image"]
-    return shapes_judge.judge_images(images, data)["accuracy"], images, captions
-
-  def preview(self, params, rng: jax.Array, num: int = 16) -> np.ndarray:
-    captions = list(self.eval_split(num)["caption"])
-    images = self.generate(params, self.conditions(captions), rng, batch_size=num)["image"]
-    return make_grid(images, captions, scale=3, ncols=8)
 
 
 class StackGANTask(DAMSMCaptionedTask):

@@ -16,55 +16,28 @@ num_steps=, guidance_scale=)` -> {"image": uint8 (N, H, W, 3)};
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgen.data import judge as shapes_judge
-from jaxgen.data import scenes, shapes
+from jaxgen.data import shapes
 from jaxgen.data.tokenizer import build_caption_tokenizer
 from jaxgen.diffusion import gaussian, guidance, samplers, schedules
 from jaxgen.diffusion.samplers import check_sampling_options
 from jaxgen.models.text_conditioned_unet import TextConditionedUNet
 from jaxgen.models.unet_config import UNetConfig
 from jaxgen.nn import precision
-from jaxgen.render.grid import make_grid
 from jaxgen.tasks.image import captioned_images
-
-IMAGE_CHANNELS = shapes.CHANNELS
-DATA_KINDS = ("shapes", "scenes")  # `data.kind`: captioned shapes, or the procedural scenes' photos
-
-
-def data_kind(data: ml_collections.ConfigDict) -> str:
-  """`data.kind` (default "shapes"), checked."""
-  kind = data.get("kind", "shapes")
-  if kind not in DATA_KINDS:
-    raise ValueError(f"data.kind: expected one of {DATA_KINDS}, found {kind!r}")
-  return kind
-
-
-def scene_caption_words() -> list[str]:
-  """Every word of the scenes' captions (`jaxgen.data.scenes`), e.g. "two green trees, a red house
-  and a grey rock on grass by the water under a yellow sun"."""
-  objects = [scenes.LABEL_NAMES[c] for c in scenes.OBJECT_COLOUR_NAMES]
-  return [
-    *("a", "two", "three", "and", ",", "on", "grass", "by", "the", "water", "under"),
-    *scenes.OBJECT_COLOUR_NAMES.values(),
-    *objects,
-    *(name + "s" for name in objects),
-  ]
-
-
-def make_captioned_split(
-  data: ml_collections.ConfigDict, split: str, count: int, seed: int
-) -> dict[str, np.ndarray]:
-  """`count` captioned images ("image", "caption", ...) of `data.kind`'s split."""
-  if data_kind(data) == "scenes":
-    return scenes.make_scenes(split, count, resolution=data.resolution, seed=seed)
-  return shapes.make_split(split, count, resolution=data.resolution, seed=seed)
+from jaxgen.tasks.image.captioned_data import (
+  IMAGE_CHANNELS,
+  abstract_captioned_batch,
+  captioned_shapes_arrays,
+  data_kind,
+  scene_caption_words,
+)
 
 
 def sampling_options(
@@ -226,30 +199,7 @@ def null_text_tokens(batch_size: int, length: int) -> tuple[jax.Array, jax.Array
   return jnp.zeros((batch_size, length), jnp.int32), jnp.ones((batch_size, length), jnp.int32)
 
 
-def captioned_shapes_arrays(
-  data: ml_collections.ConfigDict, tokenize: Callable
-) -> dict[str, np.ndarray]:
-  """Training arrays: uint8 images and their int32 caption tokens + mask."""
-  split = make_captioned_split(data, "train", data.num_train_examples, data.seed)
-  tokens, mask = tokenize(list(split["caption"]))
-  return dict(
-    image=split["image"], text_tokens=tokens.astype(np.int32), text_mask=mask.astype(np.int32)
-  )
-
-
-def abstract_captioned_batch(
-  batch_size: int, resolution: int, text_length: int
-) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes and dtypes of a batch of uint8 RGB images with caption tokens + mask."""
-  r, c, L = resolution, IMAGE_CHANNELS, text_length
-  return dict(
-    image=jax.ShapeDtypeStruct((batch_size, r, r, c), jnp.uint8),
-    text_tokens=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
-    text_mask=jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
-  )
-
-
-class TextToImageTask(captioned_images.CaptionedImageTask):
+class TextToImageTask(captioned_images.CaptionedDataTask):
   """The `text_to_image` task (see module docstring)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -284,10 +234,6 @@ class TextToImageTask(captioned_images.CaptionedImageTask):
   def abstract_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of a training batch, without building the data."""
     return abstract_captioned_batch(batch_size, self.resolution, self.max_text_length)
-
-  def eval_split(self, num_examples: int) -> dict[str, np.ndarray]:
-    """Held-out captions (combinations never seen in training)."""
-    return make_captioned_split(self.config.data, "test", num_examples, self.config.data.seed + 1)
 
   def check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
     """Named errors for batches that do not fit the config, before compiling."""
@@ -367,28 +313,3 @@ class TextToImageTask(captioned_images.CaptionedImageTask):
       guidance_scale=jnp.float32(guidance_scale),
       eta=jnp.float32(self.config.sample.eta),
     )
-
-  # -- judging and pictures --------------------------------------------------
-
-  def evaluate(
-    self,
-    params,
-    rng: jax.Array,
-    *,
-    guidance_scale: float | None = None,
-    num_examples: int | None = None,
-  ) -> tuple[dict[str, float], np.ndarray, list[str]]:
-    """Judge accuracies (colour, position, shape, size, all) on held-out captions.
-
-    Returns (accuracies, the uint8 samples judged, their captions).
-    """
-    data = self.eval_split(num_examples or self.config.eval.num_examples)
-    captions = list(data["caption"])
-    conditions = self.conditions(captions)
-    images = self.generate(params, conditions, rng, guidance_scale=guidance_scale)["image"]
-    return shapes_judge.judge_images(images, data)["accuracy"], images, captions
-
-  def preview(self, params, rng: jax.Array, num: int = 16) -> np.ndarray:
-    captions = list(self.eval_split(num)["caption"])
-    images = self.generate(params, self.conditions(captions), rng, batch_size=num)["image"]
-    return make_grid(images, captions, scale=3, ncols=8)

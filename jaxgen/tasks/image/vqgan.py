@@ -5,7 +5,7 @@ The first stage of the token priors (`jaxgen.tasks.image.image_tokens`): a
 the PatchGAN `jaxgen.models.discriminator.PatchDiscriminator` (`config.disc`),
 one params tree {"vqgan", "disc"}. Images are the captioned images of
 `data.kind` ("shapes", the default, or "scenes"), drawn exactly as the
-text-to-image tasks draw them (`text_to_image.make_captioned_split`), so a
+text-to-image tasks draw them (`captioned_data.make_captioned_split`), so a
 prior trained on these codes sees the same images and captions.
 
 Objective (taming `VQLPIPSWithDiscriminator`, `config.loss`, without LPIPS):
@@ -50,7 +50,7 @@ from jaxgen.metrics import image_quality
 from jaxgen.models import vqgan
 from jaxgen.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from jaxgen.render.grid import make_grid
-from jaxgen.tasks.image.text_to_image import data_kind, make_captioned_split
+from jaxgen.tasks.image.captioned_data import data_kind, make_captioned_split
 from jaxgen.training.task import STATE_UPDATES_KEY, Task
 
 IMAGE_CHANNELS = shapes.CHANNELS

@@ -50,7 +50,7 @@ from jaxgen.models.text_conditioned_unet import TextConditionedUNet
 from jaxgen.models.unet import UNet2DConditionModel
 from jaxgen.models.video_unet import inflate_image_params, temporal_param_mask
 from jaxgen.nn import precision
-from jaxgen.tasks.image import text_to_image
+from jaxgen.tasks.image import captioned_data, text_to_image
 from jaxgen.tasks.image.captioned_images import check_batch_size, conditions_captions
 from jaxgen.tasks.image.text_to_image import TextToImageTask
 from jaxgen.tasks.registry import absolute_dependent_runs, load_run_of
@@ -99,8 +99,8 @@ def video_model(
 
 def caption_words(image_task: TextToImageTask) -> list[str]:
   """Every word of the image run's captions and of the shape videos' captions."""
-  kind = text_to_image.data_kind(image_task.config.data)
-  image_words = text_to_image.scene_caption_words() if kind == "scenes" else None
+  kind = captioned_data.data_kind(image_task.config.data)
+  image_words = captioned_data.scene_caption_words() if kind == "scenes" else None
   image_words = image_words or shapes.caption_vocabulary()
   return sorted(set(image_words) | set(video_shapes.video_caption_vocabulary()))
 
