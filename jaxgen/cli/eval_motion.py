@@ -20,6 +20,7 @@ from jaxgen.cli.sample import (
   add_sampler_arguments,
   check_sampler_values,
   generative_task_class,
+  option_flags,
   sampler_options,
 )
 
@@ -55,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
   from jaxgen.tasks.motion.evaluation import score_run  # pylint: disable=g-import-not-at-top
 
-  scores = score_run(
-    args.run, args.evaluator, num_examples=args.num_examples, seed=args.seed, **options
-  )
+  with option_flags():  # the run's task checks the sampler options' values
+    scores = score_run(
+      args.run, args.evaluator, num_examples=args.num_examples, seed=args.seed, **options
+    )
   text = json.dumps(scores, indent=2)
   print(text)
   if args.out:
