@@ -9,36 +9,16 @@ import pytest
 
 from jaxgen.configuration import apply_overrides, load_config_file
 from jaxgen.data import shapes
+from jaxgen.models import clip as clip_model
 from jaxgen.models.clip_text import clip_pooled_index
 from jaxgen.tasks import registry
 from jaxgen.tasks.image import clip
 from jaxgen.tasks.image.clip import ClipConfigError, ClipInputError, ClipTask
 from jaxgen.training import trainer
 from jaxgen.training.task import PromptError
-from tiny_configs import CONFIGS
+from tiny_configs import CONFIGS, TINY
 
-# The override list for tests/tiny_configs.TINY["clip_shapes.py"] (two steps there).
-TINY_CLIP = [
-  "train.batch_size=8",
-  "train.num_steps=2",
-  "train.log_every=1",
-  "optim.warmup_steps=1",
-  "checkpoint.save_every=2",
-  "train.max_minutes=None",
-  "data.resolution=8",
-  "data.num_train_examples=16",
-  "clip.vision.hidden_size=16",
-  "clip.vision.intermediate_size=32",
-  "clip.vision.num_hidden_layers=1",
-  "clip.vision.num_attention_heads=2",
-  "clip.text.hidden_size=16",
-  "clip.text.intermediate_size=32",
-  "clip.text.num_hidden_layers=1",
-  "clip.text.num_attention_heads=2",
-  "clip.projection_dim=16",
-  "train.sample_every=0",
-  "eval.num_examples=32",
-]
+TINY_CLIP = TINY["clip_shapes.py"]  # the CLI test trains the same tiny CLIP
 STEPS = 4
 
 
@@ -120,7 +100,7 @@ def test_repeated_captions_are_positives():
   tokens = jnp.asarray([[2, 5, 3], [2, 6, 3], [2, 5, 3], [2, 7, 3]])
   positives = clip.same_caption(tokens)
   assert np.asarray(positives).sum() == 6  # the diagonal and the pair (0, 2) both ways
-  loss, metrics = clip.clip_loss(image, text, jnp.float32(10.0), positives)
+  loss, metrics = clip_model.clip_loss(image, text, jnp.float32(10.0), positives)
   logits = 10.0 * np.asarray(image @ text.T, np.float64)
   targets = np.asarray(positives, np.float64) / np.asarray(positives).sum(1, keepdims=True)
 
@@ -130,7 +110,7 @@ def test_repeated_captions_are_positives():
     return -np.mean(np.sum(targets * log_p, axis=1))
 
   np.testing.assert_allclose(float(loss), (soft_ce(logits) + soft_ce(logits.T)) / 2, rtol=1e-5)
-  plain, _ = clip.clip_loss(image, text, jnp.float32(10.0))
+  plain, _ = clip_model.clip_loss(image, text, jnp.float32(10.0))
   assert abs(float(plain) - float(loss)) > 1e-3
 
 

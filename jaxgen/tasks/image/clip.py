@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from jaxgen.data import shapes
 from jaxgen.data.chunks import map_padded_chunks
-from jaxgen.models.clip import CLIPConfig, CLIPModel, CLIPVisionConfig, l2_normalize
+from jaxgen.models.clip import CLIPConfig, CLIPModel, CLIPVisionConfig, clip_loss, l2_normalize
 from jaxgen.models.clip_text import CLIPTextConfig
 from jaxgen.tasks.image.captioned_data import (
   abstract_captioned_batch,
@@ -157,43 +157,6 @@ def to_pixels(images: jax.Array) -> jax.Array:
 def same_caption(tokens: jax.Array) -> jax.Array:
   """(B, B) bool: rows i, j hold the same token sequence."""
   return jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
-
-
-def clip_loss(
-  image_embeds: jax.Array,
-  text_embeds: jax.Array,
-  logit_scale: jax.Array,
-  positives: jax.Array | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """CLIP's symmetric InfoNCE of L2-normalised (B, D) embeddings, and its batch metrics.
-
-  logits = scale · image @ textᵀ; the loss is the mean of the image→text and
-  text→image cross entropies. `positives` (B, B) bool (default: the
-  diagonal) marks the pairs that match: each row's target spreads evenly over
-  them, so two images of one caption are not each other's negatives.
-  Metrics: the two cross entropies and top-1 accuracy each way (a hit is any
-  positive).
-  """
-  logits = logit_scale * image_embeds @ text_embeds.T
-  if positives is None:
-    positives = jnp.eye(logits.shape[0], dtype=bool)
-  targets = positives / jnp.sum(positives, axis=-1, keepdims=True)  # symmetric: same per column
-
-  def cross_entropy(x):
-    return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(x, axis=-1), axis=-1))
-
-  def top1(x):
-    return jnp.mean(jnp.take_along_axis(positives, jnp.argmax(x, -1)[:, None], -1))
-
-  image_to_text, text_to_image = cross_entropy(logits), cross_entropy(logits.T)
-  loss = (image_to_text + text_to_image) / 2
-  metrics = dict(
-    image_to_text_loss=image_to_text,
-    text_to_image_loss=text_to_image,
-    image_to_text_top1=top1(logits),
-    text_to_image_top1=top1(logits.T),
-  )
-  return loss, metrics
 
 
 # -- evaluation helpers ------------------------------------------------------------
