@@ -7,6 +7,7 @@ params with `jaxgen.convert.diffusers_unet.unet_from_diffusers`.
 
 from __future__ import annotations
 
+import ast
 import glob
 import math
 import os
@@ -140,6 +141,26 @@ def parse_run(item: str, error: type[ValueError], example: str) -> tuple[str, st
       f"--run {name}: {workdir!r} holds no config.json: expected a run directory of `jaxgen train`"
     )
   return name, workdir
+
+
+def parse_options(
+  items: Sequence[str], labels: Sequence[str], error: type[ValueError]
+) -> dict[str, dict]:
+  """`--option LABEL:KEY=VALUE` items -> {label: {key: value}} (values as Python literals, else
+  strings), or `error` naming the item; every label must be a --run's."""
+  options = {label: {} for label in labels}
+  for item in items:
+    label, _, assignment = item.partition(":")
+    key, _, value = assignment.partition("=")
+    if not (label and key and value):
+      raise error(f"--option: expected LABEL:KEY=VALUE, found {item!r}")
+    if label not in options:
+      raise error(f"--option {item!r}: no --run is labelled {label!r}")
+    try:
+      options[label][key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      options[label][key] = value
+  return options
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:

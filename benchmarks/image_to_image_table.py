@@ -14,7 +14,6 @@ compilation on this machine, measured one run after another.
 from __future__ import annotations
 
 import argparse
-import ast
 import collections
 import os
 import sys
@@ -51,13 +50,11 @@ def main(argv=None) -> str:
     help="RUN_NAME:KEY=VALUE, a sampling option of one run (e.g. bbdm_label:sample_step=20)",
   )
   args = parser.parse_args(argv)
-  run_options = collections.defaultdict(dict)
-  for item in args.option:
-    name, _, assignment = item.partition(":")
-    key, _, value = assignment.partition("=")
-    if not (name and key and value):
-      parser.error(f"--option: expected RUN_NAME:KEY=VALUE, found {item!r}")
-    run_options[name][key] = ast.literal_eval(value)
+  names = [os.path.basename(os.path.normpath(run_dir)) for run_dir in args.runs]
+  try:
+    run_options = _common.parse_options(args.option, names, ValueError)
+  except ValueError as e:
+    parser.error(str(e))
 
   groups = collections.defaultdict(list)
   for run_dir in args.runs:

@@ -2,7 +2,8 @@
 
     python benchmarks/talking_table.py --run Wav2Lip=/work/talk/wav2lip \
         --run DiffTalk=/work/talk/difftalk --syncnet-run /work/talk/eval_expert \
-        --num-clips 16 --out /work/talk/table.json --videos 2
+        --num-clips 16 --out /work/talk/table.json --videos 2 \
+        [--run DiffTalk+guidance=/work/talk/difftalk_cfg --option DiffTalk+guidance:guidance_scale=3]
 
 Held-out data: `talking_data.make_clips(config.data, "test", N)` of each
 run (test identities and utterances; runs at one resolution share the same
@@ -112,9 +113,16 @@ def main(argv=None) -> list[dict]:
   )
   parser.add_argument("--out", required=True, help="JSON file of the rows")
   parser.add_argument("--videos", type=int, default=0, help="MP4/PNG examples of the first K clips")
+  parser.add_argument(
+    "--option",
+    action="append",
+    default=[],
+    help="NAME:KEY=VALUE, a sampling option of one run (e.g. DiffTalk:guidance_scale=3.0)",
+  )
   args = parser.parse_args(argv)
   _common.check_positive("--num-clips", args.num_clips)
   runs = [parse_run(item) for item in args.run]
+  options = _common.parse_options(args.option, [name for name, _ in runs], TalkingRunError)
   expert, expert_params = registry.load_run_of(
     Wav2LipExpertTask, args.syncnet_run, flag="--syncnet-run"
   )
@@ -132,7 +140,8 @@ def main(argv=None) -> list[dict]:
         rows.append(dataclasses.replace(row, method=f"{row.method} ({size}x{size})"))
       if size == DISPLAY_SIZE or reference_clips is None:
         reference_clips = clips
-    generate = functools.partial(task.generate, params)
+    task.check_options(options[name])  # before any sampling
+    generate = functools.partial(task.generate, params, **options[name])
     model_rows, videos[name] = talking_table.model_rows(name, generate, clips, embed)
     rows += model_rows
     print(f"{name}: done", flush=True)

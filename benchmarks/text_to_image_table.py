@@ -23,7 +23,6 @@ captions: one row per method.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -43,23 +42,6 @@ EXAMPLE = "MaskGIT-T8=runs/maskgit_shapes"
 
 class TableArgumentError(ValueError):
   """A --run, --option or --clip-run the table cannot use."""
-
-
-def parse_options(items, labels) -> dict[str, dict]:
-  """`--option LABEL:KEY=VALUE` items -> {label: {key: value}}, values as Python literals."""
-  options = {label: {} for label in labels}
-  for item in items:
-    label, _, assignment = item.partition(":")
-    key, _, value = assignment.partition("=")
-    if not (label and key and value):
-      raise TableArgumentError(f"--option: expected LABEL:KEY=VALUE, found {item!r}")
-    if label not in options:
-      raise TableArgumentError(f"--option {item!r}: no --run is labelled {label!r}")
-    try:
-      options[label][key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      options[label][key] = value
-  return options
 
 
 def generation_params(task, params):
@@ -123,7 +105,7 @@ def main(argv=None) -> list[dict]:
   for name in ("num_examples", "diversity_captions", "samples_per_caption", "batch_size"):
     _common.check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
   runs = [_common.parse_run(item, TableArgumentError, EXAMPLE) for item in args.run]
-  options = parse_options(args.option, [label for label, _ in runs])
+  options = _common.parse_options(args.option, [label for label, _ in runs], TableArgumentError)
   clip = load_run(args.clip_run) if args.clip_run else None
 
   rng = jax.random.PRNGKey(args.seed)
