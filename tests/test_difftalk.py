@@ -291,6 +291,39 @@ def test_generate_dubs_a_clip_deterministically_and_keeps_the_upper_rows():
   assert not np.allclose(np.asarray(z[:, 2:]), np.asarray(masked[:, 2:]))
 
 
+def test_audio_guidance_trains_a_null_token_and_extrapolates_from_it():
+  base, _, params, batch = tiny_task()
+  task = task_lib.DiffTalkTask(
+    tiny_config("diffusion.audio_dropout=0.5", "sample.guidance_scale=3.0"),
+    autoencoder=random_autoencoder(),
+  )
+  rng = jax.random.PRNGKey(7)  # training drops whole audio tokens: another loss on the same key
+  assert float(task.loss(params, batch, rng)[0]) != float(base.loss(params, batch, rng)[0])
+  inputs = (batch["masked_latent"], batch["reference_latent"], batch["audio"], batch["latent"])
+  sample = lambda scale: np.asarray(
+    task.sample_latents(params, *inputs, num_steps=1, guidance_scale=scale)
+  )
+  # One DDIM step is affine in the noise prediction, so the latents extrapolate as the
+  # predictions do: scale 0 is the null token alone, 1 the audio alone.
+  null, audio, guided = sample(0.0), sample(1.0), sample(3.0)
+  assert np.abs(audio - null).max() > 1e-3
+  np.testing.assert_allclose(guided, null + 3.0 * (audio - null), atol=1e-4)
+  closed = jax.make_jaxpr(
+    lambda p, *x: task_lib.DiffTalkTask.sample_latents.__wrapped__(
+      task, p, *x, num_steps=4, guidance_scale=3.0
+    )
+  )(params, *inputs)
+  scans = [e for e in _equations(closed.jaxpr) if e.primitive.name == "scan"]
+  assert len(scans) == 1 and scans[0].params["length"] == 4
+  assert task.check_options({}) == (4, 3.0)
+  with pytest.raises(SamplingOptionError, match="guidance_scale: expected a finite number"):
+    task.check_options({"guidance_scale": float("nan")})
+  with pytest.raises(SamplingOptionError, match="diffusion.audio_dropout=0"):
+    base.check_options({"guidance_scale": 3.0})
+  with pytest.raises(task_lib.DiffTalkConfigError, match="diffusion.audio_dropout"):
+    task_lib.DiffTalkTask(tiny_config("diffusion.audio_dropout=1.0"), random_autoencoder())
+
+
 # -- named errors ------------------------------------------------------------------------------
 
 

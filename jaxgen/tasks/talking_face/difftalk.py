@@ -30,6 +30,13 @@ of jaxgen's `autoencoder` task on talking-head frames
   `sample.keep_rows` > 0 the top rows of the latent are kept from the
   masked frame's latent in the same way (0: the network alone decides).
 
+Audio guidance (not in DiffTalk; off in the config): with
+`diffusion.audio_dropout` > 0 training replaces that fraction of the audio
+tokens by zeros (the null token: cross-attention then adds only its output
+bias), and `sample.guidance_scale` (or the `guidance_scale` option) s > 1
+samples with classifier-free guidance, eps_null + s (eps_audio - eps_null), at
+twice the U-Net cost.
+
 Frame-to-frame consistency is DiffTalk's: the AudioAttNet smoothing over
 neighbouring windows, the shared reference frame of a clip and the kept
 upper face. `sample.shared_noise` (not in DiffTalk, which draws noise per
@@ -58,7 +65,7 @@ import numpy as np
 from jaxgen.data import audio as audio_lib
 from jaxgen.data import face_render, talking_heads
 from jaxgen.data.images import to_uint8
-from jaxgen.diffusion import diffusion_loss, editing, make_schedule, samplers
+from jaxgen.diffusion import diffusion_loss, editing, guidance, make_schedule, samplers
 from jaxgen.diffusion import timesteps as timesteps_lib
 from jaxgen.metrics import image_quality
 from jaxgen.models import difftalk as difftalk_lib
@@ -74,7 +81,7 @@ from jaxgen.training.task import GenerativeTask, SampleSpec
 
 FPS = talking_heads.FPS
 DATA_KEYS = ("num_clips", "seconds", "size", "seed", "reference_gap")
-SAMPLING_OPTIONS = ("num_steps",)
+SAMPLING_OPTIONS = ("num_steps", "guidance_scale")
 # LDM's DDIMSampler (DiffTalk's ddim_ldm_ref_inpaint.py): "uniform" timesteps range(0, T, T/n) + 1,
 # and the last step's previous alpha-bar is alphas_cumprod[0], not 1.
 DDIM_OPTIONS = dict(
@@ -178,6 +185,36 @@ def scaled_autoencoder(autoencoder: FrozenAutoencoder, config) -> FrozenAutoenco
   return autoencoder.with_scaling_factor(scaling)
 
 
+def check_diffusion_config(diffusion: Mapping[str, Any]) -> float:
+  """`diffusion.audio_dropout` (0 for runs saved before it), after named errors for it and for
+  a prediction type other than DiffTalk's."""
+  if diffusion["prediction_type"] != "epsilon":
+    raise DiffTalkConfigError(
+      f"diffusion.prediction_type: DiffTalk predicts the noise (LDM's 'eps'); expected "
+      f"'epsilon', found {diffusion['prediction_type']!r}"
+    )
+  dropout = diffusion.get("audio_dropout", 0.0)
+  if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    raise DiffTalkConfigError(
+      f"diffusion.audio_dropout: expected a fraction in [0, 1), found {dropout!r}"
+    )
+  return float(dropout)
+
+
+def guided_denoiser(model, variables, masked, reference, context, guidance_scale: float):
+  """`model_fn(x, t)` of the U-Net given the conditions; a scale other than 1 guides against
+  the null (zero) audio token, both branches in one batched call."""
+
+  def conditional_fn(x, t, cond):
+    return model.apply(variables, x, t, *cond, method=difftalk_lib.DiffTalkDenoiser.denoise)
+
+  cond = (masked, reference, context)
+  if guidance_scale == 1.0:
+    return lambda x, t: conditional_fn(x, t, cond)
+  uncond = (masked, reference, jnp.zeros_like(context))
+  return guidance.classifier_free_guidance(conditional_fn, cond, uncond, guidance_scale)
+
+
 def check_keep_rows(keep: Any, latent_side: int) -> int:
   """`sample.keep_rows`, or a named error unless it is an int in [0, latent_side / 2]."""
   if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= latent_side // 2:
@@ -188,20 +225,35 @@ def check_keep_rows(keep: Any, latent_side: int) -> int:
   return keep
 
 
-def check_sampling_options(options: Mapping[str, Any], config_steps: int, num_train: int) -> int:
-  """The DDIM step count `options` ask for (default `config_steps`), or a SamplingOptionError."""
+def check_sampling_options(
+  options: Mapping[str, Any], sample: Mapping[str, Any], num_train: int, audio_dropout: float
+) -> tuple[int, float]:
+  """(DDIM steps, guidance scale) `options` ask for (defaults from `sample`), or a
+  SamplingOptionError."""
   unknown = sorted(set(options) - set(SAMPLING_OPTIONS))
   if unknown:
     raise samplers.SamplingOptionError(
       unknown[0], f"not a DiffTalk sampling option; expected one of {SAMPLING_OPTIONS}"
     )
   num_steps = options.get("num_steps")
-  num_steps = config_steps if num_steps is None else num_steps
+  num_steps = sample["num_steps"] if num_steps is None else num_steps
   try:
     timesteps_lib.check_num_steps(num_steps, num_train)
   except ValueError as e:
     raise samplers.SamplingOptionError("num_steps", f"{e} (DDIM steps; sample.num_steps)") from e
-  return int(num_steps)
+  scale = options.get("guidance_scale")
+  scale = sample.get("guidance_scale", 1.0) if scale is None else scale
+  if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+    raise samplers.SamplingOptionError(
+      "guidance_scale", f"expected a finite number, found {scale!r}"
+    )
+  if scale != 1.0 and not audio_dropout:
+    raise samplers.SamplingOptionError(
+      "guidance_scale",
+      f"expected 1: this run trained with diffusion.audio_dropout=0, so it has no null-audio "
+      f"model to guide against; found {scale!r}",
+    )
+  return int(num_steps), float(scale)
 
 
 def upper_rows_mask(shape: tuple[int, int, int], rows: int) -> jax.Array | None:
@@ -272,11 +324,7 @@ class DiffTalkTask(GenerativeTask):
       )
     d = config.diffusion
     self.schedule = make_schedule(d.schedule, d.num_train_timesteps, d.beta_start, d.beta_end)
-    if d.prediction_type != "epsilon":
-      raise DiffTalkConfigError(
-        f"diffusion.prediction_type: DiffTalk predicts the noise (LDM's 'eps'); expected "
-        f"'epsilon', found {d.prediction_type!r}"
-      )
+    self.audio_dropout = check_diffusion_config(d)
     check_keep_rows(config.sample.keep_rows, self.latent_side)
     self.check_options({})
     self.model = difftalk_lib.DiffTalkDenoiser(
@@ -333,14 +381,23 @@ class DiffTalkTask(GenerativeTask):
     return self.model.init(rng, z, t, z, z, jnp.zeros(batch["audio"].shape))["params"]
 
   def loss(self, params, batch: Mapping[str, jax.Array], rng: jax.Array):
+    variables = {"params": params}
+    context = self.model.apply(
+      variables, batch["audio"], method=difftalk_lib.DiffTalkDenoiser.condition
+    )
+    if self.audio_dropout:
+      drop_rng, rng = jax.random.split(rng)
+      context = guidance.drop_condition(drop_rng, context, 0 * context[:1], self.audio_dropout)
+
     def model_fn(noisy, t):
       return self.model.apply(
-        {"params": params},
+        variables,
         noisy,
         t,
         batch["masked_latent"],
         batch["reference_latent"],
-        batch["audio"],
+        context,
+        method=difftalk_lib.DiffTalkDenoiser.denoise,
       )
 
     loss, aux = diffusion_loss(
@@ -350,52 +407,46 @@ class DiffTalkTask(GenerativeTask):
 
   # -- sampling --------------------------------------------------------------
 
-  @functools.partial(jax.jit, static_argnames=("self", "num_steps"))
-  def sample_latents(self, params, masked, reference, audio, noise, *, num_steps: int):
+  @functools.partial(jax.jit, static_argnames=("self", "num_steps", "guidance_scale"))
+  def sample_latents(
+    self, params, masked, reference, audio, noise, *, num_steps: int, guidance_scale: float = 1.0
+  ):
     """Frame latents from masked latents, references, audio and noise: one DDIM (eta 0) scan;
-    the audio networks run once, outside it."""
-    context = self.model.apply(
-      {"params": params}, audio, method=difftalk_lib.DiffTalkDenoiser.condition
-    )
-
-    def model_fn(x, t):
-      return self.model.apply(
-        {"params": params},
-        x,
-        t,
-        masked,
-        reference,
-        context,
-        method=difftalk_lib.DiffTalkDenoiser.denoise,
-      )
-
+    the audio networks run once, outside it. A guidance scale other than 1 guides against the
+    null audio token (both branches in one batched U-Net call per step)."""
+    variables = {"params": params}
+    context = self.model.apply(variables, audio, method=difftalk_lib.DiffTalkDenoiser.condition)
+    model_fn = guided_denoiser(self.model, variables, masked, reference, context, guidance_scale)
     plan = samplers.make_plan(self.schedule, "ddim", num_steps, **DDIM_OPTIONS)
     keep = upper_rows_mask(masked.shape[:3], self.config.sample.keep_rows)
     return editing.edit(model_fn, plan, self.schedule, masked, noise, keep_mask=keep)
 
-  def check_options(self, options: Mapping[str, Any]) -> None:
-    check_sampling_options(options, self.config.sample.num_steps, self.schedule.num_train_timesteps)
+  def check_options(self, options: Mapping[str, Any]) -> tuple[int, float]:
+    """(DDIM steps, guidance scale) of `options`, or a SamplingOptionError."""
+    return check_sampling_options(
+      options, self.config.sample, self.schedule.num_train_timesteps, self.audio_dropout
+    )
 
   def generate_clip(
-    self, params, frames, reference, mel, rng, *, num_steps=None, shared_noise=None
+    self, params, frames, reference, mel, rng, *, shared_noise=None, **options
   ) -> np.ndarray:
     """uint8 (T, S, S, 3): the frames re-voiced for `mel`.
 
     frames: uint8 (T, S, S, 3), the video to dub (only their upper halves are
-    seen); reference: uint8 (S, S, 3); mel: (T, 16, 80) each frame's window.
+    seen); reference: uint8 (S, S, 3); mel: (T, 16, 80) each frame's window;
+    options: `num_steps`, `guidance_scale` (None or absent: `sample.*`).
     """
     check_condition_arrays(frames, reference, mel, self.size)
-    num_steps = check_sampling_options(
-      {"num_steps": num_steps}, self.config.sample.num_steps, self.schedule.num_train_timesteps
-    )
+    num_steps, guidance_scale = self.check_options(options)
     shared = self.config.sample.shared_noise if shared_noise is None else shared_noise
     masked = self.encode(jnp.asarray(masked_lower_half(frames), jnp.float32) / 127.5 - 1.0)
     ref = self.encode(jnp.asarray(reference[None], jnp.float32) / 127.5 - 1.0)
+    ref = jnp.broadcast_to(ref, masked.shape)
     shape = (1 if shared else len(frames),) + self._latent_shape
     noise = jnp.broadcast_to(jax.random.normal(rng, shape), masked.shape)
     audio = jnp.asarray(neighbour_windows(mel))
     z = self.sample_latents(
-      params, masked, jnp.broadcast_to(ref, masked.shape), audio, noise, num_steps=num_steps
+      params, masked, ref, audio, noise, num_steps=num_steps, guidance_scale=guidance_scale
     )
     return to_uint8(np.asarray(self.autoencoder.decode(z)))
 
@@ -438,6 +489,7 @@ def evaluate(
   *,
   num_clips=None,
   num_steps=None,
+  guidance_scale=None,
   shared_noise=None,
   shuffle_audio=False,
 ) -> tuple[dict[str, float], np.ndarray, TalkingClips]:
@@ -460,6 +512,7 @@ def evaluate(
     mel[i],
     jax.random.PRNGKey(i),
     num_steps=num_steps,
+    guidance_scale=guidance_scale,
     shared_noise=shared_noise,
   )
   videos = [run(0)]  # Compiles; the clips after it are timed.
