@@ -9,12 +9,13 @@ import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_configs import tiny_config
 
+from jaxgen.diffusion.samplers import SamplingOptionError
 from jaxgen.tasks.image import image_tokens
 from jaxgen.tasks.image.vqgan import DiscStartError, VQGANTask
 from jaxgen.tasks.registry import DependentRunError
 from jaxgen.training import trainer
-from tiny_configs import tiny_config
 
 STEPS = 30
 DISC_START = 20
@@ -134,6 +135,7 @@ class CodeHashPrior(image_tokens.TokenPriorTask):
   """A prior whose 'sampler' is a fixed function of the caption tokens: tests the plumbing."""
 
   samplers = ("hash",)
+  guidance_setting = "sample.hash_guidance"  # never on: `guided` stays the base's False
 
   def sample_codes(self, params, tokens, mask, rng, *, sampler, num_steps, guidance_scale):
     del params, rng, sampler, num_steps, guidance_scale
@@ -149,7 +151,7 @@ def prior_config(vq_config, workdir):
       data=vq_config.data.to_dict(),
       text=dict(max_length=12),
       vq=dict(workdir=workdir),
-      sample=dict(sampler="hash", num_steps=1, guidance=0.0),
+      sample=dict(sampler="hash", num_steps=1, guidance=1.0),
       eval=dict(num_examples=4),
     )
   )
@@ -179,13 +181,15 @@ def test_token_prior_base_round_trips_codes(learned_run, tmp_path):
   samples = prior.generate(None, conditions, jax.random.PRNGKey(0))["image"]
   tokens, mask = prior.tokenize(captions)
   expected = prior.sample_codes(
-    None, tokens, mask, None, sampler="hash", num_steps=1, guidance_scale=0.0
+    None, tokens, mask, None, sampler="hash", num_steps=1, guidance_scale=1.0
   )
   np.testing.assert_array_equal(
     samples, image_tokens.decode_codes_to_images(prior.vq_task, prior.vq_params, expected)
   )
   path = prior.save_samples({"image": samples}, conditions, str(tmp_path / "grid.png"))
   assert Image.open(path).size[0] > 0
+  with pytest.raises(SamplingOptionError, match="sample.hash_guidance off"):
+    prior.check_options({"guidance_scale": 2.0})  # no unconditional model to guide against
 
 
 def test_token_prior_base_names_bad_input(learned_run, tmp_path):
