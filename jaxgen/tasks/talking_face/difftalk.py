@@ -75,7 +75,7 @@ from jaxgen.pipelines.frozen_autoencoder import FrozenAutoencoder, latent_std
 from jaxgen.render.grid import make_grid
 from jaxgen.tasks.image.latent_diffusion import check_autoencoder, load_autoencoder
 from jaxgen.tasks.registry import absolute_dependent_runs
-from jaxgen.tasks.talking_face import talking_data, talking_samples
+from jaxgen.tasks.talking_face import talking_data, talking_samples, talking_table
 from jaxgen.tasks.talking_face.talking_data import TalkingClips
 from jaxgen.training.task import GenerativeTask, SampleSpec
 
@@ -504,7 +504,7 @@ def evaluate(
   speech of clip i + 1 (the shuffled-audio baseline).
   """
   clips = talking_data.make_clips(task.config.data, "test", num_clips or task.config.eval.num_clips)
-  mel = np.roll(clips.mel, 1, axis=0) if shuffle_audio else clips.mel
+  mel = clips.mel[talking_table.shuffled_pairing(clips.num_clips)] if shuffle_audio else clips.mel
   run = lambda i: task.generate_clip(
     params,
     clips.video[i],
