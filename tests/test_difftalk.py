@@ -318,6 +318,8 @@ def test_audio_guidance_trains_a_null_token_and_extrapolates_from_it():
   assert task.check_options({}) == (4, 3.0)
   with pytest.raises(SamplingOptionError, match="guidance_scale: expected a finite number"):
     task.check_options({"guidance_scale": float("nan")})
+  with pytest.raises(SamplingOptionError, match="guidance_scale: expected a finite number >= 0"):
+    task.check_options({"guidance_scale": -1.0})
   with pytest.raises(SamplingOptionError, match="diffusion.audio_dropout=0"):
     base.check_options({"guidance_scale": 3.0})
   with pytest.raises(task_lib.DiffTalkConfigError, match="diffusion.audio_dropout"):

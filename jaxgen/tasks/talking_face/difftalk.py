@@ -209,9 +209,7 @@ def guided_denoiser(model, variables, masked, reference, context, guidance_scale
     return model.apply(variables, x, t, *cond, method=difftalk_lib.DiffTalkDenoiser.denoise)
 
   cond = (masked, reference, context)
-  if guidance_scale == 1.0:
-    return lambda x, t: conditional_fn(x, t, cond)
-  uncond = (masked, reference, jnp.zeros_like(context))
+  uncond = (masked, reference, jnp.zeros_like(context))  # unused at scale 1 (static here)
   return guidance.classifier_free_guidance(conditional_fn, cond, uncond, guidance_scale)
 
 
@@ -243,9 +241,14 @@ def check_sampling_options(
     raise samplers.SamplingOptionError("num_steps", f"{e} (DDIM steps; sample.num_steps)") from e
   scale = options.get("guidance_scale")
   scale = sample.get("guidance_scale", 1.0) if scale is None else scale
-  if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+  if (
+    isinstance(scale, bool)
+    or not isinstance(scale, (int, float))
+    or not math.isfinite(scale)
+    or scale < 0
+  ):
     raise samplers.SamplingOptionError(
-      "guidance_scale", f"expected a finite number, found {scale!r}"
+      "guidance_scale", f"expected a finite number >= 0, found {scale!r}"
     )
   if scale != 1.0 and not audio_dropout:
     raise samplers.SamplingOptionError(
